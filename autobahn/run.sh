@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# Run the Autobahn WebSocket conformance suite against wsloop.
+#
+#   autobahn/run.sh server [options]   # the suite tests the wsloop SERVER
+#   autobahn/run.sh client [options]   # the suite tests the wsloop CLIENT
+#
+# Options:
+#   --kosoku         use kosoku (fast, ~10 s, NOT the gate) instead of wstest
+#   --wstest         use the original wstest (default; the gate)
+#   --deflate        include cases 12.* and 13.* (permessage-deflate)
+#   --cases LIST     only these cases, comma-separated globs (e.g. '1.*,5.*');
+#                    disables the total case-count check
+#   --port N         port to listen on / connect to
+#   -h, --help
+#
+# Environment (all optional):
+#   RUNNER=wstest|kosoku   same as --wstest/--kosoku
+#   DEFLATE=1              same as --deflate
+#   CASES=LIST             same as --cases
+#   PORT                   default 9001 (server) / 9002 (client); when not
+#                          given and the default is busy, a free port is used
+#   WSLOOP_BIN             server binary (default target/release/wsloop),
+#                          started as: $WSLOOP_BIN serve --addr 127.0.0.1:$PORT
+#   SERVER_CMD             shell command replacing the line above; run by
+#                          bash -c with PORT and ADDR (127.0.0.1:PORT) exported,
+#                          e.g. SERVER_CMD='python3 echo.py --addr $ADDR'
+#   AUTOBAHN_CLIENT_BIN    client program (default
+#                          target/release/examples/autobahn_client), started
+#                          as: $AUTOBAHN_CLIENT_BIN ws://127.0.0.1:$PORT $AGENT
+#   CLIENT_CMD             shell command replacing the line above (URL, AGENT,
+#                          PORT exported)
+#   AGENT                  agent name in the reports (default wsloop)
+#   RUN_TIMEOUT            whole-run limit in seconds (default 900)
+#   AUTOBAHN_VENV, KOSOKU_VENV   venvs made by autobahn/install.sh
+#   REPORTS_DIR            default autobahn/reports
+#   UPDATE_EXPECTED=1      copy the summary to autobahn/expected-<mode>.txt
+#
+# Output: reports in $REPORTS_DIR/<mode>/ (index.json + HTML per case),
+# logs in $REPORTS_DIR/<mode>-runner.log and <mode>-testee.log, and the
+# one-line-per-case summary in $REPORTS_DIR/<mode>-summary.txt.
+# Exit status: 0 when every case is OK or INFORMATIONAL, non-zero otherwise.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+CACHE="${WSLOOP_AUTOBAHN_CACHE:-$HOME/.cache/wsloop-autobahn}"
+AUTOBAHN_VENV="${AUTOBAHN_VENV:-$CACHE/venv27}"
+KOSOKU_VENV="${KOSOKU_VENV:-$CACHE/venv3}"
+REPORTS_DIR="${REPORTS_DIR:-$HERE/reports}"
+RUNNER="${RUNNER:-wstest}"
+DEFLATE="${DEFLATE:-0}"
+CASES="${CASES:-}"
+AGENT="${AGENT:-wsloop}"
+RUN_TIMEOUT="${RUN_TIMEOUT:-900}"
+HOST=127.0.0.1
+export PYTHONUNBUFFERED=1   # wstest (py2) logs progress line by line
+
+log() { printf '[autobahn] %s\n' "$*" >&2; }
+die() { printf '[autobahn] ERROR: %s\n' "$*" >&2; exit "${2:-2}"; }
+usage() { sed -n '2,45p' "$0"; }
+
+MODE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        server|client) MODE="$1" ;;
+        --kosoku) RUNNER=kosoku ;;
+        --wstest) RUNNER=wstest ;;
+        --deflate) DEFLATE=1 ;;
+        --cases) shift; CASES="${1:?--cases needs a value}" ;;
+        --cases=*) CASES="${1#--cases=}" ;;
+        --port) shift; PORT="${1:?--port needs a value}" ;;
+        --port=*) PORT="${1#--port=}" ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+[ -n "$MODE" ] || { usage >&2; die "give a mode: server or client"; }
+case "$RUNNER" in wstest|kosoku) ;; *) die "RUNNER must be wstest or kosoku, not '$RUNNER'" ;; esac
+
+START=$(date +%s)
+DEADLINE=$((START + RUN_TIMEOUT))
+remaining() {
+    local r=$((DEADLINE - $(date +%s)))
+    [ "$r" -gt 0 ] || r=1
+    echo "$r"
+}
+
+# ---------------------------------------------------------------- processes
+# Every process we start is recorded here and killed by PID (and its own
+# process group, which setsid gives it) when the script exits, however.
+PIDS=()
+stop_pid() {
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop on TERM; sending KILL"
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        stop_pid "$pid"
+    done
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# start LOGFILE CMD...: run CMD in its own session (so it and its children
+# can be stopped as one group), under a timeout for the rest of the run.
+# Sets LAST_PID.
+start() {
+    local logfile="$1"; shift
+    setsid timeout -k 10 "$(remaining)" "$@" >>"$logfile" 2>&1 </dev/null &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+port_open() {
+    timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+pick_port() {
+    local default="$1"
+    if [ -n "${PORT:-}" ]; then
+        port_open "$PORT" && die "port $PORT on $HOST is already in use"
+        echo "$PORT"
+    elif port_open "$default"; then
+        local p; p="$(free_port)"
+        log "port $default is busy; using $p"
+        echo "$p"
+    else
+        echo "$default"
+    fi
+}
+
+# wait_port PORT PID WHAT: wait until PORT accepts, failing early if PID dies.
+wait_port() {
+    local port="$1" pid="$2" what="$3" limit=$(( $(date +%s) + 30 ))
+    while ! port_open "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"; local rc=$?
+            die "$what exited (status $rc) before listening on $HOST:$port; see its log above"
+        fi
+        [ "$(date +%s)" -lt "$limit" ] || die "$what did not listen on $HOST:$port within 30 s"
+        sleep 0.1
+    done
+}
+
+show_log() {
+    [ -s "$1" ] || return 0
+    log "last lines of $1:"
+    tail -n "${2:-25}" "$1" | sed 's/^/    /' >&2
+}
+
+# ---------------------------------------------------------------- setup
+case "$RUNNER" in
+    wstest)
+        WSTEST="$AUTOBAHN_VENV/bin/wstest"
+        [ -x "$WSTEST" ] || die "wstest not found at $WSTEST; run autobahn/install.sh (or RUNNER=kosoku for the fast, non-gating runner)"
+        ;;
+    kosoku)
+        KOSOKU="$KOSOKU_VENV/bin/kosoku"
+        [ -x "$KOSOKU" ] || die "kosoku not found at $KOSOKU; run autobahn/install.sh kosoku"
+        ;;
+esac
+command -v setsid >/dev/null && command -v timeout >/dev/null || die "need setsid and timeout (util-linux, coreutils)"
+
+OUTDIR="$REPORTS_DIR/$MODE"
+RUNNER_LOG="$REPORTS_DIR/$MODE-runner.log"
+TESTEE_LOG="$REPORTS_DIR/$MODE-testee.log"
+SUMMARY="$REPORTS_DIR/$MODE-summary.txt"
+rm -rf "$OUTDIR"
+mkdir -p "$OUTDIR"
+: >"$RUNNER_LOG"
+: >"$TESTEE_LOG"
+rm -f "$SUMMARY"
+
+# Case selection, shared by both runners.
+if [ -n "$CASES" ]; then
+    IFS=',' read -r -a INCLUDE <<<"$CASES"
+else
+    INCLUDE=("*")
+fi
+if [ "$DEFLATE" = 1 ]; then EXCLUDE=(); else EXCLUDE=("12.*" "13.*"); fi
+EXPECT_ARGS=()
+if [ -z "$CASES" ]; then
+    # wstest 25.10.1 has 517 cases, 216 of them in 12.* and 13.*.
+    if [ "$DEFLATE" = 1 ]; then EXPECT_ARGS=(--expect-cases 517); else EXPECT_ARGS=(--expect-cases 301); fi
+fi
+
+# render_spec TEMPLATE OUT PORT: substitute ${PORT}/${AGENT}/${OUTDIR}, apply the case selection.
+render_spec() {
+    python3 - "$1" "$2" "$3" "$AGENT" "$OUTDIR" "$(IFS=,; echo "${INCLUDE[*]}")" "$(IFS=,; echo "${EXCLUDE[*]+"${EXCLUDE[*]}"}")" <<'EOF'
+import json, sys
+tmpl, out, port, agent, outdir, inc, exc = sys.argv[1:8]
+subst = {"${PORT}": port, "${AGENT}": agent, "${OUTDIR}": outdir.rstrip("/") + "/"}
+def walk(v):
+    if isinstance(v, str):
+        for k, r in subst.items():
+            v = v.replace(k, r)
+        return v
+    if isinstance(v, list):
+        return [walk(x) for x in v]
+    if isinstance(v, dict):
+        return {k: walk(x) for k, x in v.items() if not k.startswith("_")}
+    return v
+spec = walk(json.load(open(tmpl)))
+spec["cases"] = [c for c in inc.split(",") if c]
+spec["exclude-cases"] = [c for c in exc.split(",") if c]
+json.dump(spec, open(out, "w"), indent=3)
+EOF
+}
+
+kosoku_selection() {
+    local c
+    KOSOKU_SEL=()
+    if [ -n "$CASES" ]; then
+        for c in "${INCLUDE[@]}"; do KOSOKU_SEL+=(-i "$c"); done
+    fi
+    for c in "${EXCLUDE[@]+"${EXCLUDE[@]}"}"; do KOSOKU_SEL+=(-x "$c"); done
+}
+
+FAIL=0
+
+# ---------------------------------------------------------------- server
+run_server_mode() {
+    PORT="$(pick_port 9001)" || exit 2
+    export PORT ADDR="$HOST:$PORT"
+    local desc
+    if [ -n "${SERVER_CMD:-}" ]; then
+        desc="SERVER_CMD: $SERVER_CMD"
+        start "$TESTEE_LOG" bash -c "$SERVER_CMD"
+    else
+        local bin="${WSLOOP_BIN:-target/release/wsloop}"
+        case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
+        [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release; or set WSLOOP_BIN / SERVER_CMD)"
+        desc="$bin serve --addr $ADDR"
+        start "$TESTEE_LOG" "$bin" serve --addr "$ADDR"
+    fi
+    local server_pid=$LAST_PID
+    log "started server (pid $server_pid): $desc"
+    wait_port "$PORT" "$server_pid" "server" || exit 2
+    log "server is listening on $ADDR"
+
+    local rc t0; t0=$(date +%s)
+    if [ "$RUNNER" = wstest ]; then
+        local spec="$REPORTS_DIR/$MODE-spec.json"
+        render_spec "$HERE/fuzzingclient.json" "$spec" "$PORT" || die "cannot render spec"
+        log "running wstest -m fuzzingclient -s $spec (log: $RUNNER_LOG)"
+        start "$RUNNER_LOG" "$WSTEST" -m fuzzingclient -s "$spec"
+    else
+        kosoku_selection
+        log "running kosoku $HOST:$PORT -p 2 -o $OUTDIR ${KOSOKU_SEL[*]+"${KOSOKU_SEL[*]}"} (log: $RUNNER_LOG)"
+        start "$RUNNER_LOG" "$KOSOKU" "$HOST:$PORT" -p 2 -o "$OUTDIR" "${KOSOKU_SEL[@]+"${KOSOKU_SEL[@]}"}"
+    fi
+    local runner_pid=$LAST_PID
+    wait "$runner_pid"; rc=$?
+    log "$RUNNER finished in $(( $(date +%s) - t0 )) s (status $rc)"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        log "$RUNNER hit the run timeout (RUN_TIMEOUT=$RUN_TIMEOUT s)"; FAIL=1
+        show_log "$RUNNER_LOG"
+    elif [ "$RUNNER" = wstest ] && [ "$rc" -ne 0 ]; then
+        log "wstest failed"; FAIL=1
+        show_log "$RUNNER_LOG"
+    fi
+    # kosoku exits 1 whenever a case is not OK; check.py says which.
+
+    if kill -0 "$server_pid" 2>/dev/null; then
+        stop_pid "$server_pid"
+        log "stopped server (pid $server_pid)"
+    else
+        wait "$server_pid"; rc=$?
+        log "server (pid $server_pid) DIED during the run (status $rc)"
+        show_log "$TESTEE_LOG"
+        FAIL=1
+    fi
+}
+
+# ---------------------------------------------------------------- client
+run_client_mode() {
+    PORT="$(pick_port 9002)" || exit 2
+    export PORT URL="ws://$HOST:$PORT" AGENT
+    local t0 rc; t0=$(date +%s)
+    if [ "$RUNNER" = wstest ]; then
+        local spec="$REPORTS_DIR/$MODE-spec.json"
+        render_spec "$HERE/fuzzingserver.json" "$spec" "$PORT" || die "cannot render spec"
+        # -u 0: no embedded web server on 8080 (it is not needed for the run).
+        start "$RUNNER_LOG" "$WSTEST" -m fuzzingserver -s "$spec" -u 0
+    else
+        kosoku_selection
+        start "$RUNNER_LOG" "$KOSOKU" -m fuzzingserver "$HOST:$PORT" -o "$OUTDIR" "${KOSOKU_SEL[@]+"${KOSOKU_SEL[@]}"}"
+    fi
+    local fz_pid=$LAST_PID
+    log "started $RUNNER fuzzingserver (pid $fz_pid) on $URL (log: $RUNNER_LOG)"
+    wait_port "$PORT" "$fz_pid" "$RUNNER fuzzingserver" || { show_log "$RUNNER_LOG"; exit 2; }
+    log "fuzzingserver is listening"
+
+    local desc
+    if [ -n "${CLIENT_CMD:-}" ]; then
+        desc="CLIENT_CMD: $CLIENT_CMD"
+        start "$TESTEE_LOG" bash -c "$CLIENT_CMD"
+    else
+        local bin="${AUTOBAHN_CLIENT_BIN:-target/release/examples/autobahn_client}"
+        case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
+        [ -x "$bin" ] || die "client program not found at $bin (build it: cargo build --release --example autobahn_client; or set AUTOBAHN_CLIENT_BIN / CLIENT_CMD)"
+        desc="$bin $URL $AGENT"
+        start "$TESTEE_LOG" "$bin" "$URL" "$AGENT"
+    fi
+    local client_pid=$LAST_PID
+    log "started client (pid $client_pid): $desc (log: $TESTEE_LOG)"
+    wait "$client_pid"; rc=$?
+    log "client finished in $(( $(date +%s) - t0 )) s (status $rc)"
+    if [ "$rc" -ne 0 ]; then
+        [ "$rc" -eq 124 ] && log "client hit the run timeout (RUN_TIMEOUT=$RUN_TIMEOUT s)"
+        log "client exited with status $rc"; FAIL=1
+        show_log "$TESTEE_LOG"
+    fi
+
+    # The fuzzingserver writes index.json when the client calls
+    # /updateReports. wstest then keeps running (we stop it); kosoku exits.
+    local limit=$(( $(date +%s) + 30 ))
+    while [ "$(date +%s)" -lt "$limit" ]; do
+        if [ "$RUNNER" = kosoku ]; then
+            kill -0 "$fz_pid" 2>/dev/null || break
+        else
+            [ -s "$OUTDIR/index.json" ] && break
+            kill -0 "$fz_pid" 2>/dev/null || break
+        fi
+        sleep 0.2
+    done
+    [ "$RUNNER" = wstest ] && sleep 0.5   # let it finish writing the HTML index
+    if kill -0 "$fz_pid" 2>/dev/null; then
+        stop_pid "$fz_pid"
+        log "stopped $RUNNER fuzzingserver (pid $fz_pid)"
+    else
+        wait "$fz_pid"; rc=$?
+        log "$RUNNER fuzzingserver exited (status $rc)"
+    fi
+    [ -s "$OUTDIR/index.json" ] || { log "no index.json: did the client call /updateReports?agent=$AGENT ?"; show_log "$RUNNER_LOG"; }
+}
+
+log "mode=$MODE runner=$RUNNER deflate=$DEFLATE cases=${CASES:-all} timeout=${RUN_TIMEOUT}s"
+if [ "$MODE" = server ]; then run_server_mode; else run_client_mode; fi
+
+EXPECTED="$HERE/expected-$MODE.txt"
+python3 "$HERE/check.py" "$OUTDIR" "$SUMMARY" --expected "$EXPECTED" \
+    --label "$MODE/$RUNNER" "${EXPECT_ARGS[@]+"${EXPECT_ARGS[@]}"}"
+CHECK=$?
+if [ "${UPDATE_EXPECTED:-0}" = 1 ] && [ -s "$SUMMARY" ]; then
+    cp "$SUMMARY" "$EXPECTED"
+    log "updated $EXPECTED"
+fi
+log "total time $(( $(date +%s) - START )) s"
+if [ "$CHECK" -ne 0 ] || [ "$FAIL" -ne 0 ]; then
+    exit 1
+fi
+exit 0

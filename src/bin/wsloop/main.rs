@@ -1,0 +1,48 @@
+//! The `wsloop` command: `serve`, `client`, `bench`.
+
+mod args;
+mod serve;
+
+use args::Args;
+
+const HELP: &str = "\
+wsloop: an RFC 6455 WebSocket server and client on mio
+
+USAGE:
+    wsloop serve [OPTIONS]     echo server (see wsloop serve --help)
+    wsloop --version
+
+Logs go to stderr; RUST_LOG sets the level (default info).";
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.is_empty() {
+        eprintln!("{HELP}");
+        std::process::exit(2);
+    }
+    let cmd = argv.remove(0);
+    let code = match cmd.as_str() {
+        "serve" => match serve::parse(Args::new("serve", argv)) {
+            Ok(Some(opts)) => serve::run(opts),
+            Ok(None) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        "-h" | "--help" | "help" => {
+            println!("{HELP}");
+            0
+        }
+        "-V" | "--version" => {
+            println!("wsloop {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        other => {
+            eprintln!("wsloop: unknown command '{other}' (try: serve, --help)");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,314 @@
+//! The per-connection write queue.
+//!
+//! Small frames are appended to one owned buffer, so a burst of replies is
+//! one `writev`. Large owned payloads and shared broadcast frames
+//! (`Arc<[u8]>`, encoded once for every receiver) are queued by reference.
+//! When a queue drains, its buffer goes back to a small per-thread pool, so
+//! an idle connection owns no buffer and a busy one does not allocate per
+//! message.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+use crate::frame::{encode_header, FrameHeader, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+
+/// Payloads at least this large are queued as their own chunk when owned.
+const BY_REF_MIN: usize = 16 * 1024;
+/// Pooled buffers larger than this are freed instead.
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+/// Most buffers kept in a thread's pool.
+const POOL_MAX_LEN: usize = 64;
+/// Most chunks handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pool_take() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+fn pool_give(mut v: Vec<u8>) {
+    if v.capacity() == 0 || v.capacity() > POOL_MAX_CAPACITY {
+        return;
+    }
+    v.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX_LEN {
+            p.push(v);
+        }
+    });
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+/// Bytes waiting to be written to one socket.
+#[derive(Debug, Default)]
+pub struct WriteQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// Unwritten bytes in all chunks.
+    len: usize,
+}
+
+impl WriteQueue {
+    /// An empty queue (allocates nothing).
+    pub const fn new() -> Self {
+        WriteQueue {
+            chunks: VecDeque::new(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Unwritten bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The owned buffer at the back, to append small data to.
+    fn tail(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
+            self.chunks.push_back(Chunk::Owned(pool_take()));
+        }
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(v)) => v,
+            _ => unreachable!("an owned chunk was just pushed"),
+        }
+    }
+
+    /// Appends bytes (copied).
+    pub fn push_slice(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.tail().extend_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// Appends a frame: `header` then `payload`, masked with the header's
+    /// key if it has one.
+    pub fn push_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(header, &mut hdr);
+        let tail = self.tail();
+        tail.reserve(n + payload.len());
+        tail.extend_from_slice(&hdr[..n]);
+        let start = tail.len();
+        tail.extend_from_slice(payload);
+        if let Some(key) = header.mask {
+            apply_mask(&mut tail[start..], key, 0);
+        }
+        self.len += n + payload.len();
+    }
+
+    /// Appends an unmasked frame whose payload is owned: a large payload is
+    /// queued as is, without a copy.
+    pub fn push_frame_owned(&mut self, header: &FrameHeader, mut payload: Vec<u8>) {
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(header, &mut hdr);
+        self.push_slice(&hdr[..n]);
+        if payload.len() < BY_REF_MIN {
+            self.push_slice(&payload);
+            return;
+        }
+        self.len += payload.len();
+        self.chunks.push_back(Chunk::Owned(payload));
+    }
+
+    /// Appends shared bytes (a frame encoded once for many receivers).
+    pub fn push_shared(&mut self, data: Arc<[u8]>) {
+        if data.is_empty() {
+            return;
+        }
+        if data.len() < 512 {
+            // Copying a small frame is cheaper than a chunk and an iovec.
+            self.push_slice(&data);
+            return;
+        }
+        self.len += data.len();
+        self.chunks.push_back(Chunk::Shared(data));
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        for c in self.chunks.drain(..) {
+            if let Chunk::Owned(v) = c {
+                pool_give(v);
+            }
+        }
+        self.chunks = VecDeque::new();
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// Marks `n` bytes as written.
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let front = self.chunks.front().expect("advance past the end");
+            let left = front.bytes().len() - self.head;
+            if n < left {
+                self.head += n;
+                return;
+            }
+            n -= left;
+            self.head = 0;
+            if let Some(Chunk::Owned(v)) = self.chunks.pop_front() {
+                pool_give(v);
+            }
+        }
+        if self.len == 0 {
+            // Release the deque's storage too: idle connections own nothing.
+            self.clear();
+        }
+    }
+
+    /// Writes as much as `w` takes, with vectored writes, until the queue is
+    /// empty or `w` would block. Returns the bytes written; `WouldBlock` is
+    /// not an error here.
+    pub fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<usize> {
+        let mut total = 0;
+        while self.len > 0 {
+            let res = if self.chunks.len() == 1 {
+                w.write(&self.chunks[0].bytes()[self.head..])
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut cnt = 0;
+                for (i, c) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                    let b = c.bytes();
+                    iov[i] = IoSlice::new(if i == 0 { &b[self.head..] } else { b });
+                    cnt += 1;
+                }
+                w.write_vectored(&iov[..cnt])
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.advance(n);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Moves everything queued to the end of `out` (for tests, fuzzing and
+    /// in-memory transports).
+    pub fn drain_into(&mut self, out: &mut Vec<u8>) {
+        for (i, c) in self.chunks.iter().enumerate() {
+            let b = c.bytes();
+            out.extend_from_slice(if i == 0 { &b[self.head..] } else { b });
+        }
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    /// A writer that takes at most `max` bytes per call and blocks every
+    /// other call.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn mixed_chunks_come_out_in_order_under_partial_writes() {
+        let mut q = WriteQueue::new();
+        let mut expect = Vec::new();
+        let big = vec![7u8; 40_000];
+        let shared: Arc<[u8]> = vec![9u8; 2000].into();
+        for i in 0..20u8 {
+            q.push_slice(&[i; 3]);
+            expect.extend_from_slice(&[i; 3]);
+            if i % 5 == 0 {
+                let h = FrameHeader::new(OpCode::Binary, big.len() as u64);
+                q.push_frame_owned(&h, big.clone());
+                crate::frame::write_frame(&h, &big, &mut expect);
+                q.push_shared(shared.clone());
+                expect.extend_from_slice(&shared);
+            }
+        }
+        assert_eq!(q.len(), expect.len());
+        for max in [1, 7, 1000, 1 << 20] {
+            let mut q2 = WriteQueue::new();
+            let mut e2 = Vec::new();
+            q2.push_slice(&expect);
+            e2.extend_from_slice(&expect);
+            let mut w = Trickle { out: Vec::new(), max, calls: 0 };
+            while !q2.is_empty() {
+                q2.write_to(&mut w).unwrap();
+            }
+            assert_eq!(w.out, e2);
+        }
+        let mut w = Trickle { out: Vec::new(), max: 333, calls: 0 };
+        while !q.is_empty() {
+            q.write_to(&mut w).unwrap();
+        }
+        assert_eq!(w.out, expect);
+        assert!(q.chunks.capacity() == 0, "drained queue keeps no storage");
+    }
+
+    #[test]
+    fn masked_frame_is_masked() {
+        let mut q = WriteQueue::new();
+        let h = FrameHeader {
+            mask: Some([0x37, 0xfa, 0x21, 0x3d]),
+            ..FrameHeader::new(OpCode::Text, 5)
+        };
+        q.push_frame(&h, b"Hello");
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    }
+}

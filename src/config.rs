@@ -1,0 +1,194 @@
+//! Limits and timeouts. Defaults are safe for a server on the public
+//! internet; `validate()` checks a changed config.
+
+use std::time::Duration;
+
+use crate::close::CloseCode;
+use crate::error::ConfigError;
+
+/// What to do when a send would push a connection's write queue past
+/// [`Config::write_buffer_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Fail the connection with this close code (1008 or 1013 are usual).
+    Close(CloseCode),
+    /// Drop the message for this connection and keep the connection.
+    Drop,
+}
+
+/// Configuration shared by every connection of a server or client. Share it
+/// as `Arc<Config>`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Largest message (sum of its fragments) accepted, and largest message
+    /// sent. Default 16 MiB.
+    pub max_message_size: usize,
+    /// Most frames one message may arrive in: guards against floods of tiny
+    /// fragments. Default 131072 (Autobahn 9.3.1 sends 65536).
+    pub max_fragments: usize,
+    /// Largest opening handshake (request or response head). Default 8 KiB.
+    pub max_handshake_bytes: usize,
+    /// Most header fields in the handshake. Default 64.
+    pub max_headers: usize,
+    /// Time allowed for the opening handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Close a connection that has received nothing for this long.
+    /// Default 300 s; `None` disables.
+    pub idle_timeout: Option<Duration>,
+    /// Send a ping after this long without receiving anything. Default 30 s;
+    /// `None` disables.
+    pub ping_interval: Option<Duration>,
+    /// Drop a connection whose pong is this late. Default 20 s.
+    pub pong_timeout: Duration,
+    /// Time allowed for the closing handshake and for the peer to close TCP
+    /// after it. Default 5 s.
+    pub close_timeout: Duration,
+    /// Above this many queued bytes a connection is not read from and sends
+    /// report it is full. Default 1 MiB.
+    pub write_buffer_high: usize,
+    /// Below this many queued bytes reading resumes and the application is
+    /// told (`on_drain`). Default 256 KiB.
+    pub write_buffer_low: usize,
+    /// A send that would queue more than this applies `overflow`.
+    /// A message is always accepted into an empty queue. Default 32 MiB.
+    pub write_buffer_limit: usize,
+    /// What to do past `write_buffer_limit`. Default close with 1008.
+    pub overflow: OverflowPolicy,
+    /// Most open connections a server holds; above it new connections get
+    /// HTTP 503. Default `None` (the open-file limit applies).
+    pub max_connections: Option<usize>,
+    /// How long a graceful shutdown waits for close replies. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Size of the loop-wide read buffer. Default 256 KiB.
+    pub read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            max_fragments: 1 << 17,
+            max_handshake_bytes: 8 << 10,
+            max_headers: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            write_buffer_high: 1 << 20,
+            write_buffer_low: 256 << 10,
+            write_buffer_limit: 32 << 20,
+            overflow: OverflowPolicy::Close(CloseCode::POLICY),
+            max_connections: None,
+            shutdown_timeout: Duration::from_secs(30),
+            read_buffer_size: 256 << 10,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn err(field: &'static str, reason: String) -> Result<(), ConfigError> {
+            Err(ConfigError { field, reason })
+        }
+        if self.max_frame_size == 0 {
+            return err("max_frame_size", "must be at least 1".into());
+        }
+        if self.max_message_size == 0 {
+            return err("max_message_size", "must be at least 1".into());
+        }
+        if self.max_fragments == 0 {
+            return err("max_fragments", "must be at least 1".into());
+        }
+        if self.max_handshake_bytes < 256 {
+            return err(
+                "max_handshake_bytes",
+                format!("{} is below the minimum 256", self.max_handshake_bytes),
+            );
+        }
+        if self.max_headers < 8 {
+            return err(
+                "max_headers",
+                format!("{} is below the minimum 8", self.max_headers),
+            );
+        }
+        if self.write_buffer_low > self.write_buffer_high {
+            return err(
+                "write_buffer_low",
+                format!(
+                    "{} is above write_buffer_high {}",
+                    self.write_buffer_low, self.write_buffer_high
+                ),
+            );
+        }
+        if self.write_buffer_high > self.write_buffer_limit {
+            return err(
+                "write_buffer_high",
+                format!(
+                    "{} is above write_buffer_limit {}",
+                    self.write_buffer_high, self.write_buffer_limit
+                ),
+            );
+        }
+        if self.read_buffer_size < 4096 {
+            return err(
+                "read_buffer_size",
+                format!("{} is below the minimum 4096", self.read_buffer_size),
+            );
+        }
+        if let OverflowPolicy::Close(code) = self.overflow {
+            if !code.is_valid_on_wire() {
+                return err("overflow", format!("close code {code} cannot be sent"));
+            }
+        }
+        for (field, d) in [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("close_timeout", Some(self.close_timeout)),
+            ("pong_timeout", Some(self.pong_timeout)),
+            ("idle_timeout", self.idle_timeout),
+            ("ping_interval", self.ping_interval),
+        ] {
+            if d == Some(Duration::ZERO) {
+                return err(field, "must be above zero".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn validate_names_field_and_value() {
+        let c = Config {
+            write_buffer_low: 10 << 20,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "write_buffer_low");
+        assert!(e.reason.contains("10485760"), "{e}");
+        let c = Config {
+            idle_timeout: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "idle_timeout");
+        let c = Config {
+            overflow: OverflowPolicy::Close(CloseCode(1005)),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "overflow");
+    }
+}

@@ -1,0 +1,67 @@
+//! # wsloop
+//!
+//! An RFC 6455 WebSocket server and client, written by hand on mio: one
+//! single-threaded event loop, no async runtime.
+//!
+//! ```text
+//!  socket bytes ──► server / client        mio loop: sockets, slab, timers
+//!                     │  one read buffer per loop
+//!                     ▼
+//!                   protocol::Connection   sans-IO state machine
+//!                     │  poll_event(bytes) → events; send(msg) → bytes queued
+//!                     ▼
+//!                   frame, mask, utf8, close, handshake   pure functions
+//! ```
+//!
+//! Complete frames are unmasked in place in the loop's read buffer and
+//! handed to the application as borrowed slices; only incomplete frames and
+//! fragmented messages are copied. Every limit (frame, message, fragments,
+//! handshake size and time, write queue, idle, close) has a safe default in
+//! [`Config`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod buffer;
+pub mod close;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod protocol;
+pub mod rand;
+pub mod server;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use config::{Config, OverflowPolicy};
+pub use error::{CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
+pub use protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
+
+/// Small helpers for unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// xorshift64*: deterministic, good enough to pick test inputs.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                (self.next() % n as u64) as usize
+            }
+        }
+    }
+}

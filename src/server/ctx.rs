@@ -1,0 +1,216 @@
+//! The context handed to handler callbacks, and the cross-thread handle.
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use mio::Waker;
+
+use crate::close::CloseCode;
+use crate::error::Error;
+use crate::protocol::{encode_shared, Message, SendStatus};
+
+use super::{Command, ConnId, Core, Phase};
+
+/// What a callback can do: send to one connection, to a room, or to all;
+/// close connections; join and leave rooms. Sends are queued and written
+/// when the callback returns.
+pub struct Ctx<'a> {
+    pub(crate) core: &'a mut Core,
+}
+
+impl Ctx<'_> {
+    /// The loop's time for this batch of events.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.core.open
+    }
+
+    /// True if `id` is an open connection.
+    pub fn is_open(&mut self, id: ConnId) -> bool {
+        self.with_conn(id, |c| Ok(c.is_open())).unwrap_or(false)
+    }
+
+    fn with_conn<T>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut crate::Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let key = id.key();
+        let Some(e) = self.core.entry(id) else {
+            return Err(Error::ConnectionClosed);
+        };
+        let Phase::Open { conn, .. } = &mut e.phase else {
+            return Err(Error::ConnectionClosed);
+        };
+        let r = f(conn);
+        self.core.mark_dirty(key);
+        r
+    }
+
+    /// Queues a text message to `id`.
+    pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<SendStatus, Error> {
+        self.with_conn(id, |c| c.send_text(text))
+    }
+
+    /// Queues a binary message to `id`.
+    pub fn send_binary(&mut self, id: ConnId, data: &[u8]) -> Result<SendStatus, Error> {
+        self.with_conn(id, |c| c.send_binary(data))
+    }
+
+    /// Queues a message to `id` (an owned payload is not copied).
+    pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<SendStatus, Error> {
+        self.with_conn(id, |c| c.send(msg))
+    }
+
+    /// Queues a ping to `id`.
+    pub fn ping(&mut self, id: ConnId, payload: &[u8]) -> Result<(), Error> {
+        self.with_conn(id, |c| c.ping(payload))
+    }
+
+    /// Starts the close handshake with `id`.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        let now = self.core.now;
+        let _ = self.with_conn(id, |c| {
+            c.close(code, reason, now);
+            Ok(())
+        });
+    }
+
+    /// Bytes queued for `id`.
+    pub fn buffered(&mut self, id: ConnId) -> Option<usize> {
+        self.with_conn(id, |c| Ok(c.buffered())).ok()
+    }
+
+    /// Sends `msg` to every id in `ids`, encoding the frame once. Returns
+    /// how many accepted it (a full or closed connection does not).
+    pub fn broadcast(&mut self, ids: impl IntoIterator<Item = ConnId>, msg: &Message<'_>) -> usize {
+        let frame = encode_shared(msg);
+        let mut n = 0;
+        for id in ids {
+            if self.with_conn(id, |c| c.send_shared(frame.clone())).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sends `msg` to every open connection, encoding it once.
+    pub fn broadcast_all(&mut self, msg: &Message<'_>) -> usize {
+        let ids: Vec<ConnId> = self
+            .core
+            .slab
+            .iter()
+            .filter(|(_, e)| !e.dead && matches!(e.phase, Phase::Open { .. }))
+            .map(|(k, e)| ConnId::new(k, e.gen))
+            .collect();
+        self.broadcast(ids, msg)
+    }
+
+    /// Adds `id` to `room`. Connections leave their rooms when they close.
+    pub fn join(&mut self, id: ConnId, room: &str) -> bool {
+        let Some(e) = self.core.entry(id) else {
+            return false;
+        };
+        if e.rooms.iter().any(|r| &**r == room) {
+            return true;
+        }
+        let name: Arc<str> = match self.core.rooms.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => room.into(),
+        };
+        let e = self.core.entry(id).expect("checked above");
+        e.rooms.push(name.clone());
+        self.core.rooms.entry(name).or_insert_with(HashSet::new).insert(id);
+        true
+    }
+
+    /// Removes `id` from `room`.
+    pub fn leave(&mut self, id: ConnId, room: &str) -> bool {
+        let Some(e) = self.core.entry(id) else {
+            return false;
+        };
+        let Some(pos) = e.rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        e.rooms.swap_remove(pos);
+        if let Some(m) = self.core.rooms.get_mut(room) {
+            m.remove(&id);
+            if m.is_empty() {
+                self.core.rooms.remove(room);
+            }
+        }
+        true
+    }
+
+    /// True if `id` is in `room`.
+    pub fn in_room(&self, id: ConnId, room: &str) -> bool {
+        self.core.rooms.get(room).is_some_and(|m| m.contains(&id))
+    }
+
+    /// Members of `room`.
+    pub fn room_members(&self, room: &str) -> Vec<ConnId> {
+        self.core
+            .rooms
+            .get(room)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends `msg` to every member of `room`, encoding it once.
+    pub fn publish(&mut self, room: &str, msg: &Message<'_>) -> usize {
+        let members = self.room_members(room);
+        self.broadcast(members, msg)
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        self.core.handle.clone()
+    }
+}
+
+/// Feeds the loop from other threads; cheap to clone. Every call wakes the
+/// loop through mio's `Waker`. Calls fail only when the server has stopped.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+impl Handle {
+    fn submit(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.send(cmd).map_err(|_| Error::ConnectionClosed)?;
+        self.waker.wake()?;
+        Ok(())
+    }
+
+    /// Sends a message to one connection.
+    pub fn send(&self, id: ConnId, msg: Message<'static>) -> Result<(), Error> {
+        self.submit(Command::Send(id, msg))
+    }
+
+    /// Sends a message to every open connection.
+    pub fn broadcast(&self, msg: Message<'static>) -> Result<(), Error> {
+        self.submit(Command::Broadcast(msg))
+    }
+
+    /// Closes one connection.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.submit(Command::Close(id, code, reason.to_owned()))
+    }
+
+    /// Runs `f` on the loop thread with a [`Ctx`].
+    pub fn run(&self, f: impl FnOnce(&mut Ctx<'_>) + Send + 'static) -> Result<(), Error> {
+        self.submit(Command::Run(Box::new(f)))
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every connection
+    /// with 1001 after what is queued, wait up to `shutdown_timeout`.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        self.submit(Command::Shutdown)
+    }
+}

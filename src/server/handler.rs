@@ -1,0 +1,159 @@
+//! What applications write: a [`Handler`] with callbacks that run inside the
+//! loop, and the decisions it returns at the handshake.
+
+use crate::close::CloseCode;
+use crate::handshake::Request;
+use crate::protocol::{CloseInfo, Message};
+
+use super::Ctx;
+
+/// Identifies a connection for its whole life. Ids are not reused while the
+/// server runs (a slot's generation changes when it is reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    pub(crate) fn new(key: usize, gen: u32) -> Self {
+        ConnId(((gen as u64) << 32) | key as u64)
+    }
+    pub(crate) fn key(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    pub(crate) fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// A number for logs.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.key(), self.gen())
+    }
+}
+
+/// A plain HTTP response (health checks, pages, rejections). It is sent
+/// with `Connection: close`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Extra header fields (Content-Length and Connection are added).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into().into_bytes(),
+        }
+    }
+
+    /// A response with a content type.
+    pub fn with_type(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        HttpResponse {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: body.into(),
+        }
+    }
+}
+
+/// The answer to an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Accept, optionally choosing one of the offered subprotocols and
+    /// adding response headers.
+    Accept {
+        /// The chosen subprotocol (must be one the client offered).
+        protocol: Option<String>,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
+    /// Refuse with an HTTP response (401, 403, ...).
+    Reject(HttpResponse),
+}
+
+impl Upgrade {
+    /// Accept with no subprotocol.
+    pub fn accept() -> Self {
+        Upgrade::Accept {
+            protocol: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Refuse with `status` and `reason` as a text body.
+    pub fn reject(status: u16, reason: impl Into<String>) -> Self {
+        let mut body = reason.into();
+        body.push('\n');
+        Upgrade::Reject(HttpResponse::text(status, body))
+    }
+}
+
+/// The application. Every callback runs on the loop thread; keep them short
+/// and non-blocking. `ctx` sends to any connection, groups, or all.
+pub trait Handler {
+    /// A valid WebSocket upgrade request arrived. Default: accept.
+    fn on_upgrade(&mut self, ctx: &mut Ctx<'_>, id: ConnId, req: &Request) -> Upgrade {
+        let _ = (ctx, id, req);
+        Upgrade::accept()
+    }
+
+    /// A plain HTTP request (no upgrade) arrived. Default: 426 Upgrade
+    /// Required.
+    fn on_http(&mut self, req: &Request) -> HttpResponse {
+        let _ = req;
+        let mut r = HttpResponse::text(426, "this is a WebSocket endpoint\n");
+        r.headers.push(("Upgrade".into(), "websocket".into()));
+        r.headers.push(("Sec-WebSocket-Version".into(), "13".into()));
+        r
+    }
+
+    /// The connection is open (the 101 response is queued).
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+
+    /// A message arrived. It borrows the loop's read buffer when it came in
+    /// one frame: copy what you keep.
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>);
+
+    /// A ping arrived (the pong is already queued).
+    fn on_ping(&mut self, ctx: &mut Ctx<'_>, id: ConnId, payload: &[u8]) {
+        let _ = (ctx, id, payload);
+    }
+
+    /// A pong arrived.
+    fn on_pong(&mut self, ctx: &mut Ctx<'_>, id: ConnId, payload: &[u8]) {
+        let _ = (ctx, id, payload);
+    }
+
+    /// The connection is closed (close handshake, failure, timeout or lost
+    /// TCP). Called once per opened connection; the id is gone afterwards.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, info: &CloseInfo) {
+        let _ = (ctx, id, info);
+    }
+
+    /// The write queue of `id` went from above the high water mark to below
+    /// the low one: sending may resume.
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+
+    /// The server starts a graceful shutdown; every open connection will be
+    /// sent close 1001 after what is already queued for it.
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
+    }
+}
+
+/// Close code and reason used for connections closed by a shutdown.
+pub(crate) const SHUTDOWN_CLOSE: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");

@@ -1,0 +1,787 @@
+//! The server: one single-threaded mio loop serving WebSocket and plain HTTP
+//! on one port.
+//!
+//! Connections live in a [`Slab`] keyed by mio `Token`. Reads go into one
+//! loop-wide buffer; complete frames are unmasked there and handed to the
+//! [`Handler`] as borrowed slices. Each connection's replies are queued and
+//! written after its input is processed, many frames per `writev`. Timers
+//! (handshake, idle, heartbeat, close) sit in one binary heap with lazy
+//! deletion. Removals wait for the end of an event batch, so stale events
+//! for a removed token are harmless.
+
+mod ctx;
+mod handler;
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use crate::buffer::WriteQueue;
+use crate::close::CloseCode;
+use crate::config::Config;
+use crate::error::Error;
+use crate::handshake::{self, Head, Request, RequestReader};
+use crate::protocol::{CloseInfo, Connection, Event, Message, Role};
+
+pub use ctx::{Ctx, Handle};
+pub use handler::{ConnId, Handler, HttpResponse, Upgrade};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Reads per readiness event before other connections get a turn.
+const MAX_READS_PER_EVENT: usize = 8;
+/// How long accepting pauses after EMFILE/ENFILE.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// 503 answers in flight beyond `max_connections`; past this, drop.
+const REJECT_SLACK: usize = 64;
+
+/// A request from another thread, carried by a [`Handle`].
+pub(crate) enum Command {
+    Send(ConnId, Message<'static>),
+    Broadcast(Message<'static>),
+    Close(ConnId, CloseCode, String),
+    Run(Box<dyn FnOnce(&mut Ctx<'_>) + Send>),
+    Shutdown,
+}
+
+enum Phase {
+    /// Reading the request head.
+    Handshake { reader: RequestReader, deadline: Instant },
+    /// A WebSocket. `pre` holds the 101 response until written.
+    Open { conn: Connection, pre: WriteQueue },
+    /// Closed: write what is left, shut down our side, wait for the peer's
+    /// EOF until `deadline`.
+    Draining {
+        conn: Option<Connection>,
+        out: WriteQueue,
+        deadline: Instant,
+        shut: bool,
+    },
+}
+
+struct Entry {
+    sock: TcpStream,
+    gen: u32,
+    phase: Phase,
+    dirty: bool,
+    dead: bool,
+    /// Reads paused: the write queue is above the high water mark.
+    paused: bool,
+    /// Above the high water mark since the last `on_drain`.
+    above_high: bool,
+    timer_at: Option<Instant>,
+    rooms: Vec<Arc<str>>,
+}
+
+/// Everything the handler's [`Ctx`] may touch.
+pub(crate) struct Core {
+    config: Arc<Config>,
+    registry: Registry,
+    slab: Slab<Entry>,
+    next_gen: u32,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    dirty: Vec<usize>,
+    dead: Vec<usize>,
+    pending_reads: Vec<usize>,
+    rooms: HashMap<Arc<str>, HashSet<ConnId>>,
+    now: Instant,
+    open: usize,
+    shutdown_at: Option<Instant>,
+    handle: Handle,
+}
+
+/// A WebSocket server: bind, then [`Server::run`].
+///
+/// ```no_run
+/// use wsloop::server::{Ctx, ConnId, Handler, Server};
+/// use wsloop::{Config, Message};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
+///         let _ = ctx.send(id, msg);
+///     }
+/// }
+/// Server::bind("127.0.0.1:9001", Config::default(), Echo)?.run()?;
+/// # Ok::<(), wsloop::Error>(())
+/// ```
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    handler: H,
+    core: Core,
+    scratch: Vec<u8>,
+    commands: mpsc::Receiver<Command>,
+    accept_resume: Option<Instant>,
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 (Linux numbering).
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds `addr` (the first address it resolves to).
+    pub fn bind(addr: impl ToSocketAddrs, config: Config, handler: H) -> Result<Self, Error> {
+        config.validate()?;
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| Error::Url("address resolves to nothing".into()))?;
+        let listener = TcpListener::bind(addr)?;
+        Self::from_listener(listener, config, handler)
+    }
+
+    /// Uses an already bound listener.
+    pub fn from_listener(mut listener: TcpListener, config: Config, handler: H) -> Result<Self, Error> {
+        config.validate()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let local_addr = listener.local_addr()?;
+        let scratch = vec![0u8; config.read_buffer_size];
+        Ok(Server {
+            core: Core {
+                config: Arc::new(config),
+                registry: poll.registry().try_clone()?,
+                slab: Slab::new(),
+                next_gen: 0,
+                timers: BinaryHeap::new(),
+                dirty: Vec::new(),
+                dead: Vec::new(),
+                pending_reads: Vec::new(),
+                rooms: HashMap::new(),
+                now: Instant::now(),
+                open: 0,
+                shutdown_at: None,
+                handle: Handle { tx, waker },
+            },
+            poll,
+            listener: Some(listener),
+            local_addr,
+            handler,
+            scratch,
+            commands: rx,
+            accept_resume: None,
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for other threads: send, broadcast, run closures on the
+    /// loop, shut down.
+    pub fn handle(&self) -> Handle {
+        self.core.handle.clone()
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Runs until a graceful shutdown (see [`Handle::shutdown`]) completes.
+    pub fn run(mut self) -> Result<H, Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            self.core.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.run_commands(),
+                    Token(key) => {
+                        if ev.is_writable() {
+                            self.core.mark_dirty(key);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            read_conn(&mut self.core, &mut self.handler, &mut self.scratch, key, ev.is_read_closed());
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.core.pending_reads) {
+                read_conn(&mut self.core, &mut self.handler, &mut self.scratch, key, true);
+            }
+            flush_dirty(&mut self.core, &mut self.handler);
+            self.fire_timers();
+            flush_dirty(&mut self.core, &mut self.handler);
+            self.core.reap();
+            if let Some(at) = self.accept_resume {
+                if self.core.now >= at {
+                    self.accept_resume = None;
+                    self.accept();
+                }
+            }
+            if let Some(deadline) = self.core.shutdown_at {
+                if self.core.slab.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(self.handler);
+                }
+                if self.core.now >= deadline {
+                    warn!(
+                        "shutdown deadline passed; dropping {} connections",
+                        self.core.slab.len()
+                    );
+                    let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        kill(&mut self.core, &mut self.handler, key, "shutdown deadline");
+                    }
+                    self.core.reap();
+                    return Ok(self.handler);
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.core.pending_reads.is_empty() || !self.core.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next = self.core.timers.peek().map(|Reverse((t, _, _))| *t);
+        for extra in [self.accept_resume, self.core.shutdown_at] {
+            next = match (next, extra) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        // Round up to a whole millisecond so the loop does not spin on a
+        // deadline a few microseconds away.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            let (mut sock, addr) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    if self.accept_resume.is_none() {
+                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    }
+                    self.accept_resume = Some(self.core.now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    warn!("accept: {e}");
+                    self.accept_resume = Some(self.core.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let core = &mut self.core;
+            let over = core
+                .config
+                .max_connections
+                .is_some_and(|max| core.slab.len() >= max);
+            if over && core.slab.len() >= core.config.max_connections.unwrap_or(0) + REJECT_SLACK {
+                debug!("{addr}: dropped, far over max_connections");
+                continue;
+            }
+            let entry = core.slab.vacant_entry();
+            let key = entry.key();
+            if key >= u32::MAX as usize || key >= WAKER.0 {
+                continue;
+            }
+            if let Err(e) = core
+                .registry
+                .register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+            {
+                warn!("register: {e}");
+                continue;
+            }
+            core.next_gen = core.next_gen.wrapping_add(1);
+            let now = core.now;
+            let phase = if over {
+                debug!("{addr}: 503, max_connections reached");
+                let mut out = WriteQueue::new();
+                let mut bytes = Vec::new();
+                handshake::write_http_response(503, &[], b"server is at max_connections\n", &mut bytes);
+                out.push_slice(&bytes);
+                Phase::Draining {
+                    conn: None,
+                    out,
+                    deadline: now + core.config.close_timeout,
+                    shut: false,
+                }
+            } else {
+                Phase::Handshake {
+                    reader: RequestReader::new(),
+                    deadline: now + core.config.handshake_timeout,
+                }
+            };
+            entry.insert(Entry {
+                sock,
+                gen: core.next_gen,
+                phase,
+                dirty: false,
+                dead: false,
+                paused: false,
+                above_high: false,
+                timer_at: None,
+                rooms: Vec::new(),
+            });
+            if over {
+                core.mark_dirty(key);
+            }
+            core.schedule(key);
+        }
+    }
+
+    fn run_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            let mut ctx = Ctx { core: &mut self.core };
+            match cmd {
+                Command::Send(id, msg) => {
+                    let _ = ctx.send(id, msg);
+                }
+                Command::Broadcast(msg) => {
+                    ctx.broadcast_all(&msg);
+                }
+                Command::Close(id, code, reason) => ctx.close(id, code, &reason),
+                Command::Run(f) => f(&mut ctx),
+                Command::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.core.shutdown_at.is_some() {
+            return;
+        }
+        let now = self.core.now;
+        info!("graceful shutdown: closing {} connections", self.core.open);
+        self.core.shutdown_at = Some(now + self.core.config.shutdown_timeout);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.core.registry.deregister(&mut l);
+        }
+        self.accept_resume = None;
+        self.handler.on_shutdown(&mut Ctx { core: &mut self.core });
+        let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
+        let (code, reason) = handler::SHUTDOWN_CLOSE;
+        for key in keys {
+            let e = &mut self.core.slab[key];
+            match &mut e.phase {
+                Phase::Open { conn, .. } => {
+                    // Queued after everything already queued: nothing
+                    // accepted before the signal is lost.
+                    conn.close(code, reason, now);
+                    self.core.mark_dirty(key);
+                }
+                Phase::Handshake { .. } => {
+                    kill(&mut self.core, &mut self.handler, key, "shutdown");
+                }
+                Phase::Draining { .. } => {}
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.core.now;
+        while let Some(Reverse((t, key, gen))) = self.core.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.core.timers.pop();
+            let Some(e) = self.core.slab.get_mut(key) else { continue };
+            if e.gen != gen || e.dead || e.timer_at != Some(t) {
+                continue; // stale
+            }
+            e.timer_at = None;
+            match &mut e.phase {
+                Phase::Handshake { deadline, .. } => {
+                    if now >= *deadline {
+                        debug!("handshake timeout");
+                        let mut bytes = Vec::new();
+                        handshake::write_error_response(crate::HandshakeError::Timeout, &mut bytes);
+                        start_draining(&mut self.core, key, None, &bytes);
+                    }
+                }
+                Phase::Open { conn, .. } => conn.handle_timeout(now),
+                Phase::Draining { deadline, .. } => {
+                    if now >= *deadline {
+                        kill(&mut self.core, &mut self.handler, key, "drain timeout");
+                        continue;
+                    }
+                }
+            }
+            self.core.mark_dirty(key);
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn id(&self, key: usize) -> ConnId {
+        ConnId::new(key, self.slab[key].gen)
+    }
+
+    /// The entry for `id` if it is still the same connection.
+    fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
+        self.slab
+            .get_mut(id.key())
+            .filter(|e| e.gen == id.gen() && !e.dead)
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(e) = self.slab.get_mut(key) {
+            if !e.dirty && !e.dead {
+                e.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Makes sure a timer is set for the entry's next deadline.
+    fn schedule(&mut self, key: usize) {
+        let Some(e) = self.slab.get_mut(key) else { return };
+        let want = match &e.phase {
+            Phase::Handshake { deadline, .. } => Some(*deadline),
+            Phase::Open { conn, .. } => conn.poll_timeout(),
+            Phase::Draining { deadline, .. } => Some(*deadline),
+        };
+        if let Some(t) = want {
+            if e.timer_at.is_none_or(|cur| t < cur) {
+                e.timer_at = Some(t);
+                self.timers.push(Reverse((t, key, e.gen)));
+            }
+        }
+    }
+
+    fn leave_all_rooms(&mut self, key: usize) {
+        let id = self.id(key);
+        let rooms = std::mem::take(&mut self.slab[key].rooms);
+        for r in rooms {
+            if let Some(members) = self.rooms.get_mut(&r) {
+                members.remove(&id);
+                if members.is_empty() {
+                    self.rooms.remove(&r);
+                }
+            }
+        }
+    }
+
+    /// Removes dead entries (end of an event batch).
+    fn reap(&mut self) {
+        for key in std::mem::take(&mut self.dead) {
+            if self.slab.get(key).is_some_and(|e| e.dead) {
+                let mut e = self.slab.remove(key);
+                let _ = self.registry.deregister(&mut e.sock);
+            }
+        }
+        if self.slab.is_empty() && self.slab.capacity() > 1024 {
+            self.slab.shrink_to_fit();
+        }
+    }
+}
+
+/// Reads from `key` until it would block, processing as it goes.
+fn read_conn<H: Handler>(core: &mut Core, handler: &mut H, scratch: &mut [u8], key: usize, to_eof: bool) {
+    for _ in 0..MAX_READS_PER_EVENT {
+        let Some(e) = core.slab.get_mut(key) else { return };
+        if e.dead || (e.paused && matches!(e.phase, Phase::Open { .. })) {
+            return;
+        }
+        let n = match e.sock.read(scratch) {
+            Ok(0) => {
+                lost(core, handler, key, "peer closed TCP");
+                return;
+            }
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                lost(core, handler, key, &err.to_string());
+                return;
+            }
+        };
+        process(core, handler, &mut scratch[..n], key);
+        if n < scratch.len() && !to_eof {
+            // The socket is empty for now; the next arrival is a new edge.
+            return;
+        }
+    }
+    core.pending_reads.push(key);
+}
+
+/// The peer's TCP side ended (EOF or error).
+fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
+    let e = &mut core.slab[key];
+    if let Phase::Draining { .. } = e.phase {
+        e.dead = true;
+        core.dead.push(key);
+        return;
+    }
+    kill(core, handler, key, why);
+}
+
+/// Ends `key` now: tells the handler if it was open, removes it at the end
+/// of the batch.
+fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
+    let Some(e) = core.slab.get_mut(key) else { return };
+    if e.dead {
+        return;
+    }
+    e.dead = true;
+    core.dead.push(key);
+    let phase = std::mem::replace(
+        &mut e.phase,
+        Phase::Draining {
+            conn: None,
+            out: WriteQueue::new(),
+            deadline: core.now,
+            shut: true,
+        },
+    );
+    if let Phase::Open { mut conn, .. } = phase {
+        conn.handle_transport_closed(why);
+        let info = conn.close_info().cloned().unwrap_or(CloseInfo {
+            code: CloseCode::ABNORMAL,
+            reason: why.to_owned(),
+            clean: false,
+        });
+        closed(core, handler, key, &info);
+    }
+}
+
+/// Bookkeeping and the handler's `on_close` for a connection that was open.
+fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &CloseInfo) {
+    let id = core.id(key);
+    debug!("{id}: closed {} {:?} clean={}", info.code, info.reason, info.clean);
+    core.open -= 1;
+    core.leave_all_rooms(key);
+    // The handler sees the connection as gone: sends to it now fail.
+    let was_dead = core.slab[key].dead;
+    core.slab[key].dead = true;
+    handler.on_close(&mut Ctx { core }, id, info);
+    core.slab[key].dead = was_dead;
+}
+
+/// Queues `bytes` (an HTTP response) and moves the entry to draining.
+fn start_draining(core: &mut Core, key: usize, conn: Option<Connection>, bytes: &[u8]) {
+    let mut out = WriteQueue::new();
+    out.push_slice(bytes);
+    let e = &mut core.slab[key];
+    e.phase = Phase::Draining {
+        conn,
+        out,
+        deadline: core.now + core.config.close_timeout,
+        shut: false,
+    };
+    e.timer_at = None;
+    core.mark_dirty(key);
+    core.schedule(key);
+}
+
+fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: usize) {
+    let cfg = core.config.clone();
+    match &mut core.slab[key].phase {
+        Phase::Handshake { reader, .. } => {
+            match reader.feed(data, cfg.max_handshake_bytes, cfg.max_headers) {
+                Ok(Head::Partial) => {}
+                Ok(Head::Complete(req, rest)) => handshake_done(core, handler, key, req, rest),
+                Err(err) => {
+                    debug!("bad handshake: {err}");
+                    let mut bytes = Vec::new();
+                    handshake::write_error_response(err, &mut bytes);
+                    start_draining(core, key, None, &bytes);
+                }
+            }
+        }
+        Phase::Open { .. } => feed_frames(core, handler, key, data),
+        Phase::Draining { .. } => {}
+    }
+}
+
+fn handshake_done<H: Handler>(core: &mut Core, handler: &mut H, key: usize, req: Request, mut rest: Vec<u8>) {
+    let mut bytes = Vec::new();
+    if !req.wants_upgrade() {
+        let resp = handler.on_http(&req);
+        handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
+        debug!("HTTP {} {} -> {}", req.method, req.target, resp.status);
+        start_draining(core, key, None, &bytes);
+        return;
+    }
+    let wskey = match req.validate_upgrade() {
+        Ok(k) => k.to_owned(),
+        Err(err) => {
+            debug!("bad upgrade: {err}");
+            handshake::write_error_response(err, &mut bytes);
+            start_draining(core, key, None, &bytes);
+            return;
+        }
+    };
+    let id = core.id(key);
+    match handler.on_upgrade(&mut Ctx { core }, id, &req) {
+        Upgrade::Reject(resp) => {
+            debug!("{id}: upgrade rejected with {}", resp.status);
+            handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
+            start_draining(core, key, None, &bytes);
+        }
+        Upgrade::Accept { protocol, headers } => {
+            handshake::write_accept_response(&wskey, protocol.as_deref(), &headers, &mut bytes);
+            let mut pre = WriteQueue::new();
+            pre.push_slice(&bytes);
+            let conn = Connection::new(Role::Server, core.config.clone(), core.now);
+            let e = &mut core.slab[key];
+            e.phase = Phase::Open { conn, pre };
+            e.timer_at = None;
+            core.open += 1;
+            debug!("{id}: open {}", req.target);
+            handler.on_open(&mut Ctx { core }, id);
+            core.schedule(key);
+            core.mark_dirty(key);
+            if !rest.is_empty() {
+                // Frames that came with the request must not be lost.
+                feed_frames(core, handler, key, &mut rest);
+            }
+        }
+    }
+}
+
+fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &mut [u8]) {
+    let id = core.id(key);
+    let mut input: &mut [u8] = data;
+    loop {
+        let now = core.now;
+        let Some(Entry {
+            phase: Phase::Open { conn, .. },
+            dead: false,
+            ..
+        }) = core.slab.get_mut(key)
+        else {
+            return;
+        };
+        let ev = match conn.poll_event(&mut input, now) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(err) => {
+                debug!("{id}: {err}");
+                break;
+            }
+        };
+        let mut ctx = Ctx { core };
+        match ev {
+            Event::Message(m) => handler.on_message(&mut ctx, id, m),
+            Event::Ping(p) => handler.on_ping(&mut ctx, id, &p),
+            Event::Pong(p) => handler.on_pong(&mut ctx, id, &p),
+            Event::Close(..) => {}
+        }
+    }
+    core.mark_dirty(key);
+}
+
+fn flush_dirty<H: Handler>(core: &mut Core, handler: &mut H) {
+    while let Some(key) = core.dirty.pop() {
+        if let Some(e) = core.slab.get_mut(key) {
+            e.dirty = false;
+            if !e.dead {
+                flush_one(core, handler, key);
+            }
+        }
+    }
+}
+
+fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
+    let cfg = core.config.clone();
+    let e = &mut core.slab[key];
+    match &mut e.phase {
+        Phase::Handshake { .. } => {}
+        Phase::Open { conn, pre } => {
+            let mut res = pre.write_to(&mut e.sock);
+            if res.is_ok() && pre.is_empty() {
+                res = conn.write_to(&mut e.sock);
+            }
+            if let Err(err) = res {
+                lost(core, handler, key, &err.to_string());
+                return;
+            }
+            let buffered = conn.buffered() + pre.len();
+            let mut drained = false;
+            if buffered > cfg.write_buffer_high {
+                e.above_high = true;
+                e.paused = true;
+            } else if e.above_high && buffered <= cfg.write_buffer_low {
+                e.above_high = false;
+                drained = true;
+                if e.paused {
+                    e.paused = false;
+                    core.pending_reads.push(key);
+                }
+            }
+            if conn.is_closed() {
+                let info = conn.close_info().cloned().expect("closed has info");
+                let Phase::Open { conn, pre } = std::mem::replace(
+                    &mut e.phase,
+                    Phase::Draining {
+                        conn: None,
+                        out: WriteQueue::new(),
+                        deadline: core.now + cfg.close_timeout,
+                        shut: false,
+                    },
+                ) else {
+                    unreachable!()
+                };
+                if let Phase::Draining { conn: c, out, .. } = &mut e.phase {
+                    *c = Some(conn);
+                    *out = pre;
+                }
+                e.timer_at = None;
+                closed(core, handler, key, &info);
+                core.mark_dirty(key);
+                core.schedule(key);
+                return;
+            }
+            if drained {
+                let id = core.id(key);
+                handler.on_drain(&mut Ctx { core }, id);
+            }
+        }
+        Phase::Draining {
+            conn,
+            out,
+            shut,
+            ..
+        } => {
+            let mut res = out.write_to(&mut e.sock);
+            if let (Ok(_), true, Some(c)) = (&res, out.is_empty(), conn.as_mut()) {
+                res = c.write_to(&mut e.sock);
+            }
+            if res.is_err() {
+                lost(core, handler, key, "write failed while closing");
+                return;
+            }
+            let empty = out.is_empty() && conn.as_ref().is_none_or(|c| !c.wants_write());
+            if empty && !*shut {
+                // We close first (RFC 6455 §7.1.1); the peer's EOF, or the
+                // deadline, ends the entry.
+                *shut = true;
+                let _ = e.sock.shutdown(Shutdown::Write);
+                *conn = None;
+            }
+        }
+    }
+    core.schedule(key);
+}
