@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod buffer;
+pub mod client;
 pub mod close;
 pub mod config;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The `wsloop` command: `serve`, `client`, `bench`.
 
 mod args;
+mod client;
 mod serve;
 
 use args::Args;
@@ -10,6 +11,7 @@ wsloop: an RFC 6455 WebSocket server and client on mio
 
 USAGE:
     wsloop serve [OPTIONS]     echo server (see wsloop serve --help)
+    wsloop client URL          stdin to messages, messages to stdout
     wsloop --version
 
 Logs go to stderr; RUST_LOG sets the level (default info).";
@@ -31,6 +33,14 @@ fn main() {
                 2
             }
         },
+        "client" => match client::parse(Args::new("client", argv)) {
+            Ok(Some(opts)) => client::run(opts),
+            Ok(None) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
         "-h" | "--help" | "help" => {
             println!("{HELP}");
             0
@@ -40,7 +50,7 @@ fn main() {
             0
         }
         other => {
-            eprintln!("wsloop: unknown command '{other}' (try: serve, --help)");
+            eprintln!("wsloop: unknown command '{other}' (try: serve, client, --help)");
             2
         }
     };
