@@ -9,7 +9,6 @@
 //! - [`Reconnecting`] reconnects after an unexpected close or network error
 //!   with exponential backoff and jitter ([`Backoff`]).
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -157,7 +156,14 @@ pub struct Client {
     conn: Option<Connection>,
     deadline: Instant,
     buf: Vec<u8>,
-    events: VecDeque<Event<'static>>,
+    /// Input read but not decoded yet, from `pending_pos` on.
+    pending: Vec<u8>,
+    pending_pos: usize,
+    /// Reading stopped because `pending` is full.
+    read_stalled: bool,
+    /// EOF seen while input was still undecoded.
+    eof: bool,
+    now: Instant,
     protocol: Option<String>,
     error: Option<Error>,
     close_info: Option<CloseInfo>,
@@ -194,7 +200,11 @@ impl Client {
             reader: ResponseReader::new(),
             conn: None,
             deadline: now + opts.config.handshake_timeout,
-            events: VecDeque::new(),
+            pending: Vec::new(),
+            pending_pos: 0,
+            read_stalled: false,
+            eof: false,
+            now,
             protocol: None,
             error: None,
             close_info: None,
@@ -214,6 +224,12 @@ impl Client {
     /// True once the upgrade succeeded and until a close is sent or received.
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open) && self.conn.as_ref().is_some_and(|c| c.is_open())
+    }
+
+    /// True once the upgrade succeeded (even if the connection has closed
+    /// since).
+    pub fn is_upgraded(&self) -> bool {
+        self.conn.is_some()
     }
 
     /// True when the connection is over (TCP closed or abandoned).
@@ -237,9 +253,28 @@ impl Client {
         self.error.take()
     }
 
-    /// The next event received.
+    /// The next event received, decoded from the input now (replies such
+    /// as pongs and the close echo are queued; call [`Client::flush`]).
     pub fn next_event(&mut self) -> Option<Event<'static>> {
-        self.events.pop_front()
+        let ev = self.decode_one();
+        let now = self.now;
+        self.after_conn(now);
+        if ev.is_none() {
+            if self.eof {
+                self.finish(None);
+            } else if self.read_stalled {
+                self.read_input();
+                return self.next_event_again();
+            }
+        }
+        ev
+    }
+
+    fn next_event_again(&mut self) -> Option<Event<'static>> {
+        let ev = self.decode_one();
+        let now = self.now;
+        self.after_conn(now);
+        ev
     }
 
     /// Bytes queued for writing.
@@ -305,6 +340,7 @@ impl Client {
                 self.finish(Some(Error::Handshake(HandshakeError::Timeout)));
             }
             State::Open => {
+                self.now = now;
                 if let Some(c) = self.conn.as_mut() {
                     c.handle_timeout(now);
                 }
@@ -343,9 +379,12 @@ impl Client {
     }
 
     /// Does all the I/O the socket allows now: finishes the connect, writes
-    /// queued bytes, reads and processes input. Call it on every event for
-    /// the client's token (and after queuing sends).
+    /// queued bytes, reads input. Call it on every event for the client's
+    /// token (and after queuing sends). Input is decoded lazily by
+    /// [`Client::next_event`], so the application answers each message
+    /// before later frames are looked at.
     pub fn handle_io(&mut self, now: Instant) {
+        self.now = now;
         if let State::Connecting = self.state {
             match self.sock.take_error() {
                 Ok(Some(e)) | Err(e) => return self.finish(Some(e.into())),
@@ -360,8 +399,28 @@ impl Client {
         if let Err(e) = self.flush() {
             return self.finish(Some(e.into()));
         }
+        self.read_input();
+        if matches!(self.state, State::Draining { .. }) {
+            // Nobody decodes after the close: drop what the server sends.
+            self.pending.clear();
+            self.pending_pos = 0;
+        }
+        if let Err(e) = self.flush() {
+            self.finish(Some(e.into()));
+        }
+    }
+
+    /// Reads until the socket would block or enough undecoded input is
+    /// held (the application decides the pace).
+    fn read_input(&mut self) {
+        let cap = self.config.max_message_size.saturating_add(self.buf.len());
+        self.read_stalled = false;
         loop {
             if matches!(self.state, State::Done) {
+                return;
+            }
+            if self.pending.len() - self.pending_pos > cap {
+                self.read_stalled = true;
                 return;
             }
             let n = match self.sock.read(&mut self.buf) {
@@ -370,62 +429,67 @@ impl Client {
                         State::Handshake => Some(Error::Handshake(HandshakeError::Eof)),
                         _ => None,
                     };
+                    if matches!(self.state, State::Open) && self.pending_pos < self.pending.len() {
+                        // Decode what arrived before the EOF first.
+                        self.eof = true;
+                        return;
+                    }
                     return self.finish(err);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // After the close handshake a reset is just the end.
+                Err(_) if matches!(self.state, State::Draining { .. }) => return self.finish(None),
                 Err(e) => return self.finish(Some(e.into())),
             };
-            self.process(n, now);
-        }
-        self.after_conn(now);
-        if let Err(e) = self.flush() {
-            self.finish(Some(e.into()));
-        }
-    }
-
-    fn process(&mut self, n: usize, now: Instant) {
-        let mut start = 0;
-        if let State::Handshake = self.state {
-            let c = &self.config;
-            match self.reader.feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers) {
-                Ok(Head::Partial) => return,
-                Ok(Head::Complete(resp, rest)) => match resp.validate(&self.request) {
-                    Ok(protocol) => {
-                        self.protocol = protocol;
-                        self.state = State::Open;
-                        self.conn = Some(Connection::new(Role::Client, self.config.clone(), now));
-                        // Frames that came with the response.
-                        let mut rest = rest;
-                        self.feed(&mut rest, now);
-                        start = n; // `rest` held everything after the head
-                    }
-                    Err(e) => return self.finish(Some(e.into())),
-                },
-                Err(e) => return self.finish(Some(e.into())),
+            match self.state {
+                State::Handshake => self.handshake_input(n),
+                State::Open => self.pending.extend_from_slice(&self.buf[..n]),
+                _ => {}
             }
         }
-        if start < n {
-            let mut data = std::mem::take(&mut self.buf);
-            self.feed(&mut data[start..n], now);
-            self.buf = data;
+    }
+
+    fn handshake_input(&mut self, n: usize) {
+        let c = &self.config;
+        match self.reader.feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers) {
+            Ok(Head::Partial) => {}
+            Ok(Head::Complete(resp, rest)) => match resp.validate(&self.request) {
+                Ok(protocol) => {
+                    self.protocol = protocol;
+                    self.state = State::Open;
+                    self.conn = Some(Connection::new(Role::Client, self.config.clone(), self.now));
+                    // Frames that came with the response.
+                    self.pending = rest;
+                    self.pending_pos = 0;
+                }
+                Err(e) => self.finish(Some(e.into())),
+            },
+            Err(e) => self.finish(Some(e.into())),
         }
     }
 
-    fn feed(&mut self, data: &mut [u8], now: Instant) {
-        let Some(conn) = self.conn.as_mut() else { return };
-        let mut input = data;
-        loop {
-            match conn.poll_event(&mut input, now) {
-                Ok(Some(ev)) => self.events.push_back(into_owned(ev)),
-                Ok(None) => break,
+    /// Decodes the next event from the input held.
+    fn decode_one(&mut self) -> Option<Event<'static>> {
+        let conn = self.conn.as_mut()?;
+        while self.pending_pos < self.pending.len() {
+            let mut input = &mut self.pending[self.pending_pos..];
+            let before = input.len();
+            let res = conn.poll_event(&mut input, self.now);
+            self.pending_pos += before - input.len();
+            match res {
+                Ok(Some(ev)) => return Some(into_owned(ev)),
+                Ok(None) => {}
                 Err(e) => {
                     self.error = Some(e);
                     break;
                 }
             }
         }
+        self.pending.clear();
+        self.pending_pos = 0;
+        None
     }
 
     fn after_conn(&mut self, now: Instant) {
@@ -516,7 +580,7 @@ impl WebSocket {
             events: Events::with_capacity(8),
             read_timeout: None,
         };
-        while !ws.client.is_open() {
+        while !ws.client.is_upgraded() {
             if ws.client.is_done() {
                 return Err(ws
                     .client
@@ -613,13 +677,18 @@ impl WebSocket {
         let deadline = self.read_timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(ev) = self.client.next_event() {
+                // Pongs and the close echo go out now.
+                if let Err(e) = self.client.flush() {
+                    self.client.finish(Some(e.into()));
+                }
                 return Ok(ev);
             }
-            if self.client.is_done() || !matches!(self.client.state, State::Open | State::Draining { .. }) {
-                return Err(self.client.take_error().unwrap_or(Error::ConnectionClosed));
-            }
             if let Some(err) = self.client.error.take() {
+                let _ = self.client.flush();
                 return Err(err);
+            }
+            if !matches!(self.client.state, State::Open | State::Draining { .. }) {
+                return Err(self.client.take_error().unwrap_or(Error::ConnectionClosed));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout("recv"));

@@ -248,6 +248,10 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
             }
         }
         let _ = out.flush();
+        drop(out);
+        if let Err(e) = client.flush() {
+            eprintln!("write failed: {e}");
+        }
         if client.is_done() {
             if !was_open {
                 break Ended::Failed(client.take_error().unwrap_or(Error::Handshake(HandshakeError::Eof)));
