@@ -33,13 +33,16 @@ export PIP_NO_CACHE_DIR=1
 export PIP_NO_INPUT=1
 
 log() { printf '[autobahn/install] %s\n' "$*" >&2; }
-die() { printf '[autobahn/install] ERROR: %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf '[autobahn/install] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 find_py27() {
-    local c
-    for c in "${PY27:-}" \
-             "$PYENV_ROOT_DIR/versions/2.7.18/bin/python" \
-             /root/.pyenv/versions/2.7.18/bin/python; do
+    local c cands
+    if [ -n "${PY27:-}" ]; then
+        cands=("$PY27")          # explicit choice: use it or fail
+    else
+        cands=("$PYENV_ROOT_DIR/versions/2.7.18/bin/python" /root/.pyenv/versions/2.7.18/bin/python)
+    fi
+    for c in "${cands[@]}"; do
         [ -n "$c" ] && [ -x "$c" ] || continue
         if "$c" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (2, 7) else 1)' 2>/dev/null; then
             echo "$c"; return 0
@@ -90,7 +93,7 @@ install_wstest() {
     fi
     local py27
     if ! py27="$(find_py27)"; then
-        die "CPython 2.7 not found (looked for \$PY27, $PYENV_ROOT_DIR/versions/2.7.18/bin/python).
+        die "CPython 2.7 not found (looked for ${PY27:-$PYENV_ROOT_DIR/versions/2.7.18/bin/python}).
     The original Autobahn wstest needs Python 2.7 and is the conformance gate.
     Install it (e.g. 'pyenv install 2.7.18') or point PY27 at a 2.7 interpreter.
     For a quick, non-gating local loop use: autobahn/install.sh kosoku && autobahn/run.sh server --kosoku" 3

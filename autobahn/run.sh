@@ -56,7 +56,7 @@ HOST=127.0.0.1
 export PYTHONUNBUFFERED=1   # wstest (py2) logs progress line by line
 
 log() { printf '[autobahn] %s\n' "$*" >&2; }
-die() { printf '[autobahn] ERROR: %s\n' "$*" >&2; exit "${2:-2}"; }
+die() { printf '[autobahn] ERROR: %s\n' "$1" >&2; exit "${2:-2}"; }
 usage() { sed -n '2,45p' "$0"; }
 
 MODE=""
@@ -90,15 +90,21 @@ remaining() {
 # Every process we start is recorded here and killed by PID (and its own
 # process group, which setsid gives it) when the script exits, however.
 PIDS=()
+# is_ours PID: PID is alive and still a child of this script (not a recycled PID).
+is_ours() {
+    local ppid
+    ppid="$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')"
+    [ -n "$ppid" ] && [ "$ppid" = "$$" ]
+}
 stop_pid() {
     local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
+    is_ours "$pid" || return 0
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
     for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
+        is_ours "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if is_ours "$pid"; then
         log "pid $pid did not stop on TERM; sending KILL"
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
     fi
@@ -107,8 +113,10 @@ stop_pid() {
 }
 cleanup() {
     local pid
-    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-        stop_pid "$pid"
+    local i
+    # newest first: the runner/client before the peer it talks to
+    for (( i=${#PIDS[@]}-1; i>=0; i-- )); do
+        stop_pid "${PIDS[$i]}"
     done
 }
 trap cleanup EXIT
@@ -116,11 +124,14 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
 # start LOGFILE CMD...: run CMD in its own session (so it and its children
-# can be stopped as one group), under a timeout for the rest of the run.
-# Sets LAST_PID.
+# can be stopped as one group), under a timeout for the rest of the run
+# (plus SLACK seconds: long-lived peers get 60 so that the runner's or the
+# client's own timeout fires first; the slack only matters if this script
+# itself is killed with SIGKILL). Sets LAST_PID.
+SLACK=0
 start() {
     local logfile="$1"; shift
-    setsid timeout -k 10 "$(remaining)" "$@" >>"$logfile" 2>&1 </dev/null &
+    setsid timeout -k 10 "$(( $(remaining) + SLACK ))" "$@" >>"$logfile" 2>&1 </dev/null &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -147,15 +158,19 @@ pick_port() {
     fi
 }
 
-# wait_port PORT PID WHAT: wait until PORT accepts, failing early if PID dies.
+# wait_port PORT PID WHAT LOG: wait until PORT accepts, failing early if PID dies.
 wait_port() {
-    local port="$1" pid="$2" what="$3" limit=$(( $(date +%s) + 30 ))
+    local port="$1" pid="$2" what="$3" logfile="$4" limit=$(( $(date +%s) + 30 ))
     while ! port_open "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! is_ours "$pid"; then
             wait "$pid"; local rc=$?
-            die "$what exited (status $rc) before listening on $HOST:$port; see its log above"
+            show_log "$logfile"
+            die "$what exited (status $rc) before listening on $HOST:$port"
         fi
-        [ "$(date +%s)" -lt "$limit" ] || die "$what did not listen on $HOST:$port within 30 s"
+        if [ "$(date +%s)" -ge "$limit" ]; then
+            show_log "$logfile"
+            die "$what did not listen on $HOST:$port within 30 s"
+        fi
         sleep 0.1
     done
 }
@@ -163,7 +178,7 @@ wait_port() {
 show_log() {
     [ -s "$1" ] || return 0
     log "last lines of $1:"
-    tail -n "${2:-25}" "$1" | sed 's/^/    /' >&2
+    tail -n "${2:-25}" "$1" | cut -c1-400 | sed 's/^/    /' >&2
 }
 
 # ---------------------------------------------------------------- setup
@@ -243,17 +258,17 @@ run_server_mode() {
     local desc
     if [ -n "${SERVER_CMD:-}" ]; then
         desc="SERVER_CMD: $SERVER_CMD"
-        start "$TESTEE_LOG" bash -c "$SERVER_CMD"
+        SLACK=60 start "$TESTEE_LOG" bash -c "$SERVER_CMD"
     else
         local bin="${WSLOOP_BIN:-target/release/wsloop}"
         case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
         [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release; or set WSLOOP_BIN / SERVER_CMD)"
         desc="$bin serve --addr $ADDR"
-        start "$TESTEE_LOG" "$bin" serve --addr "$ADDR"
+        SLACK=60 start "$TESTEE_LOG" "$bin" serve --addr "$ADDR"
     fi
     local server_pid=$LAST_PID
     log "started server (pid $server_pid): $desc"
-    wait_port "$PORT" "$server_pid" "server" || exit 2
+    wait_port "$PORT" "$server_pid" "server" "$TESTEE_LOG"
     log "server is listening on $ADDR"
 
     local rc t0; t0=$(date +%s)
@@ -270,8 +285,13 @@ run_server_mode() {
     local runner_pid=$LAST_PID
     wait "$runner_pid"; rc=$?
     log "$RUNNER finished in $(( $(date +%s) - t0 )) s (status $rc)"
-    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        log "$RUNNER hit the run timeout (RUN_TIMEOUT=$RUN_TIMEOUT s)"; FAIL=1
+    if [ "$rc" -eq 124 ] || [ "$rc" -ge 128 ]; then
+        if [ "$rc" -eq 124 ]; then
+            log "$RUNNER hit the run timeout (RUN_TIMEOUT=$RUN_TIMEOUT s)"
+        else
+            log "$RUNNER was killed by signal $((rc - 128))"
+        fi
+        FAIL=1
         show_log "$RUNNER_LOG"
     elif [ "$RUNNER" = wstest ] && [ "$rc" -ne 0 ]; then
         log "wstest failed"; FAIL=1
@@ -279,7 +299,7 @@ run_server_mode() {
     fi
     # kosoku exits 1 whenever a case is not OK; check.py says which.
 
-    if kill -0 "$server_pid" 2>/dev/null; then
+    if is_ours "$server_pid"; then
         stop_pid "$server_pid"
         log "stopped server (pid $server_pid)"
     else
@@ -294,19 +314,24 @@ run_server_mode() {
 run_client_mode() {
     PORT="$(pick_port 9002)" || exit 2
     export PORT URL="ws://$HOST:$PORT" AGENT
+    local client_bin="${AUTOBAHN_CLIENT_BIN:-target/release/examples/autobahn_client}"
+    case "$client_bin" in /*) ;; *) client_bin="$ROOT/$client_bin" ;; esac
+    if [ -z "${CLIENT_CMD:-}" ] && [ ! -x "$client_bin" ]; then
+        die "client program not found at $client_bin (build it: cargo build --release --example autobahn_client; or set AUTOBAHN_CLIENT_BIN / CLIENT_CMD)"
+    fi
     local t0 rc; t0=$(date +%s)
     if [ "$RUNNER" = wstest ]; then
         local spec="$REPORTS_DIR/$MODE-spec.json"
         render_spec "$HERE/fuzzingserver.json" "$spec" "$PORT" || die "cannot render spec"
         # -u 0: no embedded web server on 8080 (it is not needed for the run).
-        start "$RUNNER_LOG" "$WSTEST" -m fuzzingserver -s "$spec" -u 0
+        SLACK=60 start "$RUNNER_LOG" "$WSTEST" -m fuzzingserver -s "$spec" -u 0
     else
         kosoku_selection
-        start "$RUNNER_LOG" "$KOSOKU" -m fuzzingserver "$HOST:$PORT" -o "$OUTDIR" "${KOSOKU_SEL[@]+"${KOSOKU_SEL[@]}"}"
+        SLACK=60 start "$RUNNER_LOG" "$KOSOKU" -m fuzzingserver "$HOST:$PORT" -o "$OUTDIR" "${KOSOKU_SEL[@]+"${KOSOKU_SEL[@]}"}"
     fi
     local fz_pid=$LAST_PID
     log "started $RUNNER fuzzingserver (pid $fz_pid) on $URL (log: $RUNNER_LOG)"
-    wait_port "$PORT" "$fz_pid" "$RUNNER fuzzingserver" || { show_log "$RUNNER_LOG"; exit 2; }
+    wait_port "$PORT" "$fz_pid" "$RUNNER fuzzingserver" "$RUNNER_LOG"
     log "fuzzingserver is listening"
 
     local desc
@@ -314,11 +339,8 @@ run_client_mode() {
         desc="CLIENT_CMD: $CLIENT_CMD"
         start "$TESTEE_LOG" bash -c "$CLIENT_CMD"
     else
-        local bin="${AUTOBAHN_CLIENT_BIN:-target/release/examples/autobahn_client}"
-        case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
-        [ -x "$bin" ] || die "client program not found at $bin (build it: cargo build --release --example autobahn_client; or set AUTOBAHN_CLIENT_BIN / CLIENT_CMD)"
-        desc="$bin $URL $AGENT"
-        start "$TESTEE_LOG" "$bin" "$URL" "$AGENT"
+        desc="$client_bin $URL $AGENT"
+        start "$TESTEE_LOG" "$client_bin" "$URL" "$AGENT"
     fi
     local client_pid=$LAST_PID
     log "started client (pid $client_pid): $desc (log: $TESTEE_LOG)"
@@ -332,18 +354,18 @@ run_client_mode() {
 
     # The fuzzingserver writes index.json when the client calls
     # /updateReports. wstest then keeps running (we stop it); kosoku exits.
-    local limit=$(( $(date +%s) + 30 ))
+    local limit=$(( $(date +%s) + 10 ))
     while [ "$(date +%s)" -lt "$limit" ]; do
         if [ "$RUNNER" = kosoku ]; then
-            kill -0 "$fz_pid" 2>/dev/null || break
+            is_ours "$fz_pid" || break
         else
             [ -s "$OUTDIR/index.json" ] && break
-            kill -0 "$fz_pid" 2>/dev/null || break
+            is_ours "$fz_pid" || break
         fi
         sleep 0.2
     done
     [ "$RUNNER" = wstest ] && sleep 0.5   # let it finish writing the HTML index
-    if kill -0 "$fz_pid" 2>/dev/null; then
+    if is_ours "$fz_pid"; then
         stop_pid "$fz_pid"
         log "stopped $RUNNER fuzzingserver (pid $fz_pid)"
     else

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every check CI runs, in order: format, lints, unit and integration tests,
+# the Autobahn conformance suite (server and client, original wstest), and a
+# short fuzz smoke of every target. Works on a fresh machine: it installs
+# what it needs (rustfmt/clippy components, wstest and kosoku venvs, a
+# Python venv with `websockets`, cargo-fuzz).
+#
+#   scripts/test-all.sh            everything
+#   SKIP_FUZZ=1 scripts/test-all.sh     skip the fuzz smoke
+#   SKIP_AUTOBAHN=1 ...                 skip the conformance runs
+#   FUZZ_SECONDS=N                      seconds per fuzz target (default 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "toolchain"
+cargo --version
+for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+        rustup component add "$c"
+    fi
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "library builds without default features"
+cargo build --lib --no-default-features
+
+step "release build (server binary and examples, used by the tests and Autobahn)"
+cargo build --release --all-features --bins --examples
+
+step "cargo test (all features)"
+cargo test --all-features
+
+if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
+    step "Autobahn: install wstest"
+    bash autobahn/install.sh
+    step "Autobahn: server"
+    bash autobahn/run.sh server
+    step "Autobahn: client"
+    bash autobahn/run.sh client
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+    step "fuzz smoke"
+    bash scripts/fuzz-smoke.sh
+fi
+
+step "all checks passed"
