@@ -497,6 +497,9 @@ impl Connection {
         let h = f.header;
         if h.opcode.is_control() {
             let payload = std::mem::take(&mut rx.ctrl);
+            // Unless a fragmented message is in progress, the connection is
+            // idle again and owns no receive state.
+            self.release_rx_if_idle();
             return self.control(h.opcode, Cow::Owned(payload));
         }
         if h.fin {
@@ -642,21 +645,22 @@ impl Connection {
         self.out.push_frame(&self.header(OpCode::Close, payload.len()), &payload);
     }
 
-    /// Checks that `extra` more bytes may be queued, applying the overflow
-    /// policy if not.
-    fn admit(&mut self, extra: usize) -> Result<(), Error> {
+    /// Checks that a frame of `frame_len` bytes (header included) carrying
+    /// `payload_len` bytes may be queued, applying the overflow policy if
+    /// not.
+    fn admit(&mut self, payload_len: usize, frame_len: usize) -> Result<(), Error> {
         if !self.is_open() {
             return Err(Error::ConnectionClosed);
         }
         let c = &self.config;
-        if extra > c.max_message_size {
+        if payload_len > c.max_message_size {
             return Err(Error::Capacity(CapacityError::SendTooLarge {
-                size: extra,
+                size: payload_len,
                 max: c.max_message_size,
             }));
         }
         let buffered = self.out.len();
-        if buffered > 0 && buffered + extra > c.write_buffer_limit {
+        if buffered > 0 && buffered + frame_len > c.write_buffer_limit {
             let err = CapacityError::WriteBufferLimit {
                 buffered,
                 limit: c.write_buffer_limit,
@@ -703,8 +707,8 @@ impl Connection {
             Message::Text(Cow::Owned(t)) => (OpCode::Text, t.into_bytes()),
             Message::Binary(Cow::Owned(b)) => (OpCode::Binary, b),
         };
-        self.admit(data.len())?;
         let h = self.header(op, data.len());
+        self.admit(data.len(), h.encoded_len() + data.len())?;
         self.out.push_frame_owned(&h, data);
         Ok(self.status())
     }
@@ -716,11 +720,11 @@ impl Connection {
         if opcode.is_control() {
             return Err(Error::Protocol(ProtocolError::UnknownOpcode(opcode.as_u8())));
         }
-        self.admit(payload.len())?;
         let h = FrameHeader {
             fin,
             ..self.header(opcode, payload.len())
         };
+        self.admit(payload.len(), h.encoded_len() + payload.len())?;
         self.out.push_frame(&h, payload);
         Ok(self.status())
     }
@@ -731,7 +735,12 @@ impl Connection {
         if self.role == Role::Client {
             return Err(Error::Protocol(ProtocolError::UnmaskedFrame));
         }
-        self.admit(frame.len())?;
+        // The message size limit is on the payload, not the header.
+        let payload_len = match parse_header(&frame) {
+            Ok(Some((h, _))) => h.payload_len as usize,
+            _ => frame.len(),
+        };
+        self.admit(payload_len, frame.len())?;
         self.out.push_shared(frame);
         Ok(self.status())
     }

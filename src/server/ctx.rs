@@ -1,6 +1,5 @@
 //! The context handed to handler callbacks, and the cross-thread handle.
 
-use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -125,7 +124,7 @@ impl Ctx<'_> {
         };
         let e = self.core.entry(id).expect("checked above");
         e.rooms.push(name.clone());
-        self.core.rooms.entry(name).or_insert_with(HashSet::new).insert(id);
+        self.core.rooms.entry(name).or_default().insert(id);
         true
     }
 

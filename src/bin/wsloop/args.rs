@@ -120,7 +120,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
     let secs = s.strip_suffix('s').unwrap_or(s);
     let v: f64 = secs.parse().ok()?;
-    if !v.is_finite() || v < 0.0 || v > 1e9 {
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
         return None;
     }
     Some(Duration::from_secs_f64(v))

@@ -1,6 +1,7 @@
 //! The `wsloop` command: `serve`, `client`, `bench`.
 
 mod args;
+mod bench;
 mod client;
 mod serve;
 
@@ -12,6 +13,7 @@ wsloop: an RFC 6455 WebSocket server and client on mio
 USAGE:
     wsloop serve [OPTIONS]     echo server (see wsloop serve --help)
     wsloop client URL          stdin to messages, messages to stdout
+    wsloop bench URL           load generator (see wsloop bench --help)
     wsloop --version
 
 Logs go to stderr; RUST_LOG sets the level (default info).";
@@ -35,6 +37,14 @@ fn main() {
         },
         "client" => match client::parse(Args::new("client", argv)) {
             Ok(Some(opts)) => client::run(opts),
+            Ok(None) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        "bench" => match bench::parse(Args::new("bench", argv)) {
+            Ok(Some(opts)) => bench::run(opts),
             Ok(None) => 0,
             Err(e) => {
                 eprintln!("{e}");
