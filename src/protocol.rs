@@ -114,7 +114,10 @@ pub struct CloseInfo {
 enum State {
     Open,
     /// We sent a close frame and wait for the peer's until `deadline`.
-    Closing { deadline: Instant, info: Box<CloseInfo> },
+    Closing {
+        deadline: Instant,
+        info: Box<CloseInfo>,
+    },
     /// Done: flush what is queued, then close the transport.
     Closed(Box<CloseInfo>),
 }
@@ -332,7 +335,10 @@ impl Connection {
         }
     }
 
-    fn read_event<'a>(&mut self, input: &mut &'a mut [u8]) -> Result<Option<Event<'a>>, ProtocolError> {
+    fn read_event<'a>(
+        &mut self,
+        input: &mut &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
         loop {
             if self.is_closed() {
                 *input = &mut [];
@@ -422,7 +428,9 @@ impl Connection {
         let in_progress = self.rx.as_ref().and_then(|rx| rx.msg_kind).is_some();
         match (h.opcode, in_progress) {
             (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, true) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text | OpCode::Binary, true) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
             _ => {}
         }
         let so_far = self.rx.as_ref().map_or(0, |rx| rx.msg.len() as u64);
@@ -449,7 +457,11 @@ impl Connection {
     }
 
     /// A frame whose payload is all in `payload` (unmasked).
-    fn whole_frame<'a>(&mut self, h: &FrameHeader, payload: &'a mut [u8]) -> Result<Option<Event<'a>>, ProtocolError> {
+    fn whole_frame<'a>(
+        &mut self,
+        h: &FrameHeader,
+        payload: &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
         match h.opcode {
             OpCode::Text | OpCode::Binary if h.fin => {
                 // The common case: a whole message, handed out in place.
@@ -474,7 +486,11 @@ impl Connection {
     }
 
     /// Feeds part of a frame's payload from `input`.
-    fn continue_frame<'a>(&mut self, mut f: InFrame, input: &mut &'a mut [u8]) -> Result<Option<Event<'a>>, ProtocolError> {
+    fn continue_frame<'a>(
+        &mut self,
+        mut f: InFrame,
+        input: &mut &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
         let n = (f.remaining.min(input.len() as u64)) as usize;
         let (chunk, rest) = std::mem::take(input).split_at_mut(n);
         *input = rest;
@@ -484,7 +500,11 @@ impl Connection {
         f.offset += n;
         f.remaining -= n as u64;
         if f.header.opcode.is_control() {
-            self.rx.as_mut().expect("frame in progress").ctrl.extend_from_slice(chunk);
+            self.rx
+                .as_mut()
+                .expect("frame in progress")
+                .ctrl
+                .extend_from_slice(chunk);
         } else {
             self.append_fragment(chunk)?;
         }
@@ -560,11 +580,16 @@ impl Connection {
         }
     }
 
-    fn control<'a>(&mut self, op: OpCode, payload: Cow<'a, [u8]>) -> Result<Option<Event<'a>>, ProtocolError> {
+    fn control<'a>(
+        &mut self,
+        op: OpCode,
+        payload: Cow<'a, [u8]>,
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
         match op {
             OpCode::Ping => {
                 if self.is_open() {
-                    self.out.push_frame(&self.header(OpCode::Pong, payload.len()), &payload);
+                    self.out
+                        .push_frame(&self.header(OpCode::Pong, payload.len()), &payload);
                 }
                 Ok(Some(Event::Ping(payload)))
             }
@@ -572,11 +597,13 @@ impl Connection {
             _ => {
                 let code = parse_close_payload(&payload)?.code;
                 let reason: Cow<'a, str> = match payload {
-                    Cow::Borrowed(b) if b.len() > 2 => {
-                        Cow::Borrowed(std::str::from_utf8(&b[2..]).map_err(|_| ProtocolError::InvalidCloseReason)?)
-                    }
+                    Cow::Borrowed(b) if b.len() > 2 => Cow::Borrowed(
+                        std::str::from_utf8(&b[2..])
+                            .map_err(|_| ProtocolError::InvalidCloseReason)?,
+                    ),
                     Cow::Owned(v) if v.len() > 2 => Cow::Owned(
-                        String::from_utf8(v[2..].to_vec()).map_err(|_| ProtocolError::InvalidCloseReason)?,
+                        String::from_utf8(v[2..].to_vec())
+                            .map_err(|_| ProtocolError::InvalidCloseReason)?,
                     ),
                     _ => Cow::Borrowed(""),
                 };
@@ -642,7 +669,8 @@ impl Connection {
     fn push_close(&mut self, code: CloseCode, reason: &str) {
         let mut payload = Vec::new();
         encode_close_payload(code, reason, &mut payload);
-        self.out.push_frame(&self.header(OpCode::Close, payload.len()), &payload);
+        self.out
+            .push_frame(&self.header(OpCode::Close, payload.len()), &payload);
     }
 
     /// Checks that a frame of `frame_len` bytes (header included) carrying
@@ -716,9 +744,16 @@ impl Connection {
     /// Queues one frame of a message the application fragments itself:
     /// the first frame has opcode Text or Binary, the rest Continuation,
     /// the last has `fin` set.
-    pub fn send_frame(&mut self, opcode: OpCode, payload: &[u8], fin: bool) -> Result<SendStatus, Error> {
+    pub fn send_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        fin: bool,
+    ) -> Result<SendStatus, Error> {
         if opcode.is_control() {
-            return Err(Error::Protocol(ProtocolError::UnknownOpcode(opcode.as_u8())));
+            return Err(Error::Protocol(ProtocolError::UnknownOpcode(
+                opcode.as_u8(),
+            )));
         }
         let h = FrameHeader {
             fin,
@@ -760,9 +795,12 @@ impl Connection {
             return Err(Error::ConnectionClosed);
         }
         if payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(Error::Protocol(ProtocolError::ControlTooLong(payload.len() as u64)));
+            return Err(Error::Protocol(ProtocolError::ControlTooLong(
+                payload.len() as u64,
+            )));
         }
-        self.out.push_frame(&self.header(op, payload.len()), payload);
+        self.out
+            .push_frame(&self.header(op, payload.len()), payload);
         Ok(())
     }
 

@@ -107,7 +107,11 @@ fn feed(conn: &mut Connection, bytes: &[u8], cuts: &[usize], now: Instant) -> Ve
                 Err(e) => panic!("unexpected error {e}"),
             }
         }
-        assert!(input.is_empty(), "Ok(None) with {} bytes unconsumed", input.len());
+        assert!(
+            input.is_empty(),
+            "Ok(None) with {} bytes unconsumed",
+            input.len()
+        );
     }
     evs
 }
@@ -155,7 +159,9 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 fn parse_frames(mut buf: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
     let mut frames = Vec::new();
     while !buf.is_empty() {
-        let (h, n) = parse_header(buf).expect("valid header").expect("whole header");
+        let (h, n) = parse_header(buf)
+            .expect("valid header")
+            .expect("whole header");
         let len = h.payload_len as usize;
         let mut payload = buf[n..n + len].to_vec();
         if let Some(k) = h.mask {
@@ -176,13 +182,20 @@ fn sent_frames(conn: &mut Connection) -> Vec<(FrameHeader, Vec<u8>)> {
 
 /// Frames as (opcode, fin, payload), for comparing across masking keys.
 fn summary(frames: &[(FrameHeader, Vec<u8>)]) -> Vec<(OpCode, bool, Vec<u8>)> {
-    frames.iter().map(|(h, p)| (h.opcode, h.fin, p.clone())).collect()
+    frames
+        .iter()
+        .map(|(h, p)| (h.opcode, h.fin, p.clone()))
+        .collect()
 }
 
 /// Checks that frames sent by `role` are masked exactly when it is a client.
 fn assert_masking(role: Role, frames: &[(FrameHeader, Vec<u8>)]) {
     for (h, _) in frames {
-        assert_eq!(h.mask.is_some(), role == Role::Client, "{role:?} sent {h:?}");
+        assert_eq!(
+            h.mask.is_some(),
+            role == Role::Client,
+            "{role:?} sent {h:?}"
+        );
     }
 }
 
@@ -208,7 +221,12 @@ fn cut_patterns(len: usize) -> Vec<Vec<usize>> {
         all.extend((0..=len).map(|i| vec![i]));
     } else {
         let middle = (EDGE + 1..len - EDGE).filter(|i| i % 61 == 0);
-        all.extend((0..=EDGE).chain(middle).chain(len - EDGE..=len).map(|i| vec![i]));
+        all.extend(
+            (0..=EDGE)
+                .chain(middle)
+                .chain(len - EDGE..=len)
+                .map(|i| vec![i]),
+        );
     }
     all.push((1..len).collect());
     all
@@ -229,7 +247,11 @@ fn assert_all_splits(
         let mut conn = Connection::new(role, config.clone(), now);
         let got = feed(&mut conn, bytes, &cuts, now);
         if got != expect {
-            let shown = if cuts.len() > 3 { format!("{} cuts", cuts.len()) } else { format!("{cuts:?}") };
+            let shown = if cuts.len() > 3 {
+                format!("{} cuts", cuts.len())
+            } else {
+                format!("{cuts:?}")
+            };
             panic!("{role:?}, input cut at {shown}:\n got {got:?}\nwant {expect:?}");
         }
         let frames = sent_frames(&mut conn);
@@ -237,11 +259,19 @@ fn assert_all_splits(
         let frames = summary(&frames);
         match &reply {
             None => reply = Some(frames),
-            Some(r) => assert_eq!(&frames, r, "{role:?}: replies differ at cuts {:?}", &cuts[..cuts.len().min(3)]),
+            Some(r) => assert_eq!(
+                &frames,
+                r,
+                "{role:?}: replies differ at cuts {:?}",
+                &cuts[..cuts.len().min(3)]
+            ),
         }
         if !conn.is_closed() {
             // Input that ends at a frame boundary leaves nothing behind.
-            assert!(conn.rx.is_none(), "{role:?}: receive state kept after whole frames");
+            assert!(
+                conn.rx.is_none(),
+                "{role:?}: receive state kept after whole frames"
+            );
             assert_eq!(conn.hdr_len, 0);
         }
     }
@@ -300,10 +330,17 @@ fn rfc_5_7_fragmented_hello_survives_every_split() {
     assert_all_splits(Role::Client, &default_cfg(), &wire, &[text("Hello")]);
     // The same from a client, masked.
     let mut wire = client_frame(KEY, false, OpCode::Text, b"Hel");
-    wire.extend(client_frame([1, 2, 3, 4], true, OpCode::Continuation, b"lo"));
+    wire.extend(client_frame(
+        [1, 2, 3, 4],
+        true,
+        OpCode::Continuation,
+        b"lo",
+    ));
     assert_all_splits(Role::Server, &default_cfg(), &wire, &[text("Hello")]);
     // And the single-frame example, masked (RFC 6455 §5.7).
-    let wire = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    let wire = [
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
     assert_all_splits(Role::Server, &default_cfg(), &wire, &[text("Hello")]);
 }
 
@@ -318,7 +355,11 @@ fn ping_inside_fragmented_message_survives_every_split() {
             role,
             &default_cfg(),
             &wire,
-            &[Ev::Ping(b"ping".to_vec()), Ev::Pong(b"pong".to_vec()), text("Hello")],
+            &[
+                Ev::Ping(b"ping".to_vec()),
+                Ev::Pong(b"pong".to_vec()),
+                text("Hello"),
+            ],
         );
         assert_eq!(replies, [(OpCode::Pong, true, b"ping".to_vec())]);
     }
@@ -351,7 +392,12 @@ fn characters_split_across_fragments_and_empty_fragments() {
 fn close_frame_survives_every_split_and_ends_input() {
     for role in [Role::Server, Role::Client] {
         let mut wire = frame_to(role, true, OpCode::Binary, b"before");
-        wire.extend(frame_to(role, true, OpCode::Close, &close_payload(1000, "bye")));
+        wire.extend(frame_to(
+            role,
+            true,
+            OpCode::Close,
+            &close_payload(1000, "bye"),
+        ));
         // Everything after the close is ignored.
         wire.extend(frame_to(role, true, OpCode::Text, b"after"));
         wire.extend(frame_to(role, true, OpCode::Ping, b"p"));
@@ -359,7 +405,10 @@ fn close_frame_survives_every_split_and_ends_input() {
             role,
             &default_cfg(),
             &wire,
-            &[Ev::Binary(b"before".to_vec()), Ev::Close(1000, "bye".into())],
+            &[
+                Ev::Binary(b"before".to_vec()),
+                Ev::Close(1000, "bye".into()),
+            ],
         );
         // The close is echoed with the same code (RFC 6455 §5.5.1).
         assert_eq!(replies.len(), 1);
@@ -368,7 +417,12 @@ fn close_frame_survives_every_split_and_ends_input() {
 
         // An empty close is reported as 1005 and answered with an empty close.
         let wire = frame_to(role, true, OpCode::Close, &[]);
-        let replies = assert_all_splits(role, &default_cfg(), &wire, &[Ev::Close(1005, String::new())]);
+        let replies = assert_all_splits(
+            role,
+            &default_cfg(),
+            &wire,
+            &[Ev::Close(1005, String::new())],
+        );
         assert_eq!(replies, [(OpCode::Close, true, Vec::new())]);
     }
 }
@@ -378,14 +432,22 @@ fn random_streams_give_the_same_events_at_random_cuts() {
     let mut rng = Rng::new(42);
     let config = default_cfg();
     for round in 0..300 {
-        let role = if round % 2 == 0 { Role::Server } else { Role::Client };
+        let role = if round % 2 == 0 {
+            Role::Server
+        } else {
+            Role::Client
+        };
         let mut wire = Vec::new();
         let mut expect = Vec::new();
         let mut pongs = Vec::new();
         for _ in 0..1 + rng.below(6) {
             let is_text = rng.below(2) == 0;
             let len = [0, 1, 5, 125, 126, 300, 70_000][rng.below(7)];
-            let payload = if is_text { text_of_len(len).into_bytes() } else { binary_of_len(len) };
+            let payload = if is_text {
+                text_of_len(len).into_bytes()
+            } else {
+                binary_of_len(len)
+            };
             // Cut the message into fragments, possibly at character middles.
             let nfrag = 1 + rng.below(4);
             let mut cuts: Vec<usize> = (1..nfrag).map(|_| rng.below(len + 1)).collect();
@@ -397,7 +459,12 @@ fn random_streams_give_the_same_events_at_random_cuts() {
                     (0, false) => OpCode::Binary,
                     _ => OpCode::Continuation,
                 };
-                wire.extend(frame_to(role, end == len && i == nfrag - 1, op, &payload[start..end]));
+                wire.extend(frame_to(
+                    role,
+                    end == len && i == nfrag - 1,
+                    op,
+                    &payload[start..end],
+                ));
                 start = end;
                 // Control frames may come between fragments.
                 if i + 1 < nfrag && rng.below(3) == 0 {
@@ -414,11 +481,17 @@ fn random_streams_give_the_same_events_at_random_cuts() {
             });
         }
         for _ in 0..4 {
-            let mut cuts: Vec<usize> = (0..rng.below(8)).map(|_| rng.below(wire.len() + 1)).collect();
+            let mut cuts: Vec<usize> = (0..rng.below(8))
+                .map(|_| rng.below(wire.len() + 1))
+                .collect();
             cuts.sort_unstable();
             let now = Instant::now();
             let mut conn = Connection::new(role, config.clone(), now);
-            assert_eq!(feed(&mut conn, &wire, &cuts, now), expect, "round {round} cuts {cuts:?}");
+            assert_eq!(
+                feed(&mut conn, &wire, &cuts, now),
+                expect,
+                "round {round} cuts {cuts:?}"
+            );
             assert_eq!(summary(&sent_frames(&mut conn)), pongs);
             assert!(conn.rx.is_none() && conn.hdr_len == 0);
         }
@@ -434,7 +507,10 @@ fn ping_is_answered_with_same_payload() {
             let now = Instant::now();
             let mut conn = Connection::new(role, default_cfg(), now);
             let wire = frame_to(role, true, OpCode::Ping, payload);
-            assert_eq!(feed(&mut conn, &wire, &[], now), [Ev::Ping(payload.to_vec())]);
+            assert_eq!(
+                feed(&mut conn, &wire, &[], now),
+                [Ev::Ping(payload.to_vec())]
+            );
             let mut out = Vec::new();
             conn.drain_output(&mut out);
             let (h, n) = parse_header(&out).unwrap().unwrap();
@@ -473,7 +549,14 @@ fn no_pong_after_our_close() {
 /// connection is failed with `code`, exactly one close frame with that code
 /// is queued after the replies to `before`, and nothing after the bad bytes
 /// is processed.
-fn assert_fails(role: Role, config: Config, bad: &[u8], before: &[Ev], err: ProtocolError, code: u16) {
+fn assert_fails(
+    role: Role,
+    config: Config,
+    bad: &[u8],
+    before: &[Ev],
+    err: ProtocolError,
+    code: u16,
+) {
     assert_eq!(err.close_code(), CloseCode(code), "{err:?}");
     let config = cfg(config);
     let mut wire = bad.to_vec();
@@ -485,7 +568,12 @@ fn assert_fails(role: Role, config: Config, bad: &[u8], before: &[Ev], err: Prot
     for cuts in cut_patterns(wire.len()) {
         let mut conn = Connection::new(role, config.clone(), now);
         let got = feed(&mut conn, &wire, &cuts, now);
-        assert_eq!(got, expect, "{role:?} cuts {:?}", &cuts[..cuts.len().min(3)]);
+        assert_eq!(
+            got,
+            expect,
+            "{role:?} cuts {:?}",
+            &cuts[..cuts.len().min(3)]
+        );
         assert!(conn.is_closed());
         assert!(!conn.is_open() && !conn.wants_read());
         assert_eq!(conn.poll_timeout(), None);
@@ -497,7 +585,10 @@ fn assert_fails(role: Role, config: Config, bad: &[u8], before: &[Ev], err: Prot
         assert_eq!(last.0.opcode, OpCode::Close);
         assert_eq!(code_of(&last.1), code);
         assert!(std::str::from_utf8(&last.1[2..]).is_ok());
-        assert!(rest.iter().all(|(h, _)| h.opcode == OpCode::Pong), "{rest:?}");
+        assert!(
+            rest.iter().all(|(h, _)| h.opcode == OpCode::Pong),
+            "{rest:?}"
+        );
         // Failed for good: more input is swallowed, nothing is sent.
         let more = frame_to(role, true, OpCode::Ping, b"x");
         assert_eq!(feed(&mut conn, &more, &[], now), []);
@@ -517,9 +608,23 @@ fn reserved_bits_fail_with_1002() {
         for role in [Role::Server, Role::Client] {
             let mask = (role == Role::Server).then_some(KEY);
             let bad = raw_frame(true, rsv, OpCode::Text, mask, b"x");
-            assert_fails(role, Config::default(), &bad, &[], ProtocolError::ReservedBits(rsv), 1002);
+            assert_fails(
+                role,
+                Config::default(),
+                &bad,
+                &[],
+                ProtocolError::ReservedBits(rsv),
+                1002,
+            );
             let bad = raw_frame(true, rsv, OpCode::Ping, mask, b"x");
-            assert_fails(role, Config::default(), &bad, &[], ProtocolError::ReservedBits(rsv), 1002);
+            assert_fails(
+                role,
+                Config::default(),
+                &bad,
+                &[],
+                ProtocolError::ReservedBits(rsv),
+                1002,
+            );
         }
     }
 }
@@ -547,7 +652,14 @@ fn masking_violations_fail_with_1002() {
     server_fails(&bad, ProtocolError::UnmaskedFrame, 1002);
     // Masked server frame to a client.
     let bad = frame_to(Role::Server, true, OpCode::Binary, b"hi");
-    assert_fails(Role::Client, Config::default(), &bad, &[], ProtocolError::MaskedFrame, 1002);
+    assert_fails(
+        Role::Client,
+        Config::default(),
+        &bad,
+        &[],
+        ProtocolError::MaskedFrame,
+        1002,
+    );
 }
 
 #[test]
@@ -560,7 +672,12 @@ fn bad_control_frames_fail_with_1002() {
     }
     // A ping of exactly 125 bytes is fine.
     let ok = client_frame(KEY, true, OpCode::Ping, &[b'a'; 125]);
-    assert_all_splits(Role::Server, &default_cfg(), &ok, &[Ev::Ping(vec![b'a'; 125])]);
+    assert_all_splits(
+        Role::Server,
+        &default_cfg(),
+        &ok,
+        &[Ev::Ping(vec![b'a'; 125])],
+    );
 }
 
 #[test]
@@ -609,7 +726,14 @@ fn fragmentation_violations_fail_with_1002() {
 fn invalid_utf8_fails_with_1007() {
     for role in [Role::Server, Role::Client] {
         let fails = |bad: &[u8], before: &[Ev]| {
-            assert_fails(role, Config::default(), bad, before, ProtocolError::InvalidUtf8, 1007)
+            assert_fails(
+                role,
+                Config::default(),
+                bad,
+                before,
+                ProtocolError::InvalidUtf8,
+                1007,
+            )
         };
         // In a single frame, and after a good message.
         fails(&frame_to(role, true, OpCode::Text, b"ok\xff"), &[]);
@@ -666,13 +790,18 @@ fn invalid_utf8_detected_at_first_impossible_byte() {
         let now = Instant::now();
         let mut conn = Connection::new(role, default_cfg(), now);
         assert_eq!(feed(&mut conn, &wire[..upto], &[], now), []);
-        assert_eq!(feed(&mut conn, &wire[upto..upto + 1], &[], now), [Ev::Err(ProtocolError::InvalidUtf8)]);
+        assert_eq!(
+            feed(&mut conn, &wire[upto..upto + 1], &[], now),
+            [Ev::Err(ProtocolError::InvalidUtf8)]
+        );
     }
 }
 
 #[test]
 fn bad_close_frames_fail() {
-    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+    ] {
         let bad = client_frame(KEY, true, OpCode::Close, &close_payload(code, ""));
         server_fails(&bad, ProtocolError::InvalidCloseCode(code), 1002);
     }
@@ -683,9 +812,16 @@ fn bad_close_frames_fail() {
     let bad = client_frame(KEY, true, OpCode::Close, &p);
     server_fails(&bad, ProtocolError::InvalidCloseReason, 1007);
     // Every valid code is accepted and echoed.
-    for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+    ] {
         let wire = client_frame(KEY, true, OpCode::Close, &close_payload(code, "é"));
-        let replies = assert_all_splits(Role::Server, &default_cfg(), &wire, &[Ev::Close(code, "é".into())]);
+        let replies = assert_all_splits(
+            Role::Server,
+            &default_cfg(),
+            &wire,
+            &[Ev::Close(code, "é".into())],
+        );
         assert_eq!(code_of(&replies[0].2), code);
     }
 }
@@ -698,7 +834,10 @@ fn length_encoding_violations_fail_with_1002() {
     server_fails(&bad, ProtocolError::LengthOverflow, 1002);
     // Caught from the first length byte.
     let mut conn = Connection::new(Role::Server, default_cfg(), Instant::now());
-    assert_eq!(feed(&mut conn, &bad[..3], &[], Instant::now()), [Ev::Err(ProtocolError::LengthOverflow)]);
+    assert_eq!(
+        feed(&mut conn, &bad[..3], &[], Instant::now()),
+        [Ev::Err(ProtocolError::LengthOverflow)]
+    );
     // A length that fits 7 bits sent in 16.
     let mut bad = vec![0x82, 0xfe, 0x00, 0x05];
     bad.extend_from_slice(&KEY);
@@ -729,9 +868,17 @@ fn frame_over_max_frame_size_fails_with_1009_before_its_payload() {
         ..Config::default()
     };
     let ok = client_frame(KEY, true, OpCode::Binary, &[1; 100]);
-    assert_all_splits(Role::Server, &cfg(small()), &ok, &[Ev::Binary(vec![1; 100])]);
+    assert_all_splits(
+        Role::Server,
+        &cfg(small()),
+        &ok,
+        &[Ev::Binary(vec![1; 100])],
+    );
     let bad = client_frame(KEY, true, OpCode::Binary, &[1; 101]);
-    let err = ProtocolError::Capacity(CapacityError::FrameTooLarge { size: 101, max: 100 });
+    let err = ProtocolError::Capacity(CapacityError::FrameTooLarge {
+        size: 101,
+        max: 100,
+    });
     assert_fails(Role::Server, small(), &bad, &[], err, 1009);
 }
 
@@ -751,7 +898,11 @@ fn huge_allowed_frame_does_not_reserve_its_declared_size() {
     assert_eq!(feed(&mut conn, &wire, &[], now), []);
     let rx = conn.rx.as_ref().expect("frame in progress");
     assert_eq!(rx.msg.len(), 10);
-    assert!(rx.msg.capacity() <= 64 * 1024, "reserved {}", rx.msg.capacity());
+    assert!(
+        rx.msg.capacity() <= 64 * 1024,
+        "reserved {}",
+        rx.msg.capacity()
+    );
 }
 
 #[test]
@@ -801,7 +952,14 @@ fn too_many_fragments_fail_with_1009() {
     bad.extend(client_frame(KEY, true, OpCode::Continuation, b"c"));
     let err = ProtocolError::Capacity(CapacityError::TooManyFragments { max: 3 });
     let pong = Ev::Pong(Vec::new());
-    assert_fails(Role::Server, three(), &bad, &[pong.clone(), pong], err, 1009);
+    assert_fails(
+        Role::Server,
+        three(),
+        &bad,
+        &[pong.clone(), pong],
+        err,
+        1009,
+    );
 }
 
 #[test]
@@ -810,7 +968,10 @@ fn failure_while_closing_sends_no_second_close() {
     let mut conn = Connection::new(Role::Server, default_cfg(), now);
     conn.close(CloseCode::GOING_AWAY, "bye", now);
     let bad = client_frame(KEY, true, OpCode::Text, b"\xff");
-    assert_eq!(feed(&mut conn, &bad, &[], now), [Ev::Err(ProtocolError::InvalidUtf8)]);
+    assert_eq!(
+        feed(&mut conn, &bad, &[], now),
+        [Ev::Err(ProtocolError::InvalidUtf8)]
+    );
     let frames = sent_frames(&mut conn);
     assert_eq!(frames.len(), 1);
     assert_eq!(code_of(&frames[0].1), 1001);
@@ -896,7 +1057,9 @@ impl Pair {
     }
 
     fn random_cuts(&mut self, len: usize) -> Vec<usize> {
-        let mut cuts: Vec<usize> = (0..self.rng.below(5)).map(|_| self.rng.below(len + 1)).collect();
+        let mut cuts: Vec<usize> = (0..self.rng.below(5))
+            .map(|_| self.rng.below(len + 1))
+            .collect();
         cuts.sort_unstable();
         cuts
     }
@@ -953,33 +1116,53 @@ fn session_messages_both_ways() {
     // A fragmented text with a ping in the middle.
     p.client.send_frame(OpCode::Text, b"Hel", false).unwrap();
     p.client.ping(b"are you there").unwrap();
-    p.client.send_frame(OpCode::Continuation, b"lo", true).unwrap();
+    p.client
+        .send_frame(OpCode::Continuation, b"lo", true)
+        .unwrap();
     p.transfer();
-    assert_eq!(p.server_events, [Ev::Ping(b"are you there".to_vec()), text("Hello")]);
+    assert_eq!(
+        p.server_events,
+        [Ev::Ping(b"are you there".to_vec()), text("Hello")]
+    );
     assert_eq!(p.client_events, [Ev::Pong(b"are you there".to_vec())]);
 
     // Messages both ways, borrowed and owned.
     p.server_events.clear();
     p.client_events.clear();
     p.client.send_binary(&[1, 2, 3]).unwrap();
-    p.client.send(Message::Text(Cow::Owned("owned".into()))).unwrap();
-    p.client.send(Message::Binary(Cow::Owned(binary_of_len(20_000)))).unwrap();
+    p.client
+        .send(Message::Text(Cow::Owned("owned".into())))
+        .unwrap();
+    p.client
+        .send(Message::Binary(Cow::Owned(binary_of_len(20_000))))
+        .unwrap();
     p.server.send_text("to client").unwrap();
-    p.server.send(Message::Binary(Cow::Borrowed(&[9; 70_000]))).unwrap();
+    p.server
+        .send(Message::Binary(Cow::Borrowed(&[9; 70_000])))
+        .unwrap();
     p.server.pong(b"unsolicited").unwrap();
     p.transfer();
     assert_eq!(
         p.server_events,
-        [Ev::Binary(vec![1, 2, 3]), text("owned"), Ev::Binary(binary_of_len(20_000))]
+        [
+            Ev::Binary(vec![1, 2, 3]),
+            text("owned"),
+            Ev::Binary(binary_of_len(20_000))
+        ]
     );
     assert_eq!(
         p.client_events,
-        [text("to client"), Ev::Binary(vec![9; 70_000]), Ev::Pong(b"unsolicited".to_vec())]
+        [
+            text("to client"),
+            Ev::Binary(vec![9; 70_000]),
+            Ev::Pong(b"unsolicited".to_vec())
+        ]
     );
     assert!(p.client.is_open() && p.server.is_open());
     assert_eq!((p.client.buffered(), p.server.buffered()), (0, 0));
     // Each client frame has its own masking key.
-    let keys: std::collections::HashSet<_> = p.to_server.iter().map(|(h, _)| h.mask.unwrap()).collect();
+    let keys: std::collections::HashSet<_> =
+        p.to_server.iter().map(|(h, _)| h.mask.unwrap()).collect();
     assert!(keys.len() > 1);
 }
 
@@ -989,14 +1172,23 @@ fn close_initiated_by_client() {
     let start = p.now;
     p.client.close(CloseCode::NORMAL, "done", p.now);
     assert!(!p.client.is_open() && !p.client.is_closed());
-    assert_eq!(p.client.poll_timeout(), Some(start + Config::default().close_timeout));
-    assert!(matches!(p.client.send_text("late"), Err(Error::ConnectionClosed)));
+    assert_eq!(
+        p.client.poll_timeout(),
+        Some(start + Config::default().close_timeout)
+    );
+    assert!(matches!(
+        p.client.send_text("late"),
+        Err(Error::ConnectionClosed)
+    ));
     // Data the server sends before it sees the close still arrives.
     p.server.send_text("in flight").unwrap();
     p.at(Duration::from_millis(10), start);
     p.transfer();
     assert_eq!(p.server_events, [Ev::Close(1000, "done".into())]);
-    assert_eq!(p.client_events, [text("in flight"), Ev::Close(1000, String::new())]);
+    assert_eq!(
+        p.client_events,
+        [text("in flight"), Ev::Close(1000, String::new())]
+    );
     // The server's reply echoes the code.
     let (h, payload) = p.to_client.last().unwrap();
     assert_eq!((h.opcode, code_of(payload)), (OpCode::Close, 1000));
@@ -1011,7 +1203,10 @@ fn close_initiated_by_client() {
         assert!(c.is_closed() && !c.wants_read());
         assert_eq!(c.poll_timeout(), None);
     }
-    assert!(matches!(p.server.send_text("x"), Err(Error::ConnectionClosed)));
+    assert!(matches!(
+        p.server.send_text("x"),
+        Err(Error::ConnectionClosed)
+    ));
     assert!(matches!(p.server.ping(b""), Err(Error::ConnectionClosed)));
 }
 
@@ -1024,7 +1219,11 @@ fn close_initiated_by_server() {
     p.transfer();
     assert_eq!(p.client_events, [Ev::Close(4000, "bye".into())]);
     assert_eq!(p.server_events, [Ev::Close(4000, String::new())]);
-    let closes: Vec<_> = p.to_client.iter().filter(|(h, _)| h.opcode == OpCode::Close).collect();
+    let closes: Vec<_> = p
+        .to_client
+        .iter()
+        .filter(|(h, _)| h.opcode == OpCode::Close)
+        .collect();
     assert_eq!(closes.len(), 1);
     assert_eq!(code_of(&p.to_server.last().unwrap().1), 4000);
     for c in [&p.client, &p.server] {
@@ -1043,7 +1242,8 @@ fn close_times_out_when_peer_never_answers() {
     let mut lost = Vec::new();
     p.client.drain_output(&mut lost);
     assert_eq!(p.client.poll_timeout(), Some(start + close_timeout));
-    p.client.handle_timeout(start + close_timeout - Duration::from_millis(1));
+    p.client
+        .handle_timeout(start + close_timeout - Duration::from_millis(1));
     assert!(!p.client.is_closed());
     p.client.handle_timeout(start + close_timeout);
     assert!(p.client.is_closed());
@@ -1056,7 +1256,12 @@ fn close_times_out_when_peer_never_answers() {
 fn close_codes_that_cannot_be_sent_are_replaced() {
     let now = Instant::now();
     // 1006 may not be sent: it becomes 1011. 1005 sends an empty close.
-    for (asked, sent) in [(1006u16, Some(1011u16)), (1005, None), (999, Some(1011)), (3001, Some(3001))] {
+    for (asked, sent) in [
+        (1006u16, Some(1011u16)),
+        (1005, None),
+        (999, Some(1011)),
+        (3001, Some(3001)),
+    ] {
         let mut conn = Connection::new(Role::Server, default_cfg(), now);
         conn.close(CloseCode(asked), &"x".repeat(200), now);
         let frames = sent_frames(&mut conn);
@@ -1112,7 +1317,8 @@ fn heartbeat_ping_and_pong_timeout() {
     // No second ping while one is outstanding.
     p.server.handle_timeout(start + secs(12));
     assert!(!p.server.wants_write());
-    p.server.handle_timeout(start + secs(15) - Duration::from_millis(1));
+    p.server
+        .handle_timeout(start + secs(15) - Duration::from_millis(1));
     assert!(p.server.is_open());
     p.server.handle_timeout(start + secs(15));
     assert!(p.server.is_closed());
@@ -1142,7 +1348,10 @@ fn idle_timeout_closes_with_1001() {
     p.at(secs(90), start);
     p.server.handle_timeout(p.now);
     assert!(!p.server.is_open() && !p.server.is_closed());
-    assert_eq!(p.server.poll_timeout(), Some(p.now + Config::default().close_timeout));
+    assert_eq!(
+        p.server.poll_timeout(),
+        Some(p.now + Config::default().close_timeout)
+    );
     p.transfer();
     assert_eq!(p.client_events, [Ev::Close(1001, "idle timeout".into())]);
     let info = p.server.close_info().unwrap();
@@ -1208,7 +1417,11 @@ fn sends_report_full_above_high_water_mark() {
 #[test]
 fn overflow_close_fails_the_connection() {
     let now = Instant::now();
-    let mut conn = Connection::new(Role::Server, small_queue(OverflowPolicy::Close(CloseCode::TRY_AGAIN)), now);
+    let mut conn = Connection::new(
+        Role::Server,
+        small_queue(OverflowPolicy::Close(CloseCode::TRY_AGAIN)),
+        now,
+    );
     for _ in 0..3 {
         conn.send_binary(&[7; 48]).unwrap();
     }
@@ -1217,7 +1430,13 @@ fn overflow_close_fails_the_connection() {
     assert_eq!(conn.send_binary(&[7; 48]).unwrap(), SendStatus::Full);
     let err = conn.send_binary(&[7; 1]).unwrap_err();
     assert!(
-        matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { buffered: 200, limit: 200 })),
+        matches!(
+            err,
+            Error::Capacity(CapacityError::WriteBufferLimit {
+                buffered: 200,
+                limit: 200
+            })
+        ),
         "{err:?}"
     );
     assert!(conn.is_closed());
@@ -1226,7 +1445,9 @@ fn overflow_close_fails_the_connection() {
     // What was queued stays queued, the close goes after it.
     let frames = sent_frames(&mut conn);
     assert_eq!(frames.len(), 5);
-    assert!(frames[..4].iter().all(|(h, p)| h.opcode == OpCode::Binary && p == &[7; 48]));
+    assert!(frames[..4]
+        .iter()
+        .all(|(h, p)| h.opcode == OpCode::Binary && p == &[7; 48]));
     assert_eq!(frames[4].0.opcode, OpCode::Close);
     assert_eq!(code_of(&frames[4].1), 1013);
     assert!(matches!(conn.send_text("x"), Err(Error::ConnectionClosed)));
@@ -1241,9 +1462,17 @@ fn overflow_drop_keeps_the_connection() {
     }
     // The header counts: 150 + 2 + 49 = 201 is over the limit.
     let err = conn.send_binary(&[7; 49]).unwrap_err();
-    assert!(matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })), "{err:?}");
-    let err = conn.send(Message::Text(Cow::Owned("y".repeat(60)))).unwrap_err();
-    assert!(matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+        "{err:?}"
+    );
+    let err = conn
+        .send(Message::Text(Cow::Owned("y".repeat(60))))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+        "{err:?}"
+    );
     assert!(conn.is_open());
     assert_eq!(conn.buffered(), 150);
     let frames = sent_frames(&mut conn);
@@ -1263,7 +1492,13 @@ fn empty_queue_takes_any_message_up_to_max_message_size() {
     let mut conn = Connection::new(Role::Server, config, now);
     conn.send_text("0123456789").unwrap();
     let err = conn.send_text("0123456789a").unwrap_err();
-    assert!(matches!(err, Error::Capacity(CapacityError::SendTooLarge { size: 11, max: 10 })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Capacity(CapacityError::SendTooLarge { size: 11, max: 10 })
+        ),
+        "{err:?}"
+    );
     // A shared frame is measured by its payload, not its header.
     let frame = super::encode_shared(&Message::Text("0123456789".into()));
     conn.send_shared(frame).unwrap();
@@ -1273,11 +1508,17 @@ fn empty_queue_takes_any_message_up_to_max_message_size() {
 fn control_frames_checked_on_send() {
     let now = Instant::now();
     let mut conn = Connection::new(Role::Client, default_cfg(), now);
-    assert!(matches!(conn.ping(&[0; 126]), Err(Error::Protocol(ProtocolError::ControlTooLong(126)))));
+    assert!(matches!(
+        conn.ping(&[0; 126]),
+        Err(Error::Protocol(ProtocolError::ControlTooLong(126)))
+    ));
     assert!(conn.send_frame(OpCode::Ping, b"", true).is_err());
     assert!(conn.send_frame(OpCode::Close, b"", true).is_err());
     conn.ping(&[0; 125]).unwrap();
-    assert_eq!(summary(&sent_frames(&mut conn)), [(OpCode::Ping, true, vec![0; 125])]);
+    assert_eq!(
+        summary(&sent_frames(&mut conn)),
+        [(OpCode::Ping, true, vec![0; 125])]
+    );
 }
 
 #[test]
@@ -1289,7 +1530,10 @@ fn shared_frames() {
     assert!(client.send_shared(frame.clone()).is_err());
     assert!(!client.wants_write());
     // On a server, the same bytes as a plain send, small and large.
-    for msg in [Message::Text("hi".into()), Message::Binary(Cow::Owned(binary_of_len(5000)))] {
+    for msg in [
+        Message::Text("hi".into()),
+        Message::Binary(Cow::Owned(binary_of_len(5000))),
+    ] {
         let mut a = Connection::new(Role::Server, default_cfg(), now);
         let mut b = Connection::new(Role::Server, default_cfg(), now);
         a.send_shared(super::encode_shared(&msg)).unwrap();
@@ -1327,7 +1571,10 @@ fn whole_frames_are_borrowed_and_fragmented_messages_owned() {
     ));
     let mut buf = client_frame(KEY, true, OpCode::Ping, b"p");
     let mut input = &mut buf[..];
-    assert!(matches!(conn.poll_event(&mut input, now).unwrap(), Some(Event::Ping(Cow::Borrowed(b"p")))));
+    assert!(matches!(
+        conn.poll_event(&mut input, now).unwrap(),
+        Some(Event::Ping(Cow::Borrowed(b"p")))
+    ));
 
     // A fragmented message: owned.
     let mut buf = client_frame(KEY, false, OpCode::Text, b"Hel");

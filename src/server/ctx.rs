@@ -40,6 +40,7 @@ impl Ctx<'_> {
         f: impl FnOnce(&mut crate::Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let key = id.key();
+        let high = self.core.config.write_buffer_high;
         let Some(e) = self.core.entry(id) else {
             return Err(Error::ConnectionClosed);
         };
@@ -47,6 +48,10 @@ impl Ctx<'_> {
             return Err(Error::ConnectionClosed);
         };
         let r = f(conn);
+        if matches!(r, Ok(_)) && conn.buffered() > high {
+            // The sender was told `Full`: it gets `on_drain` later.
+            e.above_high = true;
+        }
         self.core.mark_dirty(key);
         r
     }

@@ -500,9 +500,20 @@ impl Core {
 /// Reads from `key` until it would block, processing as it goes.
 fn read_conn<H: Handler>(core: &mut Core, handler: &mut H, scratch: &mut [u8], key: usize, to_eof: bool) {
     for _ in 0..MAX_READS_PER_EVENT {
+        let high = core.config.write_buffer_high;
         let Some(e) = core.slab.get_mut(key) else { return };
-        if e.dead || (e.paused && matches!(e.phase, Phase::Open { .. })) {
+        if e.dead {
             return;
+        }
+        if let Phase::Open { conn, pre } = &e.phase {
+            // Backpressure: a peer whose replies pile up is not read from
+            // until they drain (checked before every read, not per batch).
+            if e.paused || conn.buffered() + pre.len() > high {
+                e.paused = true;
+                e.above_high = true;
+                core.mark_dirty(key);
+                return;
+            }
         }
         let n = match e.sock.read(scratch) {
             Ok(0) => {
@@ -718,17 +729,21 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 lost(core, handler, key, &err.to_string());
                 return;
             }
+            // Hysteresis: pause above high, resume (and tell the handler)
+            // at or below low.
             let buffered = conn.buffered() + pre.len();
             let mut drained = false;
             if buffered > cfg.write_buffer_high {
                 e.above_high = true;
                 e.paused = true;
-            } else if e.above_high && buffered <= cfg.write_buffer_low {
-                e.above_high = false;
-                drained = true;
+            } else if buffered <= cfg.write_buffer_low {
                 if e.paused {
                     e.paused = false;
                     core.pending_reads.push(key);
+                }
+                if e.above_high {
+                    e.above_high = false;
+                    drained = true;
                 }
             }
             if conn.is_closed() {

@@ -1,0 +1,1788 @@
+//! `wsloop bench URL`: a load generator for any WebSocket echo server, in
+//! the spirit of uSockets' load_test.
+//!
+//! One mio `Poll` per thread drives many sans-IO [`Connection`]s in the
+//! client role directly (not the blocking client): non-blocking connect,
+//! the upgrade with `handshake::{ClientRequest, ResponseReader}`, then
+//! masked frames. Reads go into one loop-wide buffer; each connection's
+//! echoes are checked and replaced in place, and its writes are batched into
+//! one `write_to` after its input is processed. Payloads are slices of one
+//! shared pattern buffer, so the hot path allocates nothing of its own.
+//!
+//! Phases: connect (bounded concurrency, every thread) → barrier → warmup →
+//! measure (or hold, in connect mode) → close handshake on every connection.
+//! Every phase has a deadline, so the run always ends by itself.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use wsloop::client::Url;
+use wsloop::handshake::{generate_key, ClientRequest, Head, ResponseReader};
+use wsloop::{CloseCode, Config, Connection, Event, HandshakeError, Message, Role};
+
+use crate::args::{Arg, ArgError, Args};
+
+const HELP: &str = "\
+wsloop bench: a load generator for any WebSocket echo server
+
+USAGE:
+    wsloop bench [OPTIONS] URL
+
+Opens --conns connections to URL (ws:// only) with real upgrade
+handshakes, lets messages flow for --warmup, then measures for
+--duration. Every frame sent is masked. The server must send every
+message back unchanged (wsloop serve does). Each echo is checked against
+what was sent: type, length, first and last 8 bytes, and the whole
+payload for sizes up to 1 KiB and for every 16th message; a mismatch
+counts as an error.
+
+MODES (--mode):
+    echo      keep --pipeline messages in flight on each connection; each
+              echo is checked and at once replaced by a new message
+    latency   one message in flight per connection, clock read just
+              before each write and just after each read
+    connect   open --conns idle connections and report handshakes/s; hold
+              them for --hold, then close them all cleanly; with
+              --server-pid, report the server's memory per connection
+
+OUTPUT:
+    The summary gives messages/s and MB/s (echoed payload, 1 MB = 10^6
+    bytes) over the measured time, the round trip p50/p99/p99.9/max (from
+    a message being queued to its echo being read; ~1% precision), the
+    connect rate, and errors by kind. A progress line is drawn on stderr
+    when stderr is a terminal. With --json, one JSON object on one line
+    goes to stdout instead of the summary.
+
+OPTIONS:
+    --mode MODE              echo, latency or connect [default: echo]
+    --conns N                Connections [default: 100]
+    --pipeline N             Messages in flight per connection
+                             [default: 16; latency mode: 1]
+    --size SIZE              Payload bytes per message [default: 32]
+    --binary                 Send binary messages [default]
+    --text                   Send text messages (printable ASCII)
+    --duration DUR           Measured time [default: 10s]
+    --warmup DUR             Unmeasured time before it; 0 = none [default: 2s]
+    --hold DUR               Connect mode: how long to hold the connections
+                             open [default: 2s]
+    --threads N              Event loops (threads) sharing the connections;
+                             statistics are merged [default: 1]
+    --max-connecting N       Connections being opened at once, so thousands
+                             do not overflow the server's listen backlog
+                             (128 for std and mio listeners); more costs
+                             1 s SYN retries [default: 128]
+    --connect-timeout DUR    Time allowed for one connection's TCP connect
+                             and upgrade [default: 10s]
+    --server-pid PID         Read the server's VmRSS from /proc/PID/status
+                             before connecting, once all are open, and after
+                             closing; connect mode reports KiB per connection
+    --json                   One machine-readable line on stdout
+    -h, --help               Print this help
+
+The run ends by itself: the connect phase (cut after 60 s), then --warmup
+plus --duration (or --hold), then a close handshake on every connection
+(at most 5 s more). One process holds at most as many connections as its
+open-file limit allows (see /proc/self/limits): run several processes for
+more, each against a different server address (ws://127.0.0.2:PORT/, ...)
+when one address runs out of local ports. On a small machine pin server
+and bench to different cores (taskset -c 0 wsloop serve ...; taskset -c 1
+wsloop bench ...).
+
+SIZE is bytes or a number with K, M or G (64K, 1M). DUR is seconds or a
+number with ms, s or m (500ms, 30s, 5m).
+
+Exit status: 0 with no errors, 1 if any error was counted, 2 for bad
+arguments, 3 when no connection could be opened.
+
+EXAMPLES:
+    wsloop bench ws://127.0.0.1:9001/ --conns 100 --pipeline 16 --size 32
+    wsloop bench ws://127.0.0.1:9001/ --mode latency --conns 50 --size 64
+    wsloop bench ws://127.0.0.1:9001/ --mode connect --conns 10000 \\
+        --server-pid $SERVER_PID --json";
+
+/// Payloads of at most this size are compared whole on every echo.
+const FULL_CHECK_MAX: usize = 1024;
+/// Larger payloads are compared whole on every this-many-th echo (and by
+/// length, first and last 8 bytes on the others).
+const FULL_CHECK_EVERY: u64 = 16;
+/// Payloads start at one of this many offsets into the pattern, so
+/// consecutive messages differ and a lost, repeated or reordered echo is
+/// caught by its first bytes.
+const OFFSETS: usize = 251;
+/// Time allowed for the close handshake at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The connect phase is cut after this long (or --connect-timeout, if
+/// longer).
+const CONNECT_PHASE_MAX: Duration = Duration::from_secs(60);
+/// File descriptors kept aside from --conns (stdio, epoll, /proc reads).
+const FD_RESERVE: u64 = 64;
+/// Largest --size.
+const MAX_SIZE: usize = 1 << 30;
+/// Largest --conns × --pipeline × --size (bytes the bench may queue).
+const MAX_IN_FLIGHT_BYTES: u128 = 4 << 30;
+/// Loop-wide read buffer.
+const READ_BUF: usize = 256 << 10;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Echo,
+    Latency,
+    Connect,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Latency => "latency",
+            Mode::Connect => "connect",
+        }
+    }
+}
+
+pub struct Options {
+    url: String,
+    mode: Mode,
+    conns: usize,
+    pipeline: usize,
+    size: usize,
+    text: bool,
+    duration: Duration,
+    warmup: Duration,
+    hold: Duration,
+    threads: usize,
+    max_connecting: usize,
+    connect_timeout: Duration,
+    server_pid: Option<u32>,
+    json: bool,
+}
+
+fn err(msg: String) -> ArgError {
+    ArgError(format!("wsloop bench: {msg}"))
+}
+
+pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
+    let mut o = Options {
+        url: String::new(),
+        mode: Mode::Echo,
+        conns: 100,
+        pipeline: 0,
+        size: 32,
+        text: false,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        hold: Duration::from_secs(2),
+        threads: 1,
+        max_connecting: 128,
+        connect_timeout: Duration::from_secs(10),
+        server_pid: None,
+        json: false,
+    };
+    let mut url = None;
+    let mut pipeline = None;
+    while let Some(arg) = args.next() {
+        let flag = match arg {
+            Arg::Positional(p) if url.is_none() => {
+                url = Some(p);
+                continue;
+            }
+            Arg::Positional(p) => return Err(args.unknown(&p)),
+            Arg::Flag(f) => f,
+        };
+        match flag.as_str() {
+            "help" => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            "mode" => {
+                let v = args.value("mode")?;
+                o.mode = match v.as_str() {
+                    "echo" => Mode::Echo,
+                    "latency" => Mode::Latency,
+                    "connect" => Mode::Connect,
+                    _ => return Err(args.bad("mode", &v, "echo, latency or connect")),
+                };
+            }
+            "conns" => o.conns = at_least_one(&mut args, "conns")?,
+            "pipeline" => pipeline = Some(at_least_one(&mut args, "pipeline")?),
+            "size" => {
+                let v = args.value("size")?;
+                o.size = match crate::args::parse_size(&v) {
+                    Some(s) if s <= MAX_SIZE => s,
+                    _ => return Err(args.bad("size", &v, "a size from 0 to 1G, such as 32, 16K or 1M")),
+                };
+            }
+            "text" => o.text = true,
+            "binary" => o.text = false,
+            "duration" => o.duration = args.duration("duration", false)?.unwrap_or_default(),
+            "warmup" => o.warmup = args.duration("warmup", true)?.unwrap_or_default(),
+            "hold" => o.hold = args.duration("hold", true)?.unwrap_or_default(),
+            "threads" => {
+                let v = args.value("threads")?;
+                o.threads = match v.parse::<usize>() {
+                    Ok(n @ 1..=64) => n,
+                    _ => return Err(args.bad("threads", &v, "a whole number from 1 to 64")),
+                };
+            }
+            "max-connecting" => o.max_connecting = at_least_one(&mut args, "max-connecting")?,
+            "connect-timeout" => {
+                o.connect_timeout = args.duration("connect-timeout", false)?.unwrap_or_default()
+            }
+            "server-pid" => {
+                let v = args.value("server-pid")?;
+                let pid = v.parse::<u32>().ok().filter(|&p| p > 0);
+                match pid {
+                    Some(p) if read_rss_kib(p).is_some() => o.server_pid = Some(p),
+                    _ => {
+                        return Err(args.bad(
+                            "server-pid",
+                            &v,
+                            "the PID of a running process whose /proc/PID/status shows VmRSS",
+                        ))
+                    }
+                }
+            }
+            "json" => o.json = true,
+            "source-ips" => {
+                return Err(err(
+                    "--source-ips is not supported: binding a local address before connecting needs a socket \
+                     API that std and mio do not offer; to get past one address's local ports, run several \
+                     bench processes against different server addresses (ws://127.0.0.2:PORT/, ...)"
+                        .into(),
+                ))
+            }
+            other => return Err(args.unknown(&format!("--{other}"))),
+        }
+    }
+    let Some(url) = url else {
+        return Err(err("missing URL (see --help)".into()));
+    };
+    match Url::parse(&url) {
+        Ok(u) if u.secure => return Err(err(format!("'{url}': wss:// is not supported by the bench; use ws://"))),
+        Ok(_) => {}
+        Err(e) => return Err(err(format!("invalid URL: {e}"))),
+    }
+    o.url = url;
+    o.pipeline = match (o.mode, pipeline) {
+        (Mode::Latency, Some(p)) if p > 1 => {
+            return Err(err(format!(
+                "--pipeline {p} does not go with --mode latency, which keeps one message in flight \
+                 (use --mode echo)"
+            )))
+        }
+        (Mode::Latency, _) => 1,
+        (_, Some(p)) => p,
+        (_, None) => 16,
+    };
+    if o.threads > o.conns {
+        return Err(err(format!("--threads {} is more than --conns {}", o.threads, o.conns)));
+    }
+    check_fd_limit(o.conns as u64)?;
+    check_port_range(o.conns as u64)?;
+    if o.mode != Mode::Connect {
+        let bytes = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
+        if bytes > MAX_IN_FLIGHT_BYTES {
+            return Err(err(format!(
+                "--conns {} x --pipeline {} x --size {} is {} MiB in flight, more than the {} MiB allowed",
+                o.conns,
+                o.pipeline,
+                o.size,
+                bytes >> 20,
+                MAX_IN_FLIGHT_BYTES >> 20
+            )));
+        }
+    }
+    Ok(Some(o))
+}
+
+fn at_least_one(args: &mut Args, flag: &str) -> Result<usize, ArgError> {
+    let v = args.value(flag)?;
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(args.bad(flag, &v, "a whole number, at least 1")),
+    }
+}
+
+/// Soft and hard "Max open files" from /proc/self/limits (`None` =
+/// unlimited or unknown).
+fn open_file_limit() -> Option<(Option<u64>, Option<u64>)> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut it = line["Max open files".len()..].split_whitespace();
+    let soft = it.next()?.parse().ok();
+    let hard = it.next()?.parse().ok();
+    Some((soft, hard))
+}
+
+fn check_fd_limit(conns: u64) -> Result<(), ArgError> {
+    let Some((Some(soft), hard)) = open_file_limit() else {
+        return Ok(());
+    };
+    if conns + FD_RESERVE <= soft {
+        return Ok(());
+    }
+    let max = soft.saturating_sub(FD_RESERVE);
+    let raise = match hard {
+        Some(h) if h > soft => format!(" (or raise the soft limit first: ulimit -n {h})"),
+        None => " (or raise the soft limit first with ulimit -n)".to_owned(),
+        _ => String::new(),
+    };
+    Err(err(format!(
+        "--conns {conns} needs more file descriptors than the open-file limit of this process \
+         ({soft}, 'Max open files' in /proc/self/limits); use at most {max} connections per process \
+         and run several processes{raise}"
+    )))
+}
+
+fn check_port_range(conns: u64) -> Result<(), ArgError> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return Ok(());
+    };
+    let mut it = text.split_whitespace().filter_map(|s| s.parse::<u64>().ok());
+    let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
+        return Ok(());
+    };
+    let ports = hi.saturating_sub(lo) + 1;
+    if conns > ports {
+        return Err(err(format!(
+            "--conns {conns} is more than the {ports} local ports one client address has for one server \
+             address (/proc/sys/net/ipv4/ip_local_port_range); split the connections over several server \
+             addresses"
+        )));
+    }
+    Ok(())
+}
+
+/// The resident set size of `pid`, in KiB.
+fn read_rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()
+}
+
+// ------------------------------------------------------------ histogram
+
+/// A log-linear histogram of nanoseconds: exact below 256, then 128
+/// buckets per power of two (each at most 1/128 of its value wide, so a
+/// quantile reported at the bucket's middle is within 0.4%).
+#[derive(Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    total: u64,
+    min: u64,
+    max: u64,
+    sum: u128,
+}
+
+const SUB_BITS: u32 = 7;
+const SUB: usize = 1 << SUB_BITS;
+
+impl Hist {
+    fn new() -> Self {
+        Hist {
+            counts: vec![0; (64 - SUB_BITS as usize + 1) * SUB],
+            total: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < SUB as u64 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros(); // >= SUB_BITS
+        let sub = (v >> (e - SUB_BITS)) as usize & (SUB - 1);
+        ((e - SUB_BITS + 1) as usize) << SUB_BITS | sub
+    }
+
+    /// Lowest value of bucket `i` and its width.
+    fn bucket(i: usize) -> (u64, u64) {
+        let b = i >> SUB_BITS;
+        let s = (i & (SUB - 1)) as u64;
+        if b == 0 {
+            (s, 1)
+        } else {
+            ((SUB as u64 + s) << (b - 1), 1 << (b - 1))
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        let v = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.counts[Self::index(v)] += 1;
+        self.total += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v as u128;
+    }
+
+    fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        self.total += o.total;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+    }
+
+    /// The value at quantile `q` (0..=1), in ns.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (low, width) = Self::bucket(i);
+                return (low + width / 2).clamp(self.min, self.max);
+            }
+        }
+        self.max
+    }
+
+    fn mean(&self) -> u64 {
+        if self.total == 0 {
+            0
+        } else {
+            (self.sum / self.total as u128) as u64
+        }
+    }
+}
+
+// ------------------------------------------------------------- the plan
+
+/// What every thread needs, read-only.
+struct Plan {
+    mode: Mode,
+    addr: SocketAddr,
+    host: String,
+    target: String,
+    size: usize,
+    pipeline: usize,
+    text: bool,
+    /// `size + OFFSETS` pseudo-random bytes (printable ASCII for text).
+    pattern: Vec<u8>,
+    /// The same bytes as a `str` in text mode (empty otherwise).
+    pattern_text: String,
+    config: Arc<Config>,
+    connect_timeout: Duration,
+    /// Per thread.
+    max_connecting: usize,
+    warmup: Duration,
+    duration: Duration,
+    hold: Duration,
+}
+
+impl Plan {
+    fn offset(id: u64, seq: u64) -> usize {
+        (id.wrapping_mul(7919).wrapping_add(seq.wrapping_mul(13)) % OFFSETS as u64) as usize
+    }
+
+    /// Checks an echo: type, length, and content (see FULL_CHECK_*).
+    fn verify(&self, got: &[u8], is_text: bool, id: u64, seq: u64) -> bool {
+        if is_text != self.text || got.len() != self.size {
+            return false;
+        }
+        let off = Self::offset(id, seq);
+        let want = &self.pattern[off..off + self.size];
+        if self.size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0 {
+            return got == want;
+        }
+        let n = self.size;
+        got[..8] == want[..8] && got[n - 8..] == want[n - 8..]
+    }
+}
+
+fn make_pattern(len: usize, text: bool) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+            if text {
+                b'!' + r % 94
+            } else {
+                r
+            }
+        })
+        .collect()
+}
+
+// ----------------------------------------------------- shared and stats
+
+/// Counters a thread publishes for the progress line.
+#[derive(Default)]
+struct Progress {
+    open: AtomicU64,
+    failed: AtomicU64,
+    msgs: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Shared {
+    start: Instant,
+    barrier: Barrier,
+    /// When the connect phase ended everywhere: warmup or hold starts.
+    go: Mutex<Option<Instant>>,
+    server_pid: Option<u32>,
+    rss_open: Mutex<Option<u64>>,
+    progress: Vec<Progress>,
+}
+
+/// One thread's results.
+struct Stats {
+    /// Echoes verified within the measured window, and their payload bytes.
+    msgs: u64,
+    bytes: u64,
+    /// Every echo received, any phase (for the progress line).
+    msgs_all: u64,
+    rtt: Hist,
+    handshake: Hist,
+    opened: u64,
+    /// Connections that were open and then ended.
+    ended_open: u64,
+    /// Connections that never opened.
+    failed: u64,
+    clean_closes: u64,
+    error_count: u64,
+    errors: BTreeMap<Cow<'static, str>, u64>,
+    finished: Instant,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            msgs: 0,
+            bytes: 0,
+            msgs_all: 0,
+            rtt: Hist::new(),
+            handshake: Hist::new(),
+            opened: 0,
+            ended_open: 0,
+            failed: 0,
+            clean_closes: 0,
+            error_count: 0,
+            errors: BTreeMap::new(),
+            finished: Instant::now(),
+        }
+    }
+
+    fn error(&mut self, kind: impl Into<Cow<'static, str>>) {
+        self.error_count += 1;
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+
+    fn merge(&mut self, o: Stats) {
+        self.msgs += o.msgs;
+        self.bytes += o.bytes;
+        self.msgs_all += o.msgs_all;
+        self.rtt.merge(&o.rtt);
+        self.handshake.merge(&o.handshake);
+        self.opened += o.opened;
+        self.ended_open += o.ended_open;
+        self.failed += o.failed;
+        self.clean_closes += o.clean_closes;
+        self.error_count += o.error_count;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.finished = self.finished.max(o.finished);
+    }
+}
+
+// ------------------------------------------------------ one connection
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum St {
+    New,
+    Connecting,
+    Handshake,
+    Open,
+    Done,
+}
+
+/// Upgrade state, dropped once open.
+struct Hs {
+    req: ClientRequest,
+    out: Vec<u8>,
+    written: usize,
+    reader: ResponseReader,
+    started: Instant,
+}
+
+struct Conn {
+    st: St,
+    sock: Option<TcpStream>,
+    hs: Option<Box<Hs>>,
+    ws: Option<Connection>,
+    /// Send times of the messages in flight, oldest first (echoes come back
+    /// in order).
+    sent: VecDeque<Instant>,
+    send_seq: u64,
+    recv_seq: u64,
+    /// The server sent a close frame on its own (already counted).
+    server_closed: bool,
+}
+
+/// When messages are sent and counted.
+struct Window {
+    sending: bool,
+    closing: bool,
+    from: Instant,
+    to: Instant,
+}
+
+enum Step {
+    Go,
+    End(Option<Cow<'static, str>>),
+}
+
+fn end(kind: impl Into<Cow<'static, str>>) -> Step {
+    Step::End(Some(kind.into()))
+}
+
+/// Queues the next message on `c`.
+fn send_next(
+    ws: &mut Connection,
+    sent: &mut VecDeque<Instant>,
+    seq: &mut u64,
+    id: u64,
+    plan: &Plan,
+    now: Instant,
+) -> Result<(), wsloop::Error> {
+    let off = Plan::offset(id, *seq);
+    let end = off + plan.size;
+    if plan.text {
+        ws.send_text(&plan.pattern_text[off..end])?;
+    } else {
+        ws.send_binary(&plan.pattern[off..end])?;
+    }
+    sent.push_back(now);
+    *seq += 1;
+    Ok(())
+}
+
+/// Handles one readiness event for connection `c` (global id `id`).
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    c: &mut Conn,
+    id: u64,
+    buf: &mut [u8],
+    plan: &Plan,
+    win: &Window,
+    stats: &mut Stats,
+    now: Instant,
+    readable: bool,
+    to_eof: bool,
+) -> Step {
+    if c.st == St::Connecting {
+        let Some(sock) = c.sock.as_mut() else { return Step::End(None) };
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => return end(format!("connect: {e}")),
+            Ok(None) => {}
+        }
+        match sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Go,
+            Err(e) => return end(format!("connect: {e}")),
+        }
+        if let Err(e) = sock.set_nodelay(true) {
+            return end(format!("connect: TCP_NODELAY: {e}"));
+        }
+        c.st = St::Handshake;
+    }
+    if c.st == St::Handshake {
+        let (Some(sock), Some(hs)) = (c.sock.as_mut(), c.hs.as_mut()) else { return Step::End(None) };
+        while hs.written < hs.out.len() {
+            match sock.write(&hs.out[hs.written..]) {
+                Ok(0) => return end("handshake: the socket took no bytes"),
+                Ok(n) => hs.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Go,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return end(format!("handshake: write: {e}")),
+            }
+        }
+    }
+    if readable || to_eof {
+        loop {
+            let Some(sock) = c.sock.as_mut() else { return Step::End(None) };
+            let n = match sock.read(buf) {
+                Ok(0) => return eof(c, None),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return eof(c, Some(e)),
+            };
+            if let Err(kind) = input(c, id, &mut buf[..n], plan, win, stats, now) {
+                return Step::End(Some(kind));
+            }
+            if n < buf.len() && !to_eof {
+                // Drained for now: the next arrival is a new edge.
+                break;
+            }
+        }
+    }
+    if let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) {
+        if ws.wants_write() {
+            if let Err(e) = ws.write_to(sock) {
+                return end(format!("write: {e}"));
+            }
+        }
+    }
+    Step::Go
+}
+
+/// The server's side of TCP ended (`e` is `None` for EOF).
+fn eof(c: &Conn, e: Option<io::Error>) -> Step {
+    match (&c.ws, e) {
+        (None, None) => end("handshake: the server closed the connection before answering"),
+        (None, Some(e)) => end(format!("handshake: read: {e}")),
+        (Some(ws), e) => {
+            if c.server_closed || ws.close_info().is_some_and(|i| i.clean) {
+                Step::End(None)
+            } else {
+                match e {
+                    None => end("connection lost: the server closed TCP without a close handshake"),
+                    Some(e) => end(format!("connection lost: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// Bytes received on `c`: the upgrade response, then frames.
+fn input(
+    c: &mut Conn,
+    id: u64,
+    data: &mut [u8],
+    plan: &Plan,
+    win: &Window,
+    stats: &mut Stats,
+    now: Instant,
+) -> Result<(), Cow<'static, str>> {
+    if c.st == St::Handshake {
+        let Some(hs) = c.hs.as_mut() else { return Err("handshake: lost state".into()) };
+        let cfg = &plan.config;
+        match hs.reader.feed(data, cfg.max_handshake_bytes, cfg.max_headers) {
+            Ok(Head::Partial) => return Ok(()),
+            Ok(Head::Complete(resp, mut rest)) => {
+                if let Err(e) = resp.validate(&hs.req) {
+                    return Err(match e {
+                        HandshakeError::Status(s) => format!(
+                            "handshake: server answered HTTP {s} {}",
+                            wsloop::handshake::reason_phrase(s)
+                        )
+                        .into(),
+                        e => format!("handshake: {e}").into(),
+                    });
+                }
+                stats.handshake.record(now.saturating_duration_since(hs.started));
+                stats.opened += 1;
+                c.hs = None;
+                c.st = St::Open;
+                c.ws = Some(Connection::new(Role::Client, plan.config.clone(), now));
+                if plan.mode != Mode::Connect {
+                    c.sent = VecDeque::with_capacity(plan.pipeline);
+                }
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                return frames(c, id, &mut rest, plan, win, stats, now);
+            }
+            Err(e) => return Err(format!("handshake: {e}").into()),
+        }
+    }
+    frames(c, id, data, plan, win, stats, now)
+}
+
+/// Frames received on an open connection: check each echo, time it, and
+/// replace it.
+fn frames(
+    c: &mut Conn,
+    id: u64,
+    data: &mut [u8],
+    plan: &Plan,
+    win: &Window,
+    stats: &mut Stats,
+    now: Instant,
+) -> Result<(), Cow<'static, str>> {
+    let Conn {
+        ws,
+        sock,
+        sent,
+        send_seq,
+        recv_seq,
+        server_closed,
+        ..
+    } = c;
+    let (Some(ws), Some(sock)) = (ws.as_mut(), sock.as_mut()) else { return Ok(()) };
+    let latency = plan.mode == Mode::Latency;
+    let mut input = data;
+    loop {
+        match ws.poll_event(&mut input, now) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Event::Message(m))) => {
+                let t = if latency { Instant::now() } else { now };
+                stats.msgs_all += 1;
+                let Some(at) = sent.pop_front() else {
+                    stats.error("unexpected message: none in flight");
+                    continue;
+                };
+                let (bytes, is_text) = match &m {
+                    Message::Text(s) => (s.as_bytes(), true),
+                    Message::Binary(b) => (&b[..], false),
+                };
+                let ok = plan.verify(bytes, is_text, id, *recv_seq);
+                *recv_seq += 1;
+                if !ok {
+                    stats.error(if is_text != plan.text {
+                        "payload mismatch: wrong message type"
+                    } else if bytes.len() != plan.size {
+                        "payload mismatch: wrong length"
+                    } else {
+                        "payload mismatch: wrong content"
+                    });
+                } else if t >= win.from && t < win.to {
+                    stats.msgs += 1;
+                    stats.bytes += bytes.len() as u64;
+                    stats.rtt.record(t.saturating_duration_since(at));
+                }
+                if win.sending && ws.is_open() {
+                    let now = if latency { Instant::now() } else { now };
+                    if let Err(e) = send_next(ws, sent, send_seq, id, plan, now) {
+                        return Err(format!("send: {e}").into());
+                    }
+                    if latency {
+                        if let Err(e) = ws.write_to(sock) {
+                            return Err(format!("write: {e}").into());
+                        }
+                    }
+                }
+            }
+            Ok(Some(Event::Close(code, reason))) => {
+                if !win.closing {
+                    *server_closed = true;
+                    stats.error(if reason.is_empty() {
+                        format!("closed by the server: {code}")
+                    } else {
+                        format!("closed by the server: {code} {reason}")
+                    });
+                }
+            }
+            Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+            Err(e) => return Err(format!("protocol error: {e}").into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------- one thread
+
+struct Worker<'a> {
+    plan: &'a Plan,
+    shared: &'a Shared,
+    me: usize,
+    poll: Poll,
+    conns: Vec<Conn>,
+    first_id: u64,
+    buf: Vec<u8>,
+    next: usize,
+    connecting: Vec<usize>,
+    live: usize,
+    win: Window,
+    stats: Stats,
+}
+
+impl<'a> Worker<'a> {
+    fn new(plan: &'a Plan, shared: &'a Shared, me: usize, first_id: u64, n: usize) -> io::Result<Self> {
+        let far = shared.start + Duration::from_secs(365 * 24 * 3600);
+        Ok(Worker {
+            plan,
+            shared,
+            me,
+            poll: Poll::new()?,
+            conns: (0..n)
+                .map(|_| Conn {
+                    st: St::New,
+                    sock: None,
+                    hs: None,
+                    ws: None,
+                    sent: VecDeque::new(),
+                    send_seq: 0,
+                    recv_seq: 0,
+                    server_closed: false,
+                })
+                .collect(),
+            first_id,
+            buf: vec![0; READ_BUF],
+            next: 0,
+            connecting: Vec::new(),
+            live: 0,
+            win: Window {
+                sending: false,
+                closing: false,
+                from: far,
+                to: far,
+            },
+            stats: Stats::new(),
+        })
+    }
+
+    fn start(&mut self, i: usize, now: Instant) {
+        let plan = self.plan;
+        let mut sock = match TcpStream::connect(plan.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conns[i].st = St::Done;
+                self.stats.failed += 1;
+                self.stats.error(format!("connect: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+        {
+            self.conns[i].st = St::Done;
+            self.stats.failed += 1;
+            self.stats.error(format!("connect: register with the poller: {e}"));
+            return;
+        }
+        let req = ClientRequest {
+            host: plan.host.clone(),
+            target: plan.target.clone(),
+            key: generate_key(),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+        };
+        let mut out = Vec::with_capacity(256);
+        req.write(&mut out);
+        let c = &mut self.conns[i];
+        c.hs = Some(Box::new(Hs {
+            req,
+            out,
+            written: 0,
+            reader: ResponseReader::new(),
+            started: now,
+        }));
+        c.sock = Some(sock);
+        c.st = St::Connecting;
+        self.live += 1;
+        self.connecting.push(i);
+    }
+
+    /// Ends connection `i`, counting `kind` as an error if given.
+    fn end(&mut self, i: usize, kind: Option<Cow<'static, str>>) {
+        let c = &mut self.conns[i];
+        if c.st == St::Done {
+            return;
+        }
+        if let Some(k) = kind {
+            self.stats.error(k);
+        }
+        if let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) {
+            if ws.wants_write() {
+                // A close frame for a protocol error, best effort.
+                let _ = ws.write_to(sock);
+            }
+        }
+        match &c.ws {
+            Some(ws) => {
+                self.stats.ended_open += 1;
+                if ws.close_info().is_some_and(|i| i.clean) {
+                    self.stats.clean_closes += 1;
+                }
+            }
+            None => self.stats.failed += 1,
+        }
+        if let Some(mut s) = c.sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.live -= 1;
+        }
+        c.st = St::Done;
+        c.ws = None;
+        c.hs = None;
+        c.sent = VecDeque::new();
+    }
+
+    /// One poll and its events.
+    fn pump(&mut self, events: &mut Events, timeout: Duration) {
+        match self.poll.poll(events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Not expected from epoll; keep the run bounded anyway.
+                self.stats.error(format!("poll: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let now = Instant::now();
+            let step = {
+                let Worker {
+                    conns,
+                    buf,
+                    plan,
+                    win,
+                    stats,
+                    first_id,
+                    ..
+                } = self;
+                let Some(c) = conns.get_mut(i) else { continue };
+                if matches!(c.st, St::Done | St::New) {
+                    continue;
+                }
+                let to_eof = ev.is_read_closed() || ev.is_error();
+                drive(c, *first_id + i as u64, buf, plan, win, stats, now, ev.is_readable(), to_eof)
+            };
+            if let Step::End(kind) = step {
+                self.end(i, kind);
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let p = &self.shared.progress[self.me];
+        let s = &self.stats;
+        p.open.store(s.opened - s.ended_open, Relaxed);
+        p.failed.store(s.failed, Relaxed);
+        p.msgs.store(s.msgs_all, Relaxed);
+        p.errors.store(s.error_count, Relaxed);
+    }
+
+    fn connect_phase(&mut self, events: &mut Events) {
+        let plan = self.plan;
+        let deadline = self.shared.start + CONNECT_PHASE_MAX.max(plan.connect_timeout);
+        let n = self.conns.len();
+        loop {
+            let now = Instant::now();
+            // Retire finished attempts and time out slow ones.
+            let mut late = Vec::new();
+            let conns = &self.conns;
+            self.connecting.retain(|&i| {
+                let c = &conns[i];
+                match (c.st, &c.hs) {
+                    (St::Connecting | St::Handshake, Some(hs)) => {
+                        if now.saturating_duration_since(hs.started) >= plan.connect_timeout || now >= deadline {
+                            late.push(i);
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => false,
+                }
+            });
+            for i in late {
+                let kind = if now >= deadline {
+                    "connect phase cut after 60 s"
+                } else if self.conns[i].st == St::Connecting {
+                    "connect: timed out"
+                } else {
+                    "handshake: timed out"
+                };
+                self.end(i, Some(kind.into()));
+            }
+            if now >= deadline {
+                while self.next < n {
+                    self.conns[self.next].st = St::Done;
+                    self.stats.failed += 1;
+                    self.stats.error("connect phase cut after 60 s");
+                    self.next += 1;
+                }
+            }
+            while self.connecting.len() < plan.max_connecting && self.next < n {
+                self.start(self.next, now);
+                self.next += 1;
+            }
+            if self.next == n && self.connecting.is_empty() {
+                break;
+            }
+            self.pump(events, Duration::from_millis(50));
+        }
+        self.publish();
+    }
+
+    fn run(mut self) -> Stats {
+        let plan = self.plan;
+        let mut events = Events::with_capacity(1024);
+        self.connect_phase(&mut events);
+
+        // Everyone starts the measured part together.
+        let shared = self.shared;
+        if shared.barrier.wait().is_leader() {
+            let now = Instant::now();
+            *shared.go.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+            if let Some(pid) = shared.server_pid {
+                *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) = read_rss_kib(pid);
+            }
+        }
+        shared.barrier.wait();
+        let go = shared.go.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(Instant::now);
+
+        let end_at = if plan.mode == Mode::Connect {
+            go + plan.hold
+        } else {
+            self.win.from = go + plan.warmup;
+            self.win.to = self.win.from + plan.duration;
+            self.win.sending = true;
+            let now = Instant::now();
+            for i in 0..self.conns.len() {
+                let Worker { conns, first_id, .. } = &mut self;
+                let c = &mut conns[i];
+                let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else { continue };
+                if !ws.is_open() {
+                    continue;
+                }
+                let id = *first_id + i as u64;
+                let mut res = Ok(());
+                for _ in 0..plan.pipeline {
+                    res = send_next(ws, &mut c.sent, &mut c.send_seq, id, plan, now).map_err(|e| format!("send: {e}"));
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                if res.is_ok() {
+                    res = ws.write_to(sock).map(|_| ()).map_err(|e| format!("write: {e}"));
+                }
+                if let Err(kind) = res {
+                    self.end(i, Some(kind.into()));
+                }
+            }
+            self.win.to
+        };
+        loop {
+            let now = Instant::now();
+            if now >= end_at {
+                break;
+            }
+            self.pump(&mut events, (end_at - now).min(Duration::from_millis(250)));
+        }
+
+        // Close every connection with 1000 and wait for the replies.
+        self.win.sending = false;
+        self.win.closing = true;
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            let c = &mut self.conns[i];
+            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else { continue };
+            ws.close(CloseCode::NORMAL, "", now);
+            if let Err(e) = ws.write_to(sock) {
+                self.end(i, Some(format!("close: write: {e}").into()));
+            }
+        }
+        let deadline = now + CLOSE_TIMEOUT;
+        loop {
+            let now = Instant::now();
+            if self.live == 0 || now >= deadline {
+                break;
+            }
+            self.pump(&mut events, (deadline - now).min(Duration::from_millis(250)));
+        }
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.st == St::Done {
+                continue;
+            }
+            let kind = match &c.ws {
+                Some(ws) if ws.close_info().is_some_and(|i| i.clean) => {
+                    "close: the server did not close TCP within 5 s of the close handshake"
+                }
+                Some(_) => "close: no close reply within 5 s",
+                None => "close: still connecting",
+            };
+            self.end(i, Some(kind.into()));
+        }
+        self.publish();
+        self.stats.finished = Instant::now();
+        self.stats
+    }
+}
+
+// ------------------------------------------------------------ the run
+
+pub fn run(o: Options) -> i32 {
+    let url = Url::parse(&o.url).expect("checked in parse");
+    let addr = match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!("wsloop bench: {} resolves to no address", url.host);
+            return 3;
+        }
+        Err(e) => {
+            eprintln!("wsloop bench: cannot resolve {}: {e}", url.host);
+            return 3;
+        }
+    };
+    let mut config = Config::default();
+    config.ping_interval = None;
+    config.idle_timeout = None;
+    config.close_timeout = CLOSE_TIMEOUT;
+    config.max_message_size = config.max_message_size.max(o.size);
+    config.max_frame_size = config.max_frame_size.max(o.size);
+    let queued = o.pipeline.saturating_mul(o.size + 14).saturating_mul(2);
+    config.write_buffer_limit = config.write_buffer_limit.max(queued);
+    let pattern = make_pattern(o.size + OFFSETS, o.text);
+    let pattern_text = if o.text {
+        String::from_utf8(pattern.clone()).expect("printable ASCII")
+    } else {
+        String::new()
+    };
+    let plan = Plan {
+        mode: o.mode,
+        addr,
+        host: url.host_header(),
+        target: url.target.clone(),
+        size: o.size,
+        pipeline: o.pipeline,
+        text: o.text,
+        pattern,
+        pattern_text,
+        config: Arc::new(config),
+        connect_timeout: o.connect_timeout,
+        max_connecting: o.max_connecting.div_ceil(o.threads),
+        warmup: o.warmup,
+        duration: o.duration,
+        hold: o.hold,
+    };
+    let rss_before = o.server_pid.and_then(read_rss_kib);
+    let shared = Shared {
+        start: Instant::now(),
+        barrier: Barrier::new(o.threads),
+        go: Mutex::new(None),
+        server_pid: o.server_pid,
+        rss_open: Mutex::new(None),
+        progress: (0..o.threads).map(|_| Progress::default()).collect(),
+    };
+    // Make every poller before starting, so a failure is one clear message.
+    let mut workers = Vec::with_capacity(o.threads);
+    for t in 0..o.threads {
+        let first = o.conns * t / o.threads;
+        let last = o.conns * (t + 1) / o.threads;
+        match Worker::new(&plan, &shared, t, first as u64, last - first) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                eprintln!("wsloop bench: cannot create a poller: {e}");
+                return 1;
+            }
+        }
+    }
+    let tty = io::stderr().is_terminal();
+    let mut total = Stats::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                std::thread::Builder::new()
+                    .name(format!("bench-{}", w.me))
+                    .spawn_scoped(s, move || w.run())
+                    .expect("spawn a bench thread")
+            })
+            .collect();
+        let mut meter = Meter::new(&o, &shared);
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if tty {
+                meter.tick();
+            }
+        }
+        if tty {
+            meter.clear();
+        }
+        for h in handles {
+            match h.join() {
+                Ok(st) => total.merge(st),
+                Err(_) => total.error("a bench thread panicked"),
+            }
+        }
+    });
+    let go = shared.go.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(shared.start);
+    let report = Report {
+        o: &o,
+        s: &total,
+        connect_secs: go.saturating_duration_since(shared.start).as_secs_f64(),
+        close_secs: total
+            .finished
+            .saturating_duration_since(
+                go + if o.mode == Mode::Connect {
+                    o.hold
+                } else {
+                    o.warmup + o.duration
+                },
+            )
+            .as_secs_f64(),
+        rss: o.server_pid.map(|pid| Rss {
+            pid,
+            before: rss_before,
+            open: *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()),
+            after: read_rss_kib(pid),
+        }),
+    };
+    if o.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if total.opened == 0 {
+        3
+    } else if total.error_count > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// The live progress line on stderr.
+struct Meter<'a> {
+    o: &'a Options,
+    shared: &'a Shared,
+    last: Instant,
+    last_msgs: u64,
+}
+
+impl<'a> Meter<'a> {
+    fn new(o: &'a Options, shared: &'a Shared) -> Self {
+        Meter {
+            o,
+            shared,
+            last: Instant::now(),
+            last_msgs: 0,
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.last);
+        if dt < Duration::from_millis(500) {
+            return;
+        }
+        let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
+            self.shared.progress.iter().map(|p| f(p).load(Relaxed)).sum()
+        };
+        let (open, failed, msgs, errors) = (
+            sum(|p| &p.open),
+            sum(|p| &p.failed),
+            sum(|p| &p.msgs),
+            sum(|p| &p.errors),
+        );
+        let rate = (msgs - self.last_msgs.min(msgs)) as f64 / dt.as_secs_f64();
+        self.last = now;
+        self.last_msgs = msgs;
+        let go = *self.shared.go.lock().unwrap_or_else(|e| e.into_inner());
+        let o = self.o;
+        let phase = match go {
+            None => format!(
+                "connecting {:>6.1}s  open {}/{}  failed {}",
+                now.saturating_duration_since(self.shared.start).as_secs_f64(),
+                open,
+                o.conns,
+                failed
+            ),
+            Some(go) => {
+                let t = now.saturating_duration_since(go);
+                if o.mode == Mode::Connect {
+                    if t < o.hold {
+                        format!("holding {:>5.1}s/{}  open {}", t.as_secs_f64(), secs(o.hold), open)
+                    } else {
+                        format!("closing  open {open}")
+                    }
+                } else if t < o.warmup {
+                    format!(
+                        "warmup {:>5.1}s/{}  open {}  {} msg/s",
+                        t.as_secs_f64(),
+                        secs(o.warmup),
+                        open,
+                        group(rate as u64)
+                    )
+                } else if t < o.warmup + o.duration {
+                    format!(
+                        "measure {:>5.1}s/{}  open {}  {} msg/s",
+                        (t - o.warmup).as_secs_f64(),
+                        secs(o.duration),
+                        open,
+                        group(rate as u64)
+                    )
+                } else {
+                    format!("closing  open {open}")
+                }
+            }
+        };
+        eprint!("\r\x1b[Kbench {}: {phase}  errors {errors}", o.mode.name());
+        let _ = io::stderr().flush();
+    }
+
+    fn clear(&self) {
+        eprint!("\r\x1b[K");
+        let _ = io::stderr().flush();
+    }
+}
+
+// ----------------------------------------------------------- reporting
+
+struct Rss {
+    pid: u32,
+    before: Option<u64>,
+    open: Option<u64>,
+    after: Option<u64>,
+}
+
+struct Report<'a> {
+    o: &'a Options,
+    s: &'a Stats,
+    connect_secs: f64,
+    close_secs: f64,
+    rss: Option<Rss>,
+}
+
+/// 1234567 → "1,234,567".
+fn group(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::with_capacity(d.len() + d.len() / 3);
+    for (i, ch) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Nanoseconds for people.
+fn dur(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns} ns"),
+        1_000..=999_949 => format!("{:.1} µs", ns as f64 / 1e3),
+        999_950..=999_994_999 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+fn bytes(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Report<'_> {
+    fn rate(&self, n: u64) -> f64 {
+        n as f64 / self.o.duration.as_secs_f64()
+    }
+
+    fn kib_per_conn(&self) -> Option<f64> {
+        let r = self.rss.as_ref()?;
+        let (b, a) = (r.before?, r.open?);
+        (self.s.opened > 0).then(|| (a as f64 - b as f64) / self.s.opened as f64)
+    }
+
+    fn text(&self) -> String {
+        let (o, s) = (self.o, self.s);
+        let mut t = String::new();
+        let what = match o.mode {
+            Mode::Connect => format!("{} connections held {}", o.conns, secs(o.hold)),
+            _ => format!(
+                "{} conns x {} in flight, {} {}, {} warmup, {} measured",
+                o.conns,
+                o.pipeline,
+                bytes(o.size),
+                if o.text { "text" } else { "binary" },
+                secs(o.warmup),
+                secs(o.duration)
+            ),
+        };
+        let threads = if o.threads > 1 { format!(", {} threads", o.threads) } else { String::new() };
+        let _ = writeln!(t, "wsloop bench {} {}: {what}{threads}", o.mode.name(), o.url);
+        let hs_rate = if self.connect_secs > 0.0 { s.opened as f64 / self.connect_secs } else { 0.0 };
+        let _ = writeln!(
+            t,
+            "  connect    {}/{} open in {:.3} s: {} handshakes/s",
+            group(s.opened),
+            group(o.conns as u64),
+            self.connect_secs,
+            group(hs_rate as u64)
+        );
+        let h = &s.handshake;
+        if h.total > 0 {
+            let _ = writeln!(
+                t,
+                "  handshake  p50 {}  p99 {}  p99.9 {}  max {}",
+                dur(h.quantile(0.5)),
+                dur(h.quantile(0.99)),
+                dur(h.quantile(0.999)),
+                dur(h.max)
+            );
+        }
+        if o.mode != Mode::Connect {
+            let _ = writeln!(
+                t,
+                "  messages   {} echoed in {}: {} msgs/s, {:.1} MB/s",
+                group(s.msgs),
+                secs(o.duration),
+                group(self.rate(s.msgs) as u64),
+                self.rate(s.bytes) / 1e6
+            );
+            let r = &s.rtt;
+            if r.total > 0 {
+                let _ = writeln!(
+                    t,
+                    "  round trip p50 {}  p99 {}  p99.9 {}  max {}  mean {}",
+                    dur(r.quantile(0.5)),
+                    dur(r.quantile(0.99)),
+                    dur(r.quantile(0.999)),
+                    dur(r.max),
+                    dur(r.mean())
+                );
+            }
+        }
+        if let Some(r) = &self.rss {
+            let kib = |v: Option<u64>| v.map_or("?".to_owned(), |k| format!("{} KiB", group(k)));
+            let _ = write!(
+                t,
+                "  server RSS {} before, {} with {} open, {} after close (pid {})",
+                kib(r.before),
+                kib(r.open),
+                group(s.opened),
+                kib(r.after),
+                r.pid
+            );
+            match self.kib_per_conn() {
+                Some(k) if o.mode == Mode::Connect => {
+                    let _ = writeln!(t, "\n             {k:.2} KiB per connection (user space; kernel socket buffers not included)");
+                }
+                _ => t.push('\n'),
+            }
+        }
+        let _ = writeln!(
+            t,
+            "  close      {}/{} closed cleanly in {:.3} s",
+            group(s.clean_closes),
+            group(s.opened),
+            self.close_secs
+        );
+        let _ = writeln!(t, "  errors     {}", group(s.error_count));
+        let mut kinds: Vec<_> = s.errors.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        for (k, n) in kinds {
+            let _ = writeln!(t, "  {:>10} {k}", group(*n));
+        }
+        t
+    }
+
+    fn json(&self) -> String {
+        let (o, s) = (self.o, self.s);
+        let mut j = String::from("{");
+        j.push_str("\"mode\":");
+        json_str(o.mode.name(), &mut j);
+        j.push_str(",\"url\":");
+        json_str(&o.url, &mut j);
+        let _ = write!(
+            j,
+            ",\"conns\":{},\"threads\":{},\"open\":{},\"failed\":{},\"connect_s\":{:.6},\"handshakes_per_s\":{:.1}",
+            o.conns,
+            o.threads,
+            s.opened,
+            s.failed,
+            self.connect_secs,
+            if self.connect_secs > 0.0 { s.opened as f64 / self.connect_secs } else { 0.0 }
+        );
+        let us = |ns: u64| ns as f64 / 1e3;
+        let h = &s.handshake;
+        let _ = write!(
+            j,
+            ",\"handshake_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}}",
+            us(h.quantile(0.5)),
+            us(h.quantile(0.99)),
+            us(h.quantile(0.999)),
+            us(if h.total > 0 { h.max } else { 0 })
+        );
+        if o.mode == Mode::Connect {
+            let _ = write!(j, ",\"hold_s\":{}", o.hold.as_secs_f64());
+        } else {
+            let r = &s.rtt;
+            let _ = write!(
+                j,
+                ",\"pipeline\":{},\"size\":{},\"text\":{},\"warmup_s\":{},\"duration_s\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"rtt_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}}",
+                o.pipeline,
+                o.size,
+                o.text,
+                o.warmup.as_secs_f64(),
+                o.duration.as_secs_f64(),
+                s.msgs,
+                self.rate(s.msgs),
+                self.rate(s.bytes) / 1e6,
+                us(r.quantile(0.5)),
+                us(r.quantile(0.99)),
+                us(r.quantile(0.999)),
+                us(if r.total > 0 { r.max } else { 0 }),
+                us(r.mean())
+            );
+        }
+        if let Some(r) = &self.rss {
+            let n = |v: Option<u64>| v.map_or("null".to_owned(), |k| k.to_string());
+            let _ = write!(
+                j,
+                ",\"server_pid\":{},\"rss_kib_before\":{},\"rss_kib_open\":{},\"rss_kib_after\":{},\"kib_per_conn\":{}",
+                r.pid,
+                n(r.before),
+                n(r.open),
+                n(r.after),
+                self.kib_per_conn().map_or("null".to_owned(), |k| format!("{k:.3}"))
+            );
+        }
+        let _ = write!(
+            j,
+            ",\"clean_closes\":{},\"close_s\":{:.6},\"errors\":{},\"error_kinds\":{{",
+            s.clean_closes, self.close_secs, s.error_count
+        );
+        for (i, (k, n)) in s.errors.iter().enumerate() {
+            if i > 0 {
+                j.push(',');
+            }
+            json_str(k, &mut j);
+            let _ = write!(j, ":{n}");
+        }
+        j.push_str("}}");
+        j
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_precise() {
+        let mut prev = 0;
+        for v in (0..5000u64).chain((12..63).map(|e| (1u64 << e) + 12345)) {
+            let i = Hist::index(v);
+            assert!(i >= prev, "index goes back at {v}");
+            prev = i;
+            let (low, width) = Hist::bucket(i);
+            assert!(low <= v && v < low + width, "{v} not in bucket {i} [{low}, +{width})");
+            assert!(width == 1 || width * 128 <= low, "bucket {i} too wide");
+        }
+        assert!(Hist::index(u64::MAX) < Hist::new().counts.len());
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut h = Hist::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile(0.5) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.01, "{p50}");
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p99 - 990_000.0).abs() / 990_000.0 < 0.01, "{p99}");
+        assert_eq!(h.quantile(1.0), 1_000_000);
+        let mut g = Hist::new();
+        g.merge(&h);
+        assert_eq!(g.quantile(0.5), h.quantile(0.5));
+    }
+
+    #[test]
+    fn verify_catches_wrong_and_shifted_payloads() {
+        for size in [0usize, 5, 32, 2000] {
+            let pattern = make_pattern(size + OFFSETS, false);
+            let plan = Plan {
+                mode: Mode::Echo,
+                addr: "127.0.0.1:1".parse().unwrap(),
+                host: String::new(),
+                target: "/".into(),
+                size,
+                pipeline: 1,
+                text: false,
+                pattern: pattern.clone(),
+                pattern_text: String::new(),
+                config: Arc::new(Config::default()),
+                connect_timeout: Duration::from_secs(1),
+                max_connecting: 1,
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(1),
+                hold: Duration::ZERO,
+            };
+            for seq in 0..40 {
+                let off = Plan::offset(3, seq);
+                let good = &pattern[off..off + size];
+                assert!(plan.verify(good, false, 3, seq));
+                assert!(!plan.verify(good, true, 3, seq));
+                if size >= 16 {
+                    // The previous or next message instead of this one.
+                    assert!(!plan.verify(good, false, 3, seq + 1));
+                    assert!(!plan.verify(good, false, 4, seq));
+                    let mut bad = good.to_vec();
+                    bad[size - 1] ^= 1;
+                    assert!(!plan.verify(&bad, false, 3, seq));
+                    let mut mid = good.to_vec();
+                    mid[size / 2] ^= 1;
+                    let caught = !plan.verify(&mid, false, 3, seq);
+                    assert_eq!(caught, size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_pattern_is_printable() {
+        assert!(make_pattern(4096, true).iter().all(|b| (b'!'..=b'~').contains(b)));
+    }
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(1234567), "1,234,567");
+        assert_eq!(group(100), "100");
+        assert_eq!(dur(850), "850 ns");
+        assert_eq!(dur(123_456), "123.5 µs");
+        assert_eq!(dur(3_842_000), "3.84 ms");
+        assert_eq!(dur(999_990), "1.00 ms");
+        assert_eq!(bytes(16 << 10), "16 KiB");
+        assert_eq!(bytes(32), "32 B");
+        let mut s = String::new();
+        json_str("a\"b\\c\n", &mut s);
+        assert_eq!(s, r#""a\"b\\c\n""#.replace("\\n", "\\u000a"));
+    }
+}

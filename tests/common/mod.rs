@@ -1,0 +1,689 @@
+//! Shared helpers for the integration tests: a small blocking WebSocket test
+//! client over `std::net::TcpStream` built on wsloop's codec, an in-process
+//! server on a thread, and the `wsloop serve` binary on a free port.
+//!
+//! Every read has a timeout, so no test can hang: a helper that waits too
+//! long panics with what it was waiting for.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use wsloop::frame::{parse_header, write_frame, FrameHeader, OpCode};
+use wsloop::handshake::{generate_key, ClientRequest, Head, Response, ResponseReader};
+use wsloop::server::{Handle, Handler, Server};
+use wsloop::Config;
+
+/// Default read timeout of a [`TestClient`].
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------ frames
+
+/// One frame as received (server frames are unmasked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: Vec<u8>,
+}
+
+/// What [`TestClient::recv`] returns: a whole (reassembled) message or a
+/// control frame.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Msg {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// Close code (None for an empty close payload) and reason.
+    Close(Option<u16>, String),
+}
+
+impl std::fmt::Debug for Msg {
+    // Payloads can be megabytes: show their size and a short prefix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn short(b: &[u8]) -> String {
+            let s = String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned();
+            format!("{} bytes {:?}{}", b.len(), s, if b.len() > 40 { "…" } else { "" })
+        }
+        match self {
+            Msg::Text(t) => write!(f, "Text({})", short(t.as_bytes())),
+            Msg::Binary(b) => write!(f, "Binary({})", short(b)),
+            Msg::Ping(b) => write!(f, "Ping({})", short(b)),
+            Msg::Pong(b) => write!(f, "Pong({})", short(b)),
+            Msg::Close(c, r) => write!(f, "Close({c:?}, {r:?})"),
+        }
+    }
+}
+
+/// Encodes a frame. Client frames must be masked; `masked = false` makes
+/// an invalid one on purpose.
+pub fn frame_bytes(opcode: OpCode, payload: &[u8], fin: bool, masked: bool) -> Vec<u8> {
+    let h = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: masked.then(wsloop::rand::mask_key),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    write_frame(&h, payload, &mut out);
+    out
+}
+
+/// A close frame payload: code then reason.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+/// Deterministic test data of `len` bytes (seeded, so two calls agree).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ seed)
+        .collect()
+}
+
+/// ASCII text of `len` bytes.
+pub fn text_pattern(len: usize, seed: u8) -> String {
+    (0..len)
+        .map(|i| (b'a' + ((i + seed as usize) % 26) as u8) as char)
+        .collect()
+}
+
+/// The upgrade request for `addr` (path `/`).
+pub fn upgrade_request(addr: SocketAddr, target: &str) -> (ClientRequest, Vec<u8>) {
+    let req = ClientRequest {
+        host: addr.to_string(),
+        target: target.to_owned(),
+        key: generate_key(),
+        protocols: Vec::new(),
+        headers: Vec::new(),
+    };
+    let mut bytes = Vec::new();
+    req.write(&mut bytes);
+    (req, bytes)
+}
+
+// ------------------------------------------------------------------ client
+
+/// A blocking WebSocket client for tests. Panics (with context) on
+/// anything unexpected; the `try_` methods return errors instead.
+pub struct TestClient {
+    pub stream: TcpStream,
+    /// Received bytes not yet parsed into frames.
+    buf: Vec<u8>,
+    /// The server's 101 response.
+    pub response: Response,
+    /// Fragments of a message in progress (opcode, bytes).
+    partial: Option<(OpCode, Vec<u8>)>,
+}
+
+/// Opens a TCP connection with a timeout.
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Connects and completes the upgrade on `/`.
+pub fn connect(addr: SocketAddr) -> TestClient {
+    TestClient::connect_with(addr, "/", &[])
+}
+
+impl TestClient {
+    /// Connects, sends the upgrade request for `target` followed by `extra`
+    /// bytes in the same write, and reads the 101 response.
+    pub fn connect_with(addr: SocketAddr, target: &str, extra: &[u8]) -> TestClient {
+        let mut stream = tcp_connect(addr);
+        let (req, mut bytes) = upgrade_request(addr, target);
+        bytes.extend_from_slice(extra);
+        stream.write_all(&bytes).expect("write upgrade request");
+        Self::finish_handshake(stream, &req)
+    }
+
+    /// Connects and upgrades; a non-101 answer is returned as the HTTP
+    /// reply (read to EOF) instead of panicking.
+    pub fn try_connect(addr: SocketAddr) -> Result<TestClient, HttpReply> {
+        let mut stream = tcp_connect(addr);
+        let (req, bytes) = upgrade_request(addr, "/");
+        stream.write_all(&bytes).expect("write upgrade request");
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(0) => return Err(parse_http(&raw)),
+                Ok(n) => n,
+                Err(e) => panic!("reading the handshake response: {e}"),
+            };
+            raw.extend_from_slice(&chunk[..n]);
+            if let Ok(Head::Complete(resp, rest)) = ResponseReader::new().feed(&raw, 8192, 64) {
+                if resp.status != 101 {
+                    read_until_eof(&mut stream, READ_TIMEOUT, &mut raw);
+                    return Err(parse_http(&raw));
+                }
+                resp.validate(&req).expect("valid 101");
+                return Ok(TestClient {
+                    stream,
+                    buf: rest,
+                    response: resp,
+                    partial: None,
+                });
+            }
+        }
+    }
+
+    /// Reads and checks the 101 response for `req` (already sent).
+    pub fn finish_handshake(mut stream: TcpStream, req: &ClientRequest) -> TestClient {
+        let mut reader = ResponseReader::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(0) => panic!("EOF before the handshake response"),
+                Ok(n) => n,
+                Err(e) => panic!("reading the handshake response: {e}"),
+            };
+            match reader.feed(&chunk[..n], 8192, 64).expect("parse handshake response") {
+                Head::Partial => continue,
+                Head::Complete(resp, rest) => {
+                    if let Err(e) = resp.validate(req) {
+                        panic!("bad handshake response ({e}): {resp:?}");
+                    }
+                    return TestClient {
+                        stream,
+                        buf: rest,
+                        response: resp,
+                        partial: None,
+                    };
+                }
+            }
+        }
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.stream.set_read_timeout(Some(t)).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// Like `send_raw`, but reports the error (the server may have closed).
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send_frame(&mut self, opcode: OpCode, payload: &[u8], fin: bool) {
+        self.send_raw(&frame_bytes(opcode, payload, fin, true));
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send_frame(OpCode::Text, text.as_bytes(), true);
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.send_frame(OpCode::Binary, data, true);
+    }
+
+    pub fn ping(&mut self, payload: &[u8]) {
+        self.send_frame(OpCode::Ping, payload, true);
+    }
+
+    pub fn pong(&mut self, payload: &[u8]) {
+        self.send_frame(OpCode::Pong, payload, true);
+    }
+
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.send_frame(OpCode::Close, &close_payload(code, reason), true);
+    }
+
+    /// Reads more bytes into the buffer. `Ok(0)` is EOF.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next frame, `Ok(None)` on a clean EOF between frames. A timeout
+    /// is an error of kind `WouldBlock` or `TimedOut`.
+    pub fn try_read_frame(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            let parsed = parse_header(&self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad frame from server: {e}")))?;
+            if let Some((h, n)) = parsed {
+                if h.mask.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "server sent a masked frame"));
+                }
+                if h.rsv != 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "server set RSV bits"));
+                }
+                let len = h.payload_len as usize;
+                if self.buf.len() >= n + len {
+                    let payload = self.buf[n..n + len].to_vec();
+                    self.buf.drain(..n + len);
+                    return Ok(Some(Frame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    }));
+                }
+                // Make room for the whole frame at once.
+                self.buf.reserve(n + len - self.buf.len());
+            }
+            if self.fill()? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF inside a frame ({} bytes pending)", self.buf.len()),
+                ));
+            }
+        }
+    }
+
+    /// The next frame; panics on EOF, timeout or a bad frame.
+    pub fn read_frame(&mut self) -> Frame {
+        match self.try_read_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => panic!("EOF while waiting for a frame"),
+            Err(e) => panic!("reading a frame: {e}"),
+        }
+    }
+
+    /// The next message (fragments reassembled) or control frame; `Ok(None)`
+    /// on EOF.
+    pub fn try_recv(&mut self) -> io::Result<Option<Msg>> {
+        loop {
+            let Some(f) = self.try_read_frame()? else {
+                return Ok(None);
+            };
+            fn invalid(m: &str) -> io::Error {
+                io::Error::new(io::ErrorKind::InvalidData, m.to_owned())
+            }
+            let bad = |m: &str| Err(invalid(m));
+            let (op, data) = match f.opcode {
+                OpCode::Ping => return Ok(Some(Msg::Ping(f.payload))),
+                OpCode::Pong => return Ok(Some(Msg::Pong(f.payload))),
+                OpCode::Close => {
+                    let p = f.payload;
+                    return Ok(Some(match p.len() {
+                        0 => Msg::Close(None, String::new()),
+                        1 => return bad("close payload of one byte"),
+                        _ => Msg::Close(
+                            Some(u16::from_be_bytes([p[0], p[1]])),
+                            String::from_utf8(p[2..].to_vec()).map_err(|_| invalid("close reason not UTF-8"))?,
+                        ),
+                    }));
+                }
+                OpCode::Continuation => match self.partial.take() {
+                    None => return bad("continuation without a message in progress"),
+                    Some((op, mut data)) => {
+                        data.extend_from_slice(&f.payload);
+                        (op, data)
+                    }
+                },
+                op @ (OpCode::Text | OpCode::Binary) => {
+                    if self.partial.is_some() {
+                        return bad("new message while a fragmented one is in progress");
+                    }
+                    (op, f.payload)
+                }
+            };
+            if !f.fin {
+                self.partial = Some((op, data));
+                continue;
+            }
+            return Ok(Some(if op == OpCode::Text {
+                Msg::Text(String::from_utf8(data).map_err(|_| invalid("text not UTF-8"))?)
+            } else {
+                Msg::Binary(data)
+            }));
+        }
+    }
+
+    /// The next message or control frame; panics on EOF or timeout.
+    pub fn recv(&mut self) -> Msg {
+        match self.try_recv() {
+            Ok(Some(m)) => m,
+            Ok(None) => panic!("EOF while waiting for a message"),
+            Err(e) => panic!("waiting for a message: {e}"),
+        }
+    }
+
+    /// The next data message, skipping pings and pongs.
+    pub fn recv_data(&mut self) -> Msg {
+        loop {
+            match self.recv() {
+                Msg::Ping(_) | Msg::Pong(_) => continue,
+                m => return m,
+            }
+        }
+    }
+
+    /// Expects a text message equal to `want`.
+    pub fn expect_text(&mut self, want: &str) {
+        match self.recv_data() {
+            Msg::Text(t) if t == want => {}
+            other => panic!("expected Text({} bytes), got {other:?}", want.len()),
+        }
+    }
+
+    /// Expects a binary message equal to `want`.
+    pub fn expect_binary(&mut self, want: &[u8]) {
+        match self.recv_data() {
+            Msg::Binary(b) if b == want => {}
+            Msg::Binary(b) => panic!(
+                "binary echo differs: got {} bytes, want {} (first difference at {:?})",
+                b.len(),
+                want.len(),
+                b.iter().zip(want).position(|(a, b)| a != b)
+            ),
+            other => panic!("expected Binary({} bytes), got {other:?}", want.len()),
+        }
+    }
+
+    /// Expects a close frame (skipping pings and pongs, but no data) and
+    /// returns its code and reason.
+    pub fn expect_close(&mut self) -> (Option<u16>, String) {
+        loop {
+            match self.recv() {
+                Msg::Ping(_) | Msg::Pong(_) => continue,
+                Msg::Close(c, r) => return (c, r),
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expects EOF (or a reset) within `within`, discarding anything that
+    /// arrives first. Returns how long it took.
+    pub fn expect_eof(&mut self, within: Duration) -> Duration {
+        let start = Instant::now();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let left = within.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                panic!("no EOF within {within:?}");
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return start.elapsed(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return start.elapsed(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => panic!("no EOF within {within:?}"),
+                Err(e) => panic!("waiting for EOF: {e}"),
+            }
+        }
+    }
+
+    /// Bytes that arrive within `wait` (stops early at EOF).
+    pub fn read_raw(&mut self, wait: Duration) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        read_until_eof(&mut self.stream, wait, &mut out);
+        out
+    }
+
+    /// Reads and answers everything until the server's close, replies to
+    /// it and waits for EOF. For tidy endings.
+    pub fn close_and_wait(mut self, code: u16) {
+        self.close(code, "");
+        let _ = self.expect_close();
+        self.expect_eof(Duration::from_secs(5));
+    }
+}
+
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Appends what arrives on `s` to `out` until EOF (true) or `wait`
+/// passes (false).
+pub fn read_until_eof(s: &mut TcpStream, wait: Duration, out: &mut Vec<u8>) -> bool {
+    let start = Instant::now();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+// -------------------------------------------------------------------- HTTP
+
+/// A plain HTTP response read to EOF.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: Response,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` as is and reads the response until the server closes.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpReply {
+    let mut s = tcp_connect(addr);
+    s.write_all(request).expect("write HTTP request");
+    let mut raw = Vec::new();
+    assert!(
+        read_until_eof(&mut s, READ_TIMEOUT, &mut raw),
+        "no EOF after the HTTP response; got {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    parse_http(&raw)
+}
+
+pub fn parse_http(raw: &[u8]) -> HttpReply {
+    match ResponseReader::new().feed(raw, 64 * 1024, 64) {
+        Ok(Head::Complete(head, body)) => {
+            if let Some(len) = head.header("content-length") {
+                assert_eq!(len.parse::<usize>().ok(), Some(body.len()), "Content-Length vs body");
+            }
+            HttpReply {
+                status: head.status,
+                head,
+                body,
+            }
+        }
+        other => panic!("not an HTTP response ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+    }
+}
+
+/// `GET path` without an upgrade.
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
+    http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+}
+
+// ---------------------------------------------------------- in-process server
+
+/// A [`Server`] running on its own thread.
+pub struct ServerThread<H: Handler + Send + 'static> {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    pub thread: Option<JoinHandle<H>>,
+}
+
+/// Binds 127.0.0.1:0 with `config` and runs `handler` on a new thread.
+pub fn start_server<H: Handler + Send + 'static>(config: Config, handler: H) -> ServerThread<H> {
+    let (tx, rx) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("wsloop-server".into())
+        .spawn(move || {
+            let server = Server::bind("127.0.0.1:0", config, handler).expect("bind test server");
+            tx.send((server.local_addr(), server.handle())).unwrap();
+            server.run().expect("server run")
+        })
+        .unwrap();
+    let (addr, handle) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server thread did not start");
+    ServerThread {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+impl<H: Handler + Send + 'static> ServerThread<H> {
+    /// Graceful shutdown; returns the handler. Panics if the loop does not
+    /// stop within `within`.
+    pub fn stop(mut self, within: Duration) -> H {
+        self.handle.shutdown().expect("shutdown");
+        let t = self.thread.take().unwrap();
+        let start = Instant::now();
+        while !t.is_finished() {
+            assert!(start.elapsed() < within, "server did not stop within {within:?}");
+            thread::sleep(Duration::from_millis(5));
+        }
+        t.join().expect("server thread panicked")
+    }
+}
+
+impl<H: Handler + Send + 'static> Drop for ServerThread<H> {
+    fn drop(&mut self) {
+        // Ask it to stop but do not wait: a failing test must not hang.
+        if self.thread.is_some() {
+            let _ = self.handle.shutdown();
+        }
+    }
+}
+
+// ------------------------------------------------------------- the binary
+
+/// `wsloop serve` on a free loopback port, killed when dropped.
+pub struct BinServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl BinServer {
+    /// Starts `wsloop serve --addr 127.0.0.1:PORT <args>` and waits until
+    /// it accepts connections.
+    pub fn spawn(args: &[&str]) -> BinServer {
+        for attempt in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "wsloop-serve-{}-{port}.log",
+                std::process::id()
+            ));
+            let log_file = std::fs::File::create(&log).expect("create server log");
+            let child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+                .args(["serve", "--addr", &addr.to_string()])
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("spawn wsloop serve");
+            let mut srv = BinServer { child, addr, log };
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(status)) = srv.child.try_wait() {
+                    // Most likely the port was taken between probe and bind.
+                    eprintln!("wsloop serve exited early ({status}), attempt {attempt}: {}", srv.log_text());
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return srv;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "wsloop serve did not accept within 10 s: {}",
+                    srv.log_text()
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("could not start wsloop serve");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if start.elapsed() >= within {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill(); // SIGKILL to this child's PID only
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Shuts down our write side (half close), as a peer that is done sending.
+pub fn half_close(s: &TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
+}

@@ -1,0 +1,92 @@
+"""Interop check: the Python `websockets` client against `wsloop serve`.
+
+Usage: echo_client.py ws://127.0.0.1:PORT/
+
+Sends text and binary messages of several sizes (up to 1 MiB), a
+fragmented message and a ping, checks every echo, closes with 1000 and
+checks the server's close reply. Prints one line per check; exits 0 only
+if all pass.
+"""
+
+import os
+import sys
+import time
+import urllib.request
+
+from websockets.sync.client import connect
+
+SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20]
+
+
+def text_of(n, seed):
+    # Multi-byte characters too, padded with ASCII to exactly n UTF-8
+    # bytes so sizes hit the frame-length boundaries.
+    base = ("héllo wörld ✓ " * (n // 10 + 1)).encode()[:n]
+    s = base.decode("utf-8", "ignore")  # drops a cut character at the end
+    pad = n - len(s.encode())
+    return s + chr(ord("a") + seed % 26) * pad
+
+
+def main():
+    uri = sys.argv[1]
+    start = time.monotonic()
+    failures = []
+
+    def check(name, ok, detail=""):
+        print(("ok   " if ok else "FAIL ") + name + (f" ({detail})" if detail and not ok else ""))
+        if not ok:
+            failures.append(name)
+
+    health = uri.replace("ws://", "http://").rstrip("/") + "/healthz"
+    with urllib.request.urlopen(health, timeout=5) as r:
+        body = r.read().decode()
+        check("GET /healthz", r.status == 200 and body.strip() == "ok", f"{r.status} {body!r}")
+
+    with connect(uri, max_size=None, open_timeout=5, close_timeout=5) as ws:
+        for i, n in enumerate(SIZES):
+            t = text_of(n, i)
+            assert len(t.encode()) == n
+            ws.send(t)
+            got = ws.recv(timeout=10)
+            check(f"text {n} bytes", got == t, f"got {type(got).__name__} of {len(got)}")
+            b = os.urandom(n)
+            ws.send(b)
+            got = ws.recv(timeout=10)
+            check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
+
+        # Several in flight at once come back in order.
+        msgs = [os.urandom(1000 + i) for i in range(20)]
+        for m in msgs:
+            ws.send(m)
+        got = [ws.recv(timeout=10) for _ in msgs]
+        check("20 pipelined messages", got == msgs)
+
+        # An iterable is sent as a fragmented message.
+        ws.send(["frag", "mént", "ed ✓"])
+        got = ws.recv(timeout=10)
+        check("fragmented text", got == "fragménted ✓", repr(got))
+        ws.send([b"\x00\x01", b"", b"\x02"])
+        got = ws.recv(timeout=10)
+        check("fragmented binary", got == b"\x00\x01\x02", repr(got))
+
+        pong = ws.ping(b"are you there")
+        check("ping answered", pong.wait(5))
+
+        ws.close(1000, "interop done")
+        rcvd = ws.protocol.close_rcvd
+        check(
+            "close 1000 echoed",
+            rcvd is not None and rcvd.code == 1000,
+            f"close_rcvd={rcvd!r}",
+        )
+
+    took = time.monotonic() - start
+    if failures:
+        print(f"{len(failures)} checks failed: {failures}")
+        return 1
+    print(f"all interop checks passed in {took:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
