@@ -285,13 +285,21 @@ mod tests {
             let mut e2 = Vec::new();
             q2.push_slice(&expect);
             e2.extend_from_slice(&expect);
-            let mut w = Trickle { out: Vec::new(), max, calls: 0 };
+            let mut w = Trickle {
+                out: Vec::new(),
+                max,
+                calls: 0,
+            };
             while !q2.is_empty() {
                 q2.write_to(&mut w).unwrap();
             }
             assert_eq!(w.out, e2);
         }
-        let mut w = Trickle { out: Vec::new(), max: 333, calls: 0 };
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: 333,
+            calls: 0,
+        };
         while !q.is_empty() {
             q.write_to(&mut w).unwrap();
         }
@@ -309,6 +317,9 @@ mod tests {
         q.push_frame(&h, b"Hello");
         let mut out = Vec::new();
         q.drain_into(&mut out);
-        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 }

@@ -140,7 +140,9 @@ enum State {
     Open,
     /// Close handshake done or connection failed: flush, then wait for
     /// the server to close TCP (RFC 6455 §7.1.1) until the deadline.
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
     Done,
 }
 
@@ -171,7 +173,12 @@ pub struct Client {
 
 impl Client {
     /// Starts connecting to `addr` for `url` (resolved by the caller).
-    pub fn connect_addr(addr: SocketAddr, url: &Url, opts: &ClientOptions, now: Instant) -> Result<Client, Error> {
+    pub fn connect_addr(
+        addr: SocketAddr,
+        url: &Url,
+        opts: &ClientOptions,
+        now: Instant,
+    ) -> Result<Client, Error> {
         if url.secure {
             return Err(Error::Url(
                 "wss:// needs the `tls` feature, which this build does not have".into(),
@@ -213,7 +220,11 @@ impl Client {
 
     /// Registers the socket (readable and writable, edge-triggered).
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+        registry.register(
+            &mut self.sock,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 
     /// Removes the socket from `registry`.
@@ -453,7 +464,10 @@ impl Client {
 
     fn handshake_input(&mut self, n: usize) {
         let c = &self.config;
-        match self.reader.feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers) {
+        match self
+            .reader
+            .feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers)
+        {
             Ok(Head::Partial) => {}
             Ok(Head::Complete(resp, rest)) => match resp.validate(&self.request) {
                 Ok(protocol) => {
@@ -569,7 +583,11 @@ pub fn connect_with(url: &str, opts: &ClientOptions) -> Result<WebSocket, Error>
 
 impl WebSocket {
     /// Connects to one address and waits for the upgrade.
-    pub fn connect_addr(addr: SocketAddr, url: &Url, opts: &ClientOptions) -> Result<WebSocket, Error> {
+    pub fn connect_addr(
+        addr: SocketAddr,
+        url: &Url,
+        opts: &ClientOptions,
+    ) -> Result<WebSocket, Error> {
         let now = Instant::now();
         let mut client = Client::connect_addr(addr, url, opts, now)?;
         let poll = Poll::new()?;
@@ -889,7 +907,10 @@ mod tests {
     #[test]
     fn url_parsing() {
         let u = Url::parse("ws://example.com:9001/chat?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("example.com", 9001, "/chat?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("example.com", 9001, "/chat?x=1")
+        );
         assert_eq!(u.host_header(), "example.com:9001");
         let u = Url::parse("ws://h?q").unwrap();
         assert_eq!((u.port, u.target.as_str()), (80, "/?q"));
@@ -898,7 +919,14 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
         assert_eq!(u.host_header(), "[::1]:8080");
         assert!(Url::parse("wss://x").unwrap().secure);
-        for bad in ["http://x", "ws://", "ws://x:notaport", "ws://[::1", "ws://a@b", "ws://x/a b"] {
+        for bad in [
+            "http://x",
+            "ws://",
+            "ws://x:notaport",
+            "ws://[::1",
+            "ws://a@b",
+            "ws://x/a b",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
     }
@@ -913,7 +941,10 @@ mod tests {
         assert_eq!(b.delay(40, 0.5), Duration::from_secs(30));
         let lo = b.delay(2, 0.0).as_secs_f64();
         let hi = b.delay(2, 0.999_999).as_secs_f64();
-        assert!((lo - 3.6).abs() < 1e-9 && (hi - 4.4).abs() < 1e-3, "{lo} {hi}");
+        assert!(
+            (lo - 3.6).abs() < 1e-9 && (hi - 4.4).abs() < 1e-3,
+            "{lo} {hi}"
+        );
         for _ in 0..100 {
             let u = Backoff::random_unit();
             assert!((0.0..1.0).contains(&u));

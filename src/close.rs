@@ -79,8 +79,8 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<CloseFrame<'_>, ProtocolErr
             if !code.is_valid_on_wire() {
                 return Err(ProtocolError::InvalidCloseCode(code.0));
             }
-            let reason =
-                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            let reason = std::str::from_utf8(&payload[2..])
+                .map_err(|_| ProtocolError::InvalidCloseReason)?;
             Ok(CloseFrame { code, reason })
         }
     }
@@ -123,11 +123,18 @@ mod tests {
             let expected = matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999);
             assert_eq!(CloseCode(code).is_valid_on_wire(), expected, "code {code}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             let p = bad_payload(bad);
-            assert_eq!(parse_close_payload(&p), Err(ProtocolError::InvalidCloseCode(bad)));
+            assert_eq!(
+                parse_close_payload(&p),
+                Err(ProtocolError::InvalidCloseCode(bad))
+            );
         }
-        for good in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
+        for good in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
             let p = bad_payload(good);
             assert_eq!(parse_close_payload(&p).unwrap().code, CloseCode(good));
         }
@@ -140,7 +147,10 @@ mod tests {
     #[test]
     fn close_payload_shapes() {
         assert_eq!(parse_close_payload(&[]).unwrap().code, CloseCode::NO_STATUS);
-        assert_eq!(parse_close_payload(&[3]), Err(ProtocolError::CloseLengthOne));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::CloseLengthOne)
+        );
         let f = parse_close_payload(b"\x03\xe8bye").unwrap();
         assert_eq!((f.code, f.reason), (CloseCode::NORMAL, "bye"));
         assert_eq!(

@@ -128,7 +128,9 @@ impl ProtocolError {
     /// The close code with which the connection is failed for this error.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseCode::INVALID_DATA,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
+                CloseCode::INVALID_DATA
+            }
             ProtocolError::Capacity(_) => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -227,10 +229,16 @@ impl fmt::Display for CapacityError {
                 write!(f, "message exceeds max_fragments {max}")
             }
             CapacityError::WriteBufferFull { buffered, high } => {
-                write!(f, "write buffer full: {buffered} bytes queued, high water mark {high}")
+                write!(
+                    f,
+                    "write buffer full: {buffered} bytes queued, high water mark {high}"
+                )
             }
             CapacityError::WriteBufferLimit { buffered, limit } => {
-                write!(f, "write buffer limit: {buffered} bytes queued, hard limit {limit}")
+                write!(
+                    f,
+                    "write buffer limit: {buffered} bytes queued, hard limit {limit}"
+                )
             }
             CapacityError::SendTooLarge { size, max } => {
                 write!(f, "message of {size} bytes exceeds max_message_size {max}")
@@ -317,9 +325,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::BadKey => {
                 f.write_str("Sec-WebSocket-Key is not 16 bytes encoded in base64")
             }
-            HandshakeError::UnsupportedVersion => {
-                f.write_str("Sec-WebSocket-Version must be 13")
-            }
+            HandshakeError::UnsupportedVersion => f.write_str("Sec-WebSocket-Version must be 13"),
             HandshakeError::TooLarge { max } => {
                 write!(f, "request headers exceed max_handshake_bytes {max}")
             }

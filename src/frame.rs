@@ -264,7 +264,9 @@ mod tests {
 
     #[test]
     fn rfc_5_7_single_frame_masked_hello() {
-        let wire = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let wire = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let (h, n) = parse_all(&wire);
         assert_eq!(n, 6);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
@@ -292,7 +294,9 @@ mod tests {
     fn rfc_5_7_ping_and_pong() {
         let ping = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
         assert_eq!(parse_all(&ping).0, FrameHeader::new(OpCode::Ping, 5));
-        let pong = [0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let pong = [
+            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let (h, _) = parse_all(&pong);
         assert_eq!(h.opcode, OpCode::Pong);
         assert!(h.mask.is_some());
@@ -303,7 +307,10 @@ mod tests {
         let h256 = [0x82, 0x7e, 0x01, 0x00];
         assert_eq!(parse_all(&h256), (FrameHeader::new(OpCode::Binary, 256), 4));
         let h64k = [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0];
-        assert_eq!(parse_all(&h64k), (FrameHeader::new(OpCode::Binary, 65536), 10));
+        assert_eq!(
+            parse_all(&h64k),
+            (FrameHeader::new(OpCode::Binary, 65536), 10)
+        );
         for (h, wire) in [(256u64, &h256[..]), (65536, &h64k[..])] {
             let mut out = [0u8; MAX_HEADER_LEN];
             let n = encode_header(&FrameHeader::new(OpCode::Binary, h), &mut out);
@@ -316,7 +323,10 @@ mod tests {
         assert_eq!(parse_header(&[0x83]), Err(ProtocolError::UnknownOpcode(3)));
         assert_eq!(parse_header(&[0x8b]), Err(ProtocolError::UnknownOpcode(11)));
         assert_eq!(parse_header(&[0x09]), Err(ProtocolError::FragmentedControl));
-        assert_eq!(parse_header(&[0x89, 0x7e]), Err(ProtocolError::ControlTooLong(126)));
+        assert_eq!(
+            parse_header(&[0x89, 0x7e]),
+            Err(ProtocolError::ControlTooLong(126))
+        );
         assert_eq!(
             parse_header(&[0x82, 0x7f, 0x80]),
             Err(ProtocolError::LengthOverflow)
@@ -340,7 +350,17 @@ mod tests {
 
     #[test]
     fn encode_parse_roundtrip() {
-        for len in [0u64, 1, 125, 126, 127, 0xffff, 0x10000, 1 << 40, (1 << 63) - 1] {
+        for len in [
+            0u64,
+            1,
+            125,
+            126,
+            127,
+            0xffff,
+            0x10000,
+            1 << 40,
+            (1 << 63) - 1,
+        ] {
             for mask in [None, Some([9, 8, 7, 6])] {
                 for op in [OpCode::Text, OpCode::Binary, OpCode::Continuation] {
                     let h = FrameHeader {

@@ -141,7 +141,9 @@ impl Request {
     /// not are plain HTTP.
     pub fn wants_upgrade(&self) -> bool {
         has_token(&self.headers, "upgrade", "websocket")
-            || find_header(&self.headers, "sec-websocket-key").next().is_some()
+            || find_header(&self.headers, "sec-websocket-key")
+                .next()
+                .is_some()
     }
 
     /// Checks the request as an RFC 6455 upgrade and returns the
@@ -322,7 +324,11 @@ pub fn write_http_response(
     if !has_type && !body.is_empty() {
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let _ = write!(
+        out,
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     out.extend_from_slice(body);
 }
 
@@ -393,7 +399,11 @@ impl ClientRequest {
             self.target, self.host, self.key
         );
         if !self.protocols.is_empty() {
-            let _ = write!(out, "Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", "));
+            let _ = write!(
+                out,
+                "Sec-WebSocket-Protocol: {}\r\n",
+                self.protocols.join(", ")
+            );
         }
         for (k, v) in &self.headers {
             let _ = write!(out, "{k}: {v}\r\n");
@@ -591,16 +601,56 @@ mod tests {
     #[test]
     fn reject_paths_have_right_status() {
         let cases: Vec<(String, HandshakeError, u16)> = vec![
-            (GOOD.replace("GET", "POST"), HandshakeError::MethodNotGet, 405),
-            (GOOD.replace("HTTP/1.1", "HTTP/1.0"), HandshakeError::HttpVersion, 400),
-            (GOOD.replace("Host: server.example.com\r\n", ""), HandshakeError::MissingHost, 400),
-            (GOOD.replace("Upgrade: websocket", "Upgrade: h2c"), HandshakeError::MissingUpgrade, 400),
-            (GOOD.replace("Connection: Upgrade", "Connection: keep-alive"), HandshakeError::MissingConnectionUpgrade, 400),
-            (GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), HandshakeError::MissingKey, 400),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="), HandshakeError::BadKey, 400),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "not base64!!"), HandshakeError::BadKey, 400),
-            (GOOD.replace("Version: 13", "Version: 8"), HandshakeError::UnsupportedVersion, 426),
-            (GOOD.replace("Sec-WebSocket-Version: 13\r\n", ""), HandshakeError::UnsupportedVersion, 426),
+            (
+                GOOD.replace("GET", "POST"),
+                HandshakeError::MethodNotGet,
+                405,
+            ),
+            (
+                GOOD.replace("HTTP/1.1", "HTTP/1.0"),
+                HandshakeError::HttpVersion,
+                400,
+            ),
+            (
+                GOOD.replace("Host: server.example.com\r\n", ""),
+                HandshakeError::MissingHost,
+                400,
+            ),
+            (
+                GOOD.replace("Upgrade: websocket", "Upgrade: h2c"),
+                HandshakeError::MissingUpgrade,
+                400,
+            ),
+            (
+                GOOD.replace("Connection: Upgrade", "Connection: keep-alive"),
+                HandshakeError::MissingConnectionUpgrade,
+                400,
+            ),
+            (
+                GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                HandshakeError::MissingKey,
+                400,
+            ),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
+                HandshakeError::BadKey,
+                400,
+            ),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "not base64!!"),
+                HandshakeError::BadKey,
+                400,
+            ),
+            (
+                GOOD.replace("Version: 13", "Version: 8"),
+                HandshakeError::UnsupportedVersion,
+                426,
+            ),
+            (
+                GOOD.replace("Sec-WebSocket-Version: 13\r\n", ""),
+                HandshakeError::UnsupportedVersion,
+                426,
+            ),
         ];
         for (req, err, status) in cases {
             assert_eq!(reject(&req), err, "{req}");
@@ -625,7 +675,10 @@ mod tests {
 
     #[test]
     fn size_and_count_limits() {
-        let big = GOOD.replace("Origin:", &format!("X-Big: {}\r\nOrigin:", "a".repeat(9000)));
+        let big = GOOD.replace(
+            "Origin:",
+            &format!("X-Big: {}\r\nOrigin:", "a".repeat(9000)),
+        );
         let mut rd = RequestReader::new();
         assert_eq!(
             rd.feed(big.as_bytes(), 8192, 64).unwrap_err(),
@@ -648,7 +701,10 @@ mod tests {
                 break;
             }
         }
-        assert!(matches!(res, Err(HandshakeError::TooLarge { .. }) | Err(HandshakeError::Malformed)));
+        assert!(matches!(
+            res,
+            Err(HandshakeError::TooLarge { .. }) | Err(HandshakeError::Malformed)
+        ));
     }
 
     #[test]
@@ -691,7 +747,15 @@ mod tests {
         assert_eq!(r.validate(&req), Err(HandshakeError::UnrequestedProtocol));
 
         let mut resp = Vec::new();
-        write_accept_response(&req.key, None, &[("Sec-WebSocket-Extensions".into(), "permessage-deflate".into())], &mut resp);
+        write_accept_response(
+            &req.key,
+            None,
+            &[(
+                "Sec-WebSocket-Extensions".into(),
+                "permessage-deflate".into(),
+            )],
+            &mut resp,
+        );
         let r = parse_response_head(&resp, 16).unwrap();
         assert_eq!(r.validate(&req), Err(HandshakeError::UnrequestedExtension));
 

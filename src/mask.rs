@@ -7,7 +7,12 @@
 #[inline]
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let rot = offset & 3;
-    let k = [key[rot], key[(rot + 1) & 3], key[(rot + 2) & 3], key[(rot + 3) & 3]];
+    let k = [
+        key[rot],
+        key[(rot + 1) & 3],
+        key[(rot + 2) & 3],
+        key[(rot + 3) & 3],
+    ];
     let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
     // Four words per step lets the compiler use wide vector registers.
     let mut wide = data.chunks_exact_mut(32);

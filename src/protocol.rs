@@ -808,6 +808,13 @@ impl Connection {
     /// 123 bytes) and waits up to `close_timeout` from `now` for the
     /// peer's. Does nothing if a close was already sent or received.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        self.close_until(code, reason, now + self.config.close_timeout);
+    }
+
+    /// Like [`Connection::close`], waiting for the peer's close until
+    /// `deadline` (a graceful shutdown gives slow readers its whole
+    /// deadline to receive what was queued before the close).
+    pub fn close_until(&mut self, code: CloseCode, reason: &str, deadline: Instant) {
         if !self.is_open() {
             return;
         }
@@ -818,7 +825,7 @@ impl Connection {
         };
         self.push_close(code, reason);
         self.state = State::Closing {
-            deadline: now + self.config.close_timeout,
+            deadline,
             info: Box::new(CloseInfo {
                 code,
                 reason: truncate_reason(reason).to_owned(),

@@ -98,8 +98,18 @@ mod tests {
     fn agrees_with_std_on_random_splits() {
         let mut rng = Rng::new(7);
         let alphabet: [&[u8]; 12] = [
-            b"a", b"\x7f", "é".as_bytes(), "€".as_bytes(), "𝄞".as_bytes(), b"\xc0\x80",
-            b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xff", b"\x80", b"\xe2\x82", b"\xf0\x9f",
+            b"a",
+            b"\x7f",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "𝄞".as_bytes(),
+            b"\xc0\x80",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xff",
+            b"\x80",
+            b"\xe2\x82",
+            b"\xf0\x9f",
         ];
         for _ in 0..20_000 {
             let mut data = Vec::new();

@@ -48,7 +48,7 @@ impl Ctx<'_> {
             return Err(Error::ConnectionClosed);
         };
         let r = f(conn);
-        if matches!(r, Ok(_)) && conn.buffered() > high {
+        if r.is_ok() && conn.buffered() > high {
             // The sender was told `Full`: it gets `on_drain` later.
             e.above_high = true;
         }

@@ -113,7 +113,8 @@ pub trait Handler {
         let _ = req;
         let mut r = HttpResponse::text(426, "this is a WebSocket endpoint\n");
         r.headers.push(("Upgrade".into(), "websocket".into()));
-        r.headers.push(("Sec-WebSocket-Version".into(), "13".into()));
+        r.headers
+            .push(("Sec-WebSocket-Version".into(), "13".into()));
         r
     }
 
@@ -156,4 +157,5 @@ pub trait Handler {
 }
 
 /// Close code and reason used for connections closed by a shutdown.
-pub(crate) const SHUTDOWN_CLOSE: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");
+pub(crate) const SHUTDOWN_CLOSE: (CloseCode, &str) =
+    (CloseCode::GOING_AWAY, "server shutting down");

@@ -12,8 +12,8 @@
 mod ctx;
 mod handler;
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc};
@@ -54,7 +54,10 @@ pub(crate) enum Command {
 
 enum Phase {
     /// Reading the request head.
-    Handshake { reader: RequestReader, deadline: Instant },
+    Handshake {
+        reader: RequestReader,
+        deadline: Instant,
+    },
     /// A WebSocket. `pre` holds the 101 response until written.
     Open { conn: Connection, pre: WriteQueue },
     /// Closed: write what is left, shut down our side, wait for the peer's
@@ -142,7 +145,11 @@ impl<H: Handler> Server<H> {
     }
 
     /// Uses an already bound listener.
-    pub fn from_listener(mut listener: TcpListener, config: Config, handler: H) -> Result<Self, Error> {
+    pub fn from_listener(
+        mut listener: TcpListener,
+        config: Config,
+        handler: H,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let poll = Poll::new()?;
         poll.registry()
@@ -214,13 +221,25 @@ impl<H: Handler> Server<H> {
                             self.core.mark_dirty(key);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            read_conn(&mut self.core, &mut self.handler, &mut self.scratch, key, ev.is_read_closed());
+                            read_conn(
+                                &mut self.core,
+                                &mut self.handler,
+                                &mut self.scratch,
+                                key,
+                                ev.is_read_closed(),
+                            );
                         }
                     }
                 }
             }
             for key in std::mem::take(&mut self.core.pending_reads) {
-                read_conn(&mut self.core, &mut self.handler, &mut self.scratch, key, true);
+                read_conn(
+                    &mut self.core,
+                    &mut self.handler,
+                    &mut self.scratch,
+                    key,
+                    true,
+                );
             }
             flush_dirty(&mut self.core, &mut self.handler);
             self.fire_timers();
@@ -271,7 +290,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         loop {
             let (mut sock, addr) = match listener.accept() {
                 Ok(x) => x,
@@ -306,10 +327,11 @@ impl<H: Handler> Server<H> {
             if key >= u32::MAX as usize || key >= WAKER.0 {
                 continue;
             }
-            if let Err(e) = core
-                .registry
-                .register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
-            {
+            if let Err(e) = core.registry.register(
+                &mut sock,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
                 warn!("register: {e}");
                 continue;
             }
@@ -319,7 +341,12 @@ impl<H: Handler> Server<H> {
                 debug!("{addr}: 503, max_connections reached");
                 let mut out = WriteQueue::new();
                 let mut bytes = Vec::new();
-                handshake::write_http_response(503, &[], b"server is at max_connections\n", &mut bytes);
+                handshake::write_http_response(
+                    503,
+                    &[],
+                    b"server is at max_connections\n",
+                    &mut bytes,
+                );
                 out.push_slice(&bytes);
                 Phase::Draining {
                     conn: None,
@@ -353,7 +380,9 @@ impl<H: Handler> Server<H> {
 
     fn run_commands(&mut self) {
         while let Ok(cmd) = self.commands.try_recv() {
-            let mut ctx = Ctx { core: &mut self.core };
+            let mut ctx = Ctx {
+                core: &mut self.core,
+            };
             match cmd {
                 Command::Send(id, msg) => {
                     let _ = ctx.send(id, msg);
@@ -374,12 +403,15 @@ impl<H: Handler> Server<H> {
         }
         let now = self.core.now;
         info!("graceful shutdown: closing {} connections", self.core.open);
-        self.core.shutdown_at = Some(now + self.core.config.shutdown_timeout);
+        let deadline = now + self.core.config.shutdown_timeout;
+        self.core.shutdown_at = Some(deadline);
         if let Some(mut l) = self.listener.take() {
             let _ = self.core.registry.deregister(&mut l);
         }
         self.accept_resume = None;
-        self.handler.on_shutdown(&mut Ctx { core: &mut self.core });
+        self.handler.on_shutdown(&mut Ctx {
+            core: &mut self.core,
+        });
         let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
         let (code, reason) = handler::SHUTDOWN_CLOSE;
         for key in keys {
@@ -388,7 +420,7 @@ impl<H: Handler> Server<H> {
                 Phase::Open { conn, .. } => {
                     // Queued after everything already queued: nothing
                     // accepted before the signal is lost.
-                    conn.close(code, reason, now);
+                    conn.close_until(code, reason, deadline);
                     self.core.mark_dirty(key);
                 }
                 Phase::Handshake { .. } => {
@@ -406,7 +438,9 @@ impl<H: Handler> Server<H> {
                 break;
             }
             self.core.timers.pop();
-            let Some(e) = self.core.slab.get_mut(key) else { continue };
+            let Some(e) = self.core.slab.get_mut(key) else {
+                continue;
+            };
             if e.gen != gen || e.dead || e.timer_at != Some(t) {
                 continue; // stale
             }
@@ -454,9 +488,18 @@ impl Core {
         }
     }
 
+    /// How long a closed connection may take to flush and see the peer's
+    /// EOF: the close timeout, or the rest of a graceful shutdown.
+    fn drain_deadline(&self) -> Instant {
+        let d = self.now + self.config.close_timeout;
+        self.shutdown_at.map_or(d, |s| s.max(d))
+    }
+
     /// Makes sure a timer is set for the entry's next deadline.
     fn schedule(&mut self, key: usize) {
-        let Some(e) = self.slab.get_mut(key) else { return };
+        let Some(e) = self.slab.get_mut(key) else {
+            return;
+        };
         let want = match &e.phase {
             Phase::Handshake { deadline, .. } => Some(*deadline),
             Phase::Open { conn, .. } => conn.poll_timeout(),
@@ -498,10 +541,18 @@ impl Core {
 }
 
 /// Reads from `key` until it would block, processing as it goes.
-fn read_conn<H: Handler>(core: &mut Core, handler: &mut H, scratch: &mut [u8], key: usize, to_eof: bool) {
+fn read_conn<H: Handler>(
+    core: &mut Core,
+    handler: &mut H,
+    scratch: &mut [u8],
+    key: usize,
+    to_eof: bool,
+) {
     for _ in 0..MAX_READS_PER_EVENT {
         let high = core.config.write_buffer_high;
-        let Some(e) = core.slab.get_mut(key) else { return };
+        let Some(e) = core.slab.get_mut(key) else {
+            return;
+        };
         if e.dead {
             return;
         }
@@ -551,7 +602,9 @@ fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
 /// Ends `key` now: tells the handler if it was open, removes it at the end
 /// of the batch.
 fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
-    let Some(e) = core.slab.get_mut(key) else { return };
+    let Some(e) = core.slab.get_mut(key) else {
+        return;
+    };
     if e.dead {
         return;
     }
@@ -580,7 +633,10 @@ fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
 /// Bookkeeping and the handler's `on_close` for a connection that was open.
 fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &CloseInfo) {
     let id = core.id(key);
-    debug!("{id}: closed {} {:?} clean={}", info.code, info.reason, info.clean);
+    debug!(
+        "{id}: closed {} {:?} clean={}",
+        info.code, info.reason, info.clean
+    );
     core.open -= 1;
     core.leave_all_rooms(key);
     // The handler sees the connection as gone: sends to it now fail.
@@ -594,11 +650,12 @@ fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &Close
 fn start_draining(core: &mut Core, key: usize, conn: Option<Connection>, bytes: &[u8]) {
     let mut out = WriteQueue::new();
     out.push_slice(bytes);
+    let deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     e.phase = Phase::Draining {
         conn,
         out,
-        deadline: core.now + core.config.close_timeout,
+        deadline,
         shut: false,
     };
     e.timer_at = None;
@@ -626,7 +683,13 @@ fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: u
     }
 }
 
-fn handshake_done<H: Handler>(core: &mut Core, handler: &mut H, key: usize, req: Request, mut rest: Vec<u8>) {
+fn handshake_done<H: Handler>(
+    core: &mut Core,
+    handler: &mut H,
+    key: usize,
+    req: Request,
+    mut rest: Vec<u8>,
+) {
     let mut bytes = Vec::new();
     if !req.wants_upgrade() {
         let resp = handler.on_http(&req);
@@ -717,6 +780,7 @@ fn flush_dirty<H: Handler>(core: &mut Core, handler: &mut H) {
 
 fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
     let cfg = core.config.clone();
+    let drain_deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     match &mut e.phase {
         Phase::Handshake { .. } => {}
@@ -753,7 +817,7 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                     Phase::Draining {
                         conn: None,
                         out: WriteQueue::new(),
-                        deadline: core.now + cfg.close_timeout,
+                        deadline: drain_deadline,
                         shut: false,
                     },
                 ) else {
@@ -775,10 +839,7 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
         }
         Phase::Draining {
-            conn,
-            out,
-            shut,
-            ..
+            conn, out, shut, ..
         } => {
             let mut res = out.write_to(&mut e.sock);
             if let (Ok(_), true, Some(c)) = (&res, out.is_empty(), conn.as_mut()) {
