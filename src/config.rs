@@ -17,6 +17,47 @@ pub enum OverflowPolicy {
     Drop,
 }
 
+/// What a server does with a message over a connection's [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateAction {
+    /// Close the connection with 1008 and a reason naming the limit.
+    Close,
+    /// Drop the message; the connection stays open.
+    Drop,
+}
+
+/// A per-connection token bucket on received messages: at most
+/// `messages_per_sec` messages and `bytes_per_sec` payload bytes per second
+/// on average, with bursts up to `message_burst` and `byte_burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub messages_per_sec: f64,
+    /// Most messages at once.
+    pub message_burst: f64,
+    /// Sustained payload bytes per second.
+    pub bytes_per_sec: f64,
+    /// Most payload bytes at once.
+    pub byte_burst: f64,
+    /// What happens past the limit.
+    pub action: RateAction,
+}
+
+impl RateLimit {
+    /// A limit with bursts of one second's worth, closing on excess.
+    pub fn new(messages_per_sec: f64, bytes_per_sec: f64) -> Self {
+        RateLimit {
+            messages_per_sec,
+            message_burst: messages_per_sec.max(1.0),
+            bytes_per_sec,
+            byte_burst: bytes_per_sec.max(1.0),
+            action: RateAction::Close,
+        }
+    }
+}
+
 /// Configuration shared by every connection of a server or client. Share it
 /// as `Arc<Config>`.
 #[derive(Debug, Clone)]
@@ -65,6 +106,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Size of the loop-wide read buffer. Default 256 KiB.
     pub read_buffer_size: usize,
+    /// Limit on what each peer may send (server). Default none.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -87,6 +130,7 @@ impl Default for Config {
             max_connections: None,
             shutdown_timeout: Duration::from_secs(30),
             read_buffer_size: 256 << 10,
+            rate_limit: None,
         }
     }
 }
@@ -141,6 +185,18 @@ impl Config {
                 "read_buffer_size",
                 format!("{} is below the minimum 4096", self.read_buffer_size),
             );
+        }
+        if let Some(r) = &self.rate_limit {
+            for (field, v) in [
+                ("rate_limit.messages_per_sec", r.messages_per_sec),
+                ("rate_limit.message_burst", r.message_burst),
+                ("rate_limit.bytes_per_sec", r.bytes_per_sec),
+                ("rate_limit.byte_burst", r.byte_burst),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return err(field, format!("{v} must be a number above zero"));
+                }
+            }
         }
         if let OverflowPolicy::Close(code) = self.overflow {
             if !code.is_valid_on_wire() {

@@ -35,7 +35,7 @@ pub mod server;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use config::{Config, OverflowPolicy};
+pub use config::{Config, OverflowPolicy, RateAction, RateLimit};
 pub use error::{CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
 pub use protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
 

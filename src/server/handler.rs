@@ -98,6 +98,61 @@ impl Upgrade {
     }
 }
 
+/// An allow-list of `Origin` values for upgrades (browsers send `Origin`;
+/// a page from another site is refused with 403 before any frame).
+///
+/// Origins are compared as ASCII case-insensitive `scheme://host[:port]`.
+/// Requests without `Origin` (non-browser clients, which could send any
+/// value anyway) are allowed unless [`OriginAllowList::require`] is set.
+#[derive(Debug, Clone, Default)]
+pub struct OriginAllowList {
+    origins: Vec<String>,
+    require: bool,
+}
+
+impl OriginAllowList {
+    /// Allows exactly these origins (an empty list allows any).
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(origins: I) -> Self {
+        OriginAllowList {
+            origins: origins
+                .into_iter()
+                .map(|o| o.into().trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            require: false,
+        }
+    }
+
+    /// Also refuses requests that carry no `Origin`.
+    pub fn require(mut self, yes: bool) -> Self {
+        self.require = yes;
+        self
+    }
+
+    /// True if `req` may upgrade.
+    pub fn allows(&self, req: &Request) -> bool {
+        match req.origin() {
+            None => !self.require,
+            Some(_) if self.origins.is_empty() => true,
+            Some(o) => {
+                let o = o.trim_end_matches('/');
+                self.origins.iter().any(|a| a.eq_ignore_ascii_case(o))
+            }
+        }
+    }
+
+    /// `None` if `req` may upgrade, else the 403 rejection to return.
+    pub fn check(&self, req: &Request) -> Option<Upgrade> {
+        if self.allows(req) {
+            None
+        } else {
+            Some(Upgrade::reject(
+                403,
+                format!("origin {} is not allowed", req.origin().unwrap_or("(none)")),
+            ))
+        }
+    }
+}
+
 /// The application. Every callback runs on the loop thread; keep them short
 /// and non-blocking. `ctx` sends to any connection, groups, or all.
 pub trait Handler {
@@ -159,3 +214,38 @@ pub trait Handler {
 /// Close code and reason used for connections closed by a shutdown.
 pub(crate) const SHUTDOWN_CLOSE: (CloseCode, &str) =
     (CloseCode::GOING_AWAY, "server shutting down");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::{Head, RequestReader};
+
+    fn req(origin: Option<&str>) -> Request {
+        let o = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{o}\r\n");
+        match RequestReader::new().feed(raw.as_bytes(), 4096, 16).unwrap() {
+            Head::Complete(r, _) => r,
+            Head::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let list = OriginAllowList::new(["https://chat.example.com", "http://localhost:8080/"]);
+        assert!(list.allows(&req(Some("https://chat.example.com"))));
+        assert!(list.allows(&req(Some("HTTPS://Chat.Example.com"))));
+        assert!(list.allows(&req(Some("http://localhost:8080"))));
+        assert!(!list.allows(&req(Some("https://evil.example.com"))));
+        assert!(!list.allows(&req(Some("https://chat.example.com.evil.com"))));
+        assert!(list.allows(&req(None)));
+        assert!(!list.clone().require(true).allows(&req(None)));
+        match list.check(&req(Some("https://evil.example.com"))) {
+            Some(Upgrade::Reject(r)) => {
+                assert_eq!(r.status, 403);
+                assert!(String::from_utf8_lossy(&r.body).contains("evil.example.com"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(OriginAllowList::new(Vec::<String>::new()).allows(&req(Some("https://any"))));
+    }
+}

@@ -26,13 +26,13 @@ use slab::Slab;
 
 use crate::buffer::WriteQueue;
 use crate::close::CloseCode;
-use crate::config::Config;
+use crate::config::{Config, RateAction, RateLimit};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, RequestReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role};
 
 pub use ctx::{Ctx, Handle};
-pub use handler::{ConnId, Handler, HttpResponse, Upgrade};
+pub use handler::{ConnId, Handler, HttpResponse, OriginAllowList, Upgrade};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -82,6 +82,40 @@ struct Entry {
     above_high: bool,
     timer_at: Option<Instant>,
     rooms: Vec<Arc<str>>,
+    /// Token bucket, when `Config::rate_limit` is set (allocated on the
+    /// first message).
+    bucket: Option<Box<Bucket>>,
+}
+
+/// Tokens left for messages and bytes, refilled by elapsed time.
+#[derive(Debug)]
+struct Bucket {
+    messages: f64,
+    bytes: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one message of `len` bytes; false if over the limit.
+    fn take(slot: &mut Option<Box<Bucket>>, limit: &RateLimit, len: usize, now: Instant) -> bool {
+        let b = slot.get_or_insert_with(|| {
+            Box::new(Bucket {
+                messages: limit.message_burst,
+                bytes: limit.byte_burst,
+                at: now,
+            })
+        });
+        let dt = now.saturating_duration_since(b.at).as_secs_f64();
+        b.at = now;
+        b.messages = (b.messages + dt * limit.messages_per_sec).min(limit.message_burst);
+        b.bytes = (b.bytes + dt * limit.bytes_per_sec).min(limit.byte_burst);
+        if b.messages < 1.0 || b.bytes < len as f64 {
+            return false;
+        }
+        b.messages -= 1.0;
+        b.bytes -= len as f64;
+        true
+    }
 }
 
 /// Everything the handler's [`Ctx`] may touch.
@@ -370,6 +404,7 @@ impl<H: Handler> Server<H> {
                 above_high: false,
                 timer_at: None,
                 rooms: Vec::new(),
+                bucket: None,
             });
             if over {
                 core.mark_dirty(key);
@@ -743,6 +778,7 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
         let Some(Entry {
             phase: Phase::Open { conn, .. },
             dead: false,
+            bucket,
             ..
         }) = core.slab.get_mut(key)
         else {
@@ -756,6 +792,18 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
                 break;
             }
         };
+        if let (Event::Message(m), Some(limit)) = (&ev, &core.config.rate_limit) {
+            if !Bucket::take(bucket, limit, m.as_bytes().len(), now) {
+                match limit.action {
+                    RateAction::Drop => continue,
+                    _ => {
+                        debug!("{id}: rate limit exceeded");
+                        conn.close(CloseCode::POLICY, "rate limit exceeded", now);
+                        continue;
+                    }
+                }
+            }
+        }
         let mut ctx = Ctx { core };
         match ev {
             Event::Message(m) => handler.on_message(&mut ctx, id, m),
@@ -860,4 +908,28 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
         }
     }
     core.schedule(key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_bursts_then_the_rate() {
+        let limit = RateLimit::new(10.0, 1000.0);
+        let t0 = Instant::now();
+        let mut slot = None;
+        for _ in 0..10 {
+            assert!(Bucket::take(&mut slot, &limit, 10, t0));
+        }
+        assert!(!Bucket::take(&mut slot, &limit, 10, t0), "burst of 10 used up");
+        // 100 ms later one message's worth has come back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(Bucket::take(&mut slot, &limit, 10, t1));
+        assert!(!Bucket::take(&mut slot, &limit, 10, t1));
+        // Bytes are limited too: 2000 bytes never fit a 1000-byte burst.
+        let t2 = t1 + Duration::from_secs(10);
+        assert!(!Bucket::take(&mut slot, &limit, 2000, t2));
+        assert!(Bucket::take(&mut slot, &limit, 1000, t2));
+    }
 }

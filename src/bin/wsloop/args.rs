@@ -47,9 +47,11 @@ impl Args {
     }
 
     pub fn value(&mut self, flag: &str) -> Result<String, ArgError> {
-        let v = self.items.get(self.pos).cloned().ok_or_else(|| {
-            ArgError(format!("wsloop {}: --{flag} needs a value", self.cmd))
-        })?;
+        let v = self
+            .items
+            .get(self.pos)
+            .cloned()
+            .ok_or_else(|| ArgError(format!("wsloop {}: --{flag} needs a value", self.cmd)))?;
         self.pos += 1;
         Ok(v)
     }
@@ -77,8 +79,7 @@ impl Args {
     /// A whole number.
     pub fn num(&mut self, flag: &str) -> Result<usize, ArgError> {
         let v = self.value(flag)?;
-        v.parse()
-            .map_err(|_| self.bad(flag, &v, "a whole number"))
+        v.parse().map_err(|_| self.bad(flag, &v, "a whole number"))
     }
 
     /// A duration: seconds, or with ms, s, m suffix. `0` means off when
@@ -116,7 +117,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return ms.parse().ok().map(Duration::from_millis);
     }
     if let Some(m) = s.strip_suffix('m') {
-        return m.parse::<u64>().ok()?.checked_mul(60).map(Duration::from_secs);
+        return m
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(60)
+            .map(Duration::from_secs);
     }
     let secs = s.strip_suffix('s').unwrap_or(s);
     let v: f64 = secs.parse().ok()?;

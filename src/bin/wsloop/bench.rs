@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -266,9 +266,13 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         return Err(err("missing URL (see --help)".into()));
     };
     match Url::parse(&url) {
-        Ok(u) if u.secure => return Err(err(format!("'{url}': wss:// is not supported by the bench; use ws://"))),
+        Ok(u) if u.secure => {
+            return Err(err(format!(
+                "'{url}': wss:// is not supported by the bench; use ws://"
+            )))
+        }
         Ok(_) => {}
-        Err(e) => return Err(err(format!("invalid URL: {e}"))),
+        Err(e) => return Err(err(e.to_string())),
     }
     o.url = url;
     o.pipeline = match (o.mode, pipeline) {
@@ -283,19 +287,22 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         (_, None) => 16,
     };
     if o.threads > o.conns {
-        return Err(err(format!("--threads {} is more than --conns {}", o.threads, o.conns)));
+        return Err(err(format!(
+            "--threads {} is more than --conns {}",
+            o.threads, o.conns
+        )));
     }
     check_fd_limit(o.conns as u64)?;
     check_port_range(o.conns as u64)?;
     if o.mode != Mode::Connect {
-        let bytes = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
-        if bytes > MAX_IN_FLIGHT_BYTES {
+        let in_flight = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
+        if in_flight > MAX_IN_FLIGHT_BYTES {
             return Err(err(format!(
                 "--conns {} x --pipeline {} x --size {} is {} MiB in flight, more than the {} MiB allowed",
                 o.conns,
                 o.pipeline,
-                o.size,
-                bytes >> 20,
+                bytes(o.size),
+                in_flight >> 20,
                 MAX_IN_FLIGHT_BYTES >> 20
             )));
         }
@@ -346,7 +353,9 @@ fn check_port_range(conns: u64) -> Result<(), ArgError> {
     let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
         return Ok(());
     };
-    let mut it = text.split_whitespace().filter_map(|s| s.parse::<u64>().ok());
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|s| s.parse::<u64>().ok());
     let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
         return Ok(());
     };
@@ -365,7 +374,11 @@ fn check_port_range(conns: u64) -> Result<(), ArgError> {
 fn read_rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()
+    line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 // ------------------------------------------------------------ histogram
@@ -538,6 +551,8 @@ struct Shared {
     barrier: Barrier,
     /// When the connect phase ended everywhere: warmup or hold starts.
     go: Mutex<Option<Instant>>,
+    /// No connection opened in any thread: skip to the summary.
+    none_open: AtomicBool,
     server_pid: Option<u32>,
     rss_open: Mutex<Option<u64>>,
     progress: Vec<Progress>,
@@ -690,7 +705,9 @@ fn drive(
     to_eof: bool,
 ) -> Step {
     if c.st == St::Connecting {
-        let Some(sock) = c.sock.as_mut() else { return Step::End(None) };
+        let Some(sock) = c.sock.as_mut() else {
+            return Step::End(None);
+        };
         match sock.take_error() {
             Ok(Some(e)) | Err(e) => return end(format!("connect: {e}")),
             Ok(None) => {}
@@ -706,7 +723,9 @@ fn drive(
         c.st = St::Handshake;
     }
     if c.st == St::Handshake {
-        let (Some(sock), Some(hs)) = (c.sock.as_mut(), c.hs.as_mut()) else { return Step::End(None) };
+        let (Some(sock), Some(hs)) = (c.sock.as_mut(), c.hs.as_mut()) else {
+            return Step::End(None);
+        };
         while hs.written < hs.out.len() {
             match sock.write(&hs.out[hs.written..]) {
                 Ok(0) => return end("handshake: the socket took no bytes"),
@@ -719,7 +738,9 @@ fn drive(
     }
     if readable || to_eof {
         loop {
-            let Some(sock) = c.sock.as_mut() else { return Step::End(None) };
+            let Some(sock) = c.sock.as_mut() else {
+                return Step::End(None);
+            };
             let n = match sock.read(buf) {
                 Ok(0) => return eof(c, None),
                 Ok(n) => n,
@@ -775,9 +796,14 @@ fn input(
     now: Instant,
 ) -> Result<(), Cow<'static, str>> {
     if c.st == St::Handshake {
-        let Some(hs) = c.hs.as_mut() else { return Err("handshake: lost state".into()) };
+        let Some(hs) = c.hs.as_mut() else {
+            return Err("handshake: lost state".into());
+        };
         let cfg = &plan.config;
-        match hs.reader.feed(data, cfg.max_handshake_bytes, cfg.max_headers) {
+        match hs
+            .reader
+            .feed(data, cfg.max_handshake_bytes, cfg.max_headers)
+        {
             Ok(Head::Partial) => return Ok(()),
             Ok(Head::Complete(resp, mut rest)) => {
                 if let Err(e) = resp.validate(&hs.req) {
@@ -790,7 +816,9 @@ fn input(
                         e => format!("handshake: {e}").into(),
                     });
                 }
-                stats.handshake.record(now.saturating_duration_since(hs.started));
+                stats
+                    .handshake
+                    .record(now.saturating_duration_since(hs.started));
                 stats.opened += 1;
                 c.hs = None;
                 c.st = St::Open;
@@ -829,7 +857,9 @@ fn frames(
         server_closed,
         ..
     } = c;
-    let (Some(ws), Some(sock)) = (ws.as_mut(), sock.as_mut()) else { return Ok(()) };
+    let (Some(ws), Some(sock)) = (ws.as_mut(), sock.as_mut()) else {
+        return Ok(());
+    };
     let latency = plan.mode == Mode::Latency;
     let mut input = data;
     loop {
@@ -907,7 +937,13 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(plan: &'a Plan, shared: &'a Shared, me: usize, first_id: u64, n: usize) -> io::Result<Self> {
+    fn new(
+        plan: &'a Plan,
+        shared: &'a Shared,
+        me: usize,
+        first_id: u64,
+        n: usize,
+    ) -> io::Result<Self> {
         let far = shared.start + Duration::from_secs(365 * 24 * 3600);
         Ok(Worker {
             plan,
@@ -952,14 +988,15 @@ impl<'a> Worker<'a> {
                 return;
             }
         };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.conns[i].st = St::Done;
             self.stats.failed += 1;
-            self.stats.error(format!("connect: register with the poller: {e}"));
+            self.stats
+                .error(format!("connect: register with the poller: {e}"));
             return;
         }
         let req = ClientRequest {
@@ -1048,7 +1085,17 @@ impl<'a> Worker<'a> {
                     continue;
                 }
                 let to_eof = ev.is_read_closed() || ev.is_error();
-                drive(c, *first_id + i as u64, buf, plan, win, stats, now, ev.is_readable(), to_eof)
+                drive(
+                    c,
+                    *first_id + i as u64,
+                    buf,
+                    plan,
+                    win,
+                    stats,
+                    now,
+                    ev.is_readable(),
+                    to_eof,
+                )
             };
             if let Step::End(kind) = step {
                 self.end(i, kind);
@@ -1079,7 +1126,9 @@ impl<'a> Worker<'a> {
                 let c = &conns[i];
                 match (c.st, &c.hs) {
                     (St::Connecting | St::Handshake, Some(hs)) => {
-                        if now.saturating_duration_since(hs.started) >= plan.connect_timeout || now >= deadline {
+                        if now.saturating_duration_since(hs.started) >= plan.connect_timeout
+                            || now >= deadline
+                        {
                             late.push(i);
                             false
                         } else {
@@ -1132,11 +1181,21 @@ impl<'a> Worker<'a> {
             if let Some(pid) = shared.server_pid {
                 *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) = read_rss_kib(pid);
             }
+            // Every thread published its count before the first wait.
+            let open: u64 = shared.progress.iter().map(|p| p.open.load(Relaxed)).sum();
+            shared.none_open.store(open == 0, Relaxed);
         }
         shared.barrier.wait();
-        let go = shared.go.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(Instant::now);
+        let go = shared
+            .go
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(Instant::now);
 
-        let end_at = if plan.mode == Mode::Connect {
+        let end_at = if shared.none_open.load(Relaxed) {
+            // Nothing to measure: go straight to the summary.
+            go
+        } else if plan.mode == Mode::Connect {
             go + plan.hold
         } else {
             self.win.from = go + plan.warmup;
@@ -1144,22 +1203,30 @@ impl<'a> Worker<'a> {
             self.win.sending = true;
             let now = Instant::now();
             for i in 0..self.conns.len() {
-                let Worker { conns, first_id, .. } = &mut self;
+                let Worker {
+                    conns, first_id, ..
+                } = &mut self;
                 let c = &mut conns[i];
-                let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else { continue };
+                let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+                    continue;
+                };
                 if !ws.is_open() {
                     continue;
                 }
                 let id = *first_id + i as u64;
                 let mut res = Ok(());
                 for _ in 0..plan.pipeline {
-                    res = send_next(ws, &mut c.sent, &mut c.send_seq, id, plan, now).map_err(|e| format!("send: {e}"));
+                    res = send_next(ws, &mut c.sent, &mut c.send_seq, id, plan, now)
+                        .map_err(|e| format!("send: {e}"));
                     if res.is_err() {
                         break;
                     }
                 }
                 if res.is_ok() {
-                    res = ws.write_to(sock).map(|_| ()).map_err(|e| format!("write: {e}"));
+                    res = ws
+                        .write_to(sock)
+                        .map(|_| ())
+                        .map_err(|e| format!("write: {e}"));
                 }
                 if let Err(kind) = res {
                     self.end(i, Some(kind.into()));
@@ -1169,7 +1236,7 @@ impl<'a> Worker<'a> {
         };
         loop {
             let now = Instant::now();
-            if now >= end_at {
+            if now >= end_at || self.live == 0 {
                 break;
             }
             self.pump(&mut events, (end_at - now).min(Duration::from_millis(250)));
@@ -1181,7 +1248,9 @@ impl<'a> Worker<'a> {
         let now = Instant::now();
         for i in 0..self.conns.len() {
             let c = &mut self.conns[i];
-            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else { continue };
+            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+                continue;
+            };
             ws.close(CloseCode::NORMAL, "", now);
             if let Err(e) = ws.write_to(sock) {
                 self.end(i, Some(format!("close: write: {e}").into()));
@@ -1193,7 +1262,10 @@ impl<'a> Worker<'a> {
             if self.live == 0 || now >= deadline {
                 break;
             }
-            self.pump(&mut events, (deadline - now).min(Duration::from_millis(250)));
+            self.pump(
+                &mut events,
+                (deadline - now).min(Duration::from_millis(250)),
+            );
         }
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
@@ -1219,7 +1291,10 @@ impl<'a> Worker<'a> {
 
 pub fn run(o: Options) -> i32 {
     let url = Url::parse(&o.url).expect("checked in parse");
-    let addr = match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
+    let addr = match (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
         Ok(Some(a)) => a,
         Ok(None) => {
             eprintln!("wsloop bench: {} resolves to no address", url.host);
@@ -1266,6 +1341,7 @@ pub fn run(o: Options) -> i32 {
         start: Instant::now(),
         barrier: Barrier::new(o.threads),
         go: Mutex::new(None),
+        none_open: AtomicBool::new(false),
         server_pid: o.server_pid,
         rss_open: Mutex::new(None),
         progress: (0..o.threads).map(|_| Progress::default()).collect(),
@@ -1312,7 +1388,11 @@ pub fn run(o: Options) -> i32 {
             }
         }
     });
-    let go = shared.go.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(shared.start);
+    let go = shared
+        .go
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(shared.start);
     let report = Report {
         o: &o,
         s: &total,
@@ -1373,7 +1453,11 @@ impl<'a> Meter<'a> {
             return;
         }
         let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
-            self.shared.progress.iter().map(|p| f(p).load(Relaxed)).sum()
+            self.shared
+                .progress
+                .iter()
+                .map(|p| f(p).load(Relaxed))
+                .sum()
         };
         let (open, failed, msgs, errors) = (
             sum(|p| &p.open),
@@ -1389,7 +1473,8 @@ impl<'a> Meter<'a> {
         let phase = match go {
             None => format!(
                 "connecting {:>6.1}s  open {}/{}  failed {}",
-                now.saturating_duration_since(self.shared.start).as_secs_f64(),
+                now.saturating_duration_since(self.shared.start)
+                    .as_secs_f64(),
                 open,
                 o.conns,
                 failed
@@ -1398,7 +1483,12 @@ impl<'a> Meter<'a> {
                 let t = now.saturating_duration_since(go);
                 if o.mode == Mode::Connect {
                     if t < o.hold {
-                        format!("holding {:>5.1}s/{}  open {}", t.as_secs_f64(), secs(o.hold), open)
+                        format!(
+                            "holding {:>5.1}s/{}  open {}",
+                            t.as_secs_f64(),
+                            secs(o.hold),
+                            open
+                        )
                     } else {
                         format!("closing  open {open}")
                     }
@@ -1533,9 +1623,22 @@ impl Report<'_> {
                 secs(o.duration)
             ),
         };
-        let threads = if o.threads > 1 { format!(", {} threads", o.threads) } else { String::new() };
-        let _ = writeln!(t, "wsloop bench {} {}: {what}{threads}", o.mode.name(), o.url);
-        let hs_rate = if self.connect_secs > 0.0 { s.opened as f64 / self.connect_secs } else { 0.0 };
+        let threads = if o.threads > 1 {
+            format!(", {} threads", o.threads)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            t,
+            "wsloop bench {} {}: {what}{threads}",
+            o.mode.name(),
+            o.url
+        );
+        let hs_rate = if self.connect_secs > 0.0 {
+            s.opened as f64 / self.connect_secs
+        } else {
+            0.0
+        };
         let _ = writeln!(
             t,
             "  connect    {}/{} open in {:.3} s: {} handshakes/s",
@@ -1555,7 +1658,7 @@ impl Report<'_> {
                 dur(h.max)
             );
         }
-        if o.mode != Mode::Connect {
+        if o.mode != Mode::Connect && s.opened > 0 {
             let _ = writeln!(
                 t,
                 "  messages   {} echoed in {}: {} msgs/s, {:.1} MB/s",
@@ -1595,13 +1698,15 @@ impl Report<'_> {
                 _ => t.push('\n'),
             }
         }
-        let _ = writeln!(
-            t,
-            "  close      {}/{} closed cleanly in {:.3} s",
-            group(s.clean_closes),
-            group(s.opened),
-            self.close_secs
-        );
+        if s.opened > 0 {
+            let _ = writeln!(
+                t,
+                "  close      {}/{} closed cleanly in {:.3} s",
+                group(s.clean_closes),
+                group(s.opened),
+                self.close_secs
+            );
+        }
         let _ = writeln!(t, "  errors     {}", group(s.error_count));
         let mut kinds: Vec<_> = s.errors.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1));
@@ -1701,7 +1806,10 @@ mod tests {
             assert!(i >= prev, "index goes back at {v}");
             prev = i;
             let (low, width) = Hist::bucket(i);
-            assert!(low <= v && v < low + width, "{v} not in bucket {i} [{low}, +{width})");
+            assert!(
+                low <= v && v < low + width,
+                "{v} not in bucket {i} [{low}, +{width})"
+            );
             assert!(width == 1 || width * 128 <= low, "bucket {i} too wide");
         }
         assert!(Hist::index(u64::MAX) < Hist::new().counts.len());
@@ -1759,7 +1867,10 @@ mod tests {
                     let mut mid = good.to_vec();
                     mid[size / 2] ^= 1;
                     let caught = !plan.verify(&mid, false, 3, seq);
-                    assert_eq!(caught, size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0);
+                    assert_eq!(
+                        caught,
+                        size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0
+                    );
                 }
             }
         }
@@ -1767,7 +1878,9 @@ mod tests {
 
     #[test]
     fn text_pattern_is_printable() {
-        assert!(make_pattern(4096, true).iter().all(|b| (b'!'..=b'~').contains(b)));
+        assert!(make_pattern(4096, true)
+            .iter()
+            .all(|b| (b'!'..=b'~').contains(b)));
     }
 
     #[test]

@@ -91,7 +91,10 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                     return Err(args.bad("header", &v, "'NAME: VALUE'"));
                 };
                 let k = k.trim();
-                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) || val.contains(['\r', '\n']) {
+                if k.is_empty()
+                    || !k.bytes().all(|b| b.is_ascii_graphic())
+                    || val.contains(['\r', '\n'])
+                {
                     return Err(args.bad("header", &v, "'NAME: VALUE'"));
                 }
                 opts.headers.push((k.to_owned(), val.trim().to_owned()));
@@ -111,7 +114,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 opts.config.pong_timeout = args.duration("pong-timeout", false)?.unwrap_or_default()
             }
             "connect-timeout" => {
-                opts.config.handshake_timeout = args.duration("connect-timeout", false)?.unwrap_or_default()
+                opts.config.handshake_timeout =
+                    args.duration("connect-timeout", false)?.unwrap_or_default()
             }
             "max-message" => {
                 let s = args.size("max-message")?;
@@ -171,11 +175,21 @@ fn exit_for(code: CloseCode) -> i32 {
     }
 }
 
-fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done: &mut bool) -> Ended {
+fn session(
+    o: &Options,
+    poll: &mut Poll,
+    rx: &mpsc::Receiver<Input>,
+    stdin_done: &mut bool,
+) -> Ended {
     let url = Url::parse(&o.url).expect("checked in parse");
-    let addr = match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
+    let addr = match (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
         Ok(Some(a)) => a,
-        Ok(None) => return Ended::Failed(Error::Url(format!("{} resolves to no address", url.host))),
+        Ok(None) => {
+            return Ended::Failed(Error::Url(format!("{} resolves to no address", url.host)))
+        }
         Err(e) => return Ended::Failed(Error::Url(format!("cannot resolve {}: {e}", url.host))),
     };
     let mut client = match Client::connect_addr(addr, &url, &o.opts, Instant::now()) {
@@ -191,7 +205,9 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
     let stdout = std::io::stdout();
     let result = loop {
         let now = Instant::now();
-        let timeout = client.poll_timeout().map(|t| t.saturating_duration_since(now));
+        let timeout = client
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 break Ended::Failed(e.into());
@@ -202,7 +218,14 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
         client.handle_timeout(now);
         if client.is_open() && !was_open {
             was_open = true;
-            eprintln!("connected to {}{}", o.url, client.protocol().map(|p| format!(" (protocol {p})")).unwrap_or_default());
+            eprintln!(
+                "connected to {}{}",
+                o.url,
+                client
+                    .protocol()
+                    .map(|p| format!(" (protocol {p})"))
+                    .unwrap_or_default()
+            );
         }
         if was_open && !closing {
             while let Ok(input) = rx.try_recv() {
@@ -242,7 +265,14 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
                     }
                 }
                 Event::Close(code, reason) => {
-                    eprintln!("closed: {code}{}", if reason.is_empty() { String::new() } else { format!(" {reason}") });
+                    eprintln!(
+                        "closed: {code}{}",
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {reason}")
+                        }
+                    );
                 }
                 Event::Ping(_) | Event::Pong(_) => {}
             }
@@ -254,7 +284,11 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
         }
         if client.is_done() {
             if !was_open {
-                break Ended::Failed(client.take_error().unwrap_or(Error::Handshake(HandshakeError::Eof)));
+                break Ended::Failed(
+                    client
+                        .take_error()
+                        .unwrap_or(Error::Handshake(HandshakeError::Eof)),
+                );
             }
             let info = client.close_info().cloned();
             let code = info.as_ref().map_or(CloseCode::ABNORMAL, |i| i.code);
@@ -262,9 +296,16 @@ fn session(o: &Options, poll: &mut Poll, rx: &mpsc::Receiver<Input>, stdin_done:
                 eprintln!("connection error: {e}");
             }
             if code == CloseCode::ABNORMAL {
-                eprintln!("connection lost: {}", info.map(|i| i.reason).unwrap_or_default());
+                eprintln!(
+                    "connection lost: {}",
+                    info.map(|i| i.reason).unwrap_or_default()
+                );
             }
-            break if closing { Ended::Done(exit_for(code)) } else { Ended::Lost(exit_for(code).max(1)) };
+            break if closing {
+                Ended::Done(exit_for(code))
+            } else {
+                Ended::Lost(exit_for(code).max(1))
+            };
         }
     };
     let _ = client.deregister(poll.registry());
@@ -307,14 +348,22 @@ pub fn run(o: Options) -> i32 {
             Ended::Done(code) => return code,
             Ended::Lost(code) if !o.reconnect || stdin_done => return code,
             Ended::Failed(e) if !o.reconnect => {
-                eprintln!("wsloop client: cannot connect to {}: {}", o.url, describe(&e));
+                eprintln!(
+                    "wsloop client: cannot connect to {}: {}",
+                    o.url,
+                    describe(&e)
+                );
                 return 3;
             }
             Ended::Lost(_) => attempt = 0,
             Ended::Failed(e) => {
                 attempt += 1;
                 if backoff.max_attempts.is_some_and(|m| attempt >= m) {
-                    eprintln!("wsloop client: giving up on {} after {attempt} attempts: {}", o.url, describe(&e));
+                    eprintln!(
+                        "wsloop client: giving up on {} after {attempt} attempts: {}",
+                        o.url,
+                        describe(&e)
+                    );
                     return 3;
                 }
                 eprintln!("connect failed: {}", describe(&e));

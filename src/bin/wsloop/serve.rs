@@ -1,6 +1,5 @@
 //! `wsloop serve`: the echo server, with a health check on the same port.
 
-
 use log::{error, info};
 use wsloop::handshake::Request;
 use wsloop::server::{ConnId, Ctx, Handler, HttpResponse, Server};
@@ -53,9 +52,11 @@ pub struct Options {
 
 pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     let port = match std::env::var("PORT") {
-        Ok(p) => p
-            .parse::<u16>()
-            .map_err(|_| ArgError(format!("wsloop serve: invalid PORT '{p}' in the environment: expected a port number")))?,
+        Ok(p) => p.parse::<u16>().map_err(|_| {
+            ArgError(format!(
+                "wsloop serve: invalid PORT '{p}' in the environment: expected a port number"
+            ))
+        })?,
         Err(_) => 10000,
     };
     let mut opts = Options {
@@ -75,7 +76,10 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             }
             "addr" => {
                 let v = args.value("addr")?;
-                if v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                if v.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
                     return Err(args.bad("addr", &v, "HOST:PORT"));
                 }
                 opts.addr = v;
@@ -84,14 +88,22 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             "max-frame" => c.max_frame_size = args.size("max-frame")?,
             "max-connections" => c.max_connections = Some(args.num("max-connections")?),
             "handshake-timeout" => {
-                c.handshake_timeout = args.duration("handshake-timeout", false)?.unwrap_or_default()
+                c.handshake_timeout = args
+                    .duration("handshake-timeout", false)?
+                    .unwrap_or_default()
             }
             "idle-timeout" => c.idle_timeout = args.duration("idle-timeout", true)?,
             "ping-interval" => c.ping_interval = args.duration("ping-interval", true)?,
-            "pong-timeout" => c.pong_timeout = args.duration("pong-timeout", false)?.unwrap_or_default(),
-            "close-timeout" => c.close_timeout = args.duration("close-timeout", false)?.unwrap_or_default(),
+            "pong-timeout" => {
+                c.pong_timeout = args.duration("pong-timeout", false)?.unwrap_or_default()
+            }
+            "close-timeout" => {
+                c.close_timeout = args.duration("close-timeout", false)?.unwrap_or_default()
+            }
             "shutdown-timeout" => {
-                c.shutdown_timeout = args.duration("shutdown-timeout", false)?.unwrap_or_default()
+                c.shutdown_timeout = args
+                    .duration("shutdown-timeout", false)?
+                    .unwrap_or_default()
             }
             "write-high" => {
                 c.write_buffer_high = args.size("write-high")?;
@@ -128,9 +140,13 @@ pub fn http_common(req: &Request) -> HttpResponse {
         ("GET" | "HEAD", "/healthz") => HttpResponse::text(200, "ok\n"),
         (_, "/healthz") => HttpResponse::text(405, "use GET\n"),
         _ => {
-            let mut r = HttpResponse::text(426, "this is a WebSocket endpoint; GET /healthz for health\n");
+            let mut r = HttpResponse::text(
+                426,
+                "this is a WebSocket endpoint; GET /healthz for health\n",
+            );
             r.headers.push(("Upgrade".into(), "websocket".into()));
-            r.headers.push(("Sec-WebSocket-Version".into(), "13".into()));
+            r.headers
+                .push(("Sec-WebSocket-Version".into(), "13".into()));
             r
         }
     }
@@ -189,4 +205,3 @@ pub fn run(opts: Options) -> i32 {
         }
     }
 }
-
