@@ -27,6 +27,8 @@
 #   AUTOBAHN_CLIENT_BIN    client program (default
 #                          target/release/examples/autobahn_client), started
 #                          as: $AUTOBAHN_CLIENT_BIN ws://127.0.0.1:$PORT $AGENT
+#                          (with WSLOOP_DEFLATE=1 in its environment when
+#                          deflate cases run)
 #   CLIENT_CMD             shell command replacing the line above (URL, AGENT,
 #                          PORT exported)
 #   AGENT                  agent name in the reports (default wsloop)
@@ -75,6 +77,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+export WSLOOP_DEFLATE="$DEFLATE"
 [ -n "$MODE" ] || { usage >&2; die "give a mode: server or client"; }
 case "$RUNNER" in wstest|kosoku) ;; *) die "RUNNER must be wstest or kosoku, not '$RUNNER'" ;; esac
 
@@ -263,8 +266,11 @@ run_server_mode() {
         local bin="${WSLOOP_BIN:-target/release/wsloop}"
         case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
         [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release; or set WSLOOP_BIN / SERVER_CMD)"
-        desc="$bin serve --addr $ADDR"
-        SLACK=60 start "$TESTEE_LOG" "$bin" serve --addr "$ADDR"
+        local extra=()
+        # With deflate cases the server must offer permessage-deflate.
+        if [ "$DEFLATE" = 1 ]; then extra=(--deflate); fi
+        desc="$bin serve --addr $ADDR ${extra[*]+"${extra[*]}"}"
+        SLACK=60 start "$TESTEE_LOG" "$bin" serve --addr "$ADDR" "${extra[@]+"${extra[@]}"}"
     fi
     local server_pid=$LAST_PID
     log "started server (pid $server_pid): $desc"

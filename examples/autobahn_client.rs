@@ -15,11 +15,20 @@ fn options() -> ClientOptions {
     o.config.ping_interval = None;
     o.config.write_buffer_limit = 256 << 20;
     o.config.write_buffer_high = 128 << 20;
+    // WSLOOP_DEFLATE=1: offer permessage-deflate (cases 12.* and 13.*).
+    if std::env::var("WSLOOP_DEFLATE").is_ok_and(|v| v == "1") {
+        o.config.deflate.enabled = true;
+        o.config.deflate.client_no_context_takeover = true;
+        o.config.deflate.min_size = 0;
+    }
     o
 }
 
 fn run_case(base: &str, case: u32, agent: &str) -> Result<(), wsloop::Error> {
-    let mut ws = connect_with(&format!("{base}/runCase?case={case}&agent={agent}"), &options())?;
+    let mut ws = connect_with(
+        &format!("{base}/runCase?case={case}&agent={agent}"),
+        &options(),
+    )?;
     ws.set_read_timeout(Some(Duration::from_secs(60)));
     loop {
         match ws.recv() {

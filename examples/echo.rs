@@ -15,7 +15,9 @@ impl Handler for Echo {
 }
 
 fn main() -> Result<(), wsloop::Error> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
     let server = Server::bind(addr.as_str(), Config::default(), Echo)?;
     println!("echo server on ws://{}", server.local_addr());
     server.run()?;

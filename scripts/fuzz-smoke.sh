@@ -64,7 +64,7 @@ for t in $targets; do
         -print_final_stats=1 \
         -artifact_prefix="$dir/artifacts/" \
         "$dir/corpus" >"$dir/log" 2>&1 || status=$?
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$dir/log" || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$dir/log" || true
     if [[ $status -ne 0 ]] || ls "$dir/artifacts/" | grep -q .; then
         echo "fuzz-smoke: $t FAILED (exit $status); log tail:"
         tail -n 40 "$dir/log"

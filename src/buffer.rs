@@ -24,25 +24,71 @@ const POOL_MAX_LEN: usize = 64;
 /// Most chunks handed to one `writev`.
 const MAX_IOV: usize = 64;
 
+/// Large buffers (whole big messages) kept per thread, so a stream of
+/// 1 MiB messages reuses the same memory instead of faulting in fresh pages
+/// for each one. Bounded in bytes.
+const BIG_POOL_MAX_CAPACITY: usize = 16 << 20;
+const BIG_POOL_MAX_BYTES: usize = 32 << 20;
+
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static BIG_POOL: RefCell<(Vec<Vec<u8>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
 fn pool_take() -> Vec<u8> {
     POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
-fn pool_give(mut v: Vec<u8>) {
-    if v.capacity() == 0 || v.capacity() > POOL_MAX_CAPACITY {
+/// Returns a buffer no longer needed to the per-thread pools (or frees it).
+pub(crate) fn pool_give(mut v: Vec<u8>) {
+    let cap = v.capacity();
+    if cap == 0 {
         return;
     }
     v.clear();
+    if cap > POOL_MAX_CAPACITY {
+        if cap <= BIG_POOL_MAX_CAPACITY {
+            BIG_POOL.with(|p| {
+                let (list, bytes) = &mut *p.borrow_mut();
+                if *bytes + cap <= BIG_POOL_MAX_BYTES {
+                    *bytes += cap;
+                    list.push(v);
+                }
+            });
+        }
+        return;
+    }
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX_LEN {
             p.push(v);
         }
     });
+}
+
+/// An empty buffer for a message expected to reach `expect` bytes: a pooled
+/// large buffer if one fits, else a new one of at most `first` bytes (it
+/// grows as data arrives: a declared size alone never allocates it).
+pub(crate) fn message_buffer(expect: usize, first: usize) -> Vec<u8> {
+    if expect > POOL_MAX_CAPACITY {
+        let found = BIG_POOL.with(|p| {
+            let (list, bytes) = &mut *p.borrow_mut();
+            // The smallest buffer that holds `expect`.
+            let i = list
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= expect)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i)?;
+            let b = list.swap_remove(i);
+            *bytes -= b.capacity();
+            Some(b)
+        });
+        if let Some(b) = found {
+            return b;
+        }
+    }
+    Vec::with_capacity(expect.min(first))
 }
 
 #[derive(Debug)]

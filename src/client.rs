@@ -186,12 +186,19 @@ impl Client {
         }
         opts.config.validate()?;
         let sock = TcpStream::connect(addr)?;
+        let mut headers = opts.headers.clone();
+        if opts.config.deflate.enabled {
+            headers.push((
+                "Sec-WebSocket-Extensions".into(),
+                crate::extension::client_offer(&opts.config.deflate),
+            ));
+        }
         let request = ClientRequest {
             host: url.host_header(),
             target: url.target.clone(),
             key: generate_key(),
             protocols: opts.protocols.clone(),
-            headers: opts.headers.clone(),
+            headers,
         };
         let mut bytes = Vec::new();
         request.write(&mut bytes);
@@ -469,17 +476,25 @@ impl Client {
             .feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers)
         {
             Ok(Head::Partial) => {}
-            Ok(Head::Complete(resp, rest)) => match resp.validate(&self.request) {
-                Ok(protocol) => {
-                    self.protocol = protocol;
-                    self.state = State::Open;
-                    self.conn = Some(Connection::new(Role::Client, self.config.clone(), self.now));
-                    // Frames that came with the response.
-                    self.pending = rest;
-                    self.pending_pos = 0;
+            Ok(Head::Complete(resp, rest)) => {
+                match resp.validate_with(&self.request, &self.config.deflate) {
+                    Ok((protocol, _deflate)) => {
+                        self.protocol = protocol;
+                        self.state = State::Open;
+                        #[allow(unused_mut)]
+                        let mut conn = Connection::new(Role::Client, self.config.clone(), self.now);
+                        #[cfg(feature = "deflate")]
+                        if let Some(p) = _deflate {
+                            conn.enable_deflate(&p);
+                        }
+                        self.conn = Some(conn);
+                        // Frames that came with the response.
+                        self.pending = rest;
+                        self.pending_pos = 0;
+                    }
+                    Err(e) => self.finish(Some(e.into())),
                 }
-                Err(e) => self.finish(Some(e.into())),
-            },
+            }
             Err(e) => self.finish(Some(e.into())),
         }
     }
@@ -510,6 +525,16 @@ impl Client {
         if let (State::Open, Some(c)) = (&self.state, &self.conn) {
             if c.is_closed() {
                 self.close_info = c.close_info().cloned();
+                if self
+                    .close_info
+                    .as_ref()
+                    .is_some_and(|i| i.code == CloseCode::ABNORMAL)
+                {
+                    // No close handshake (dead peer, timeout): nothing to
+                    // wait for.
+                    self.finish(None);
+                    return;
+                }
                 self.state = State::Draining {
                     deadline: now + self.config.close_timeout,
                 };
@@ -805,7 +830,10 @@ impl Backoff {
 
 /// A blocking client that reconnects after an unexpected close or a network
 /// error, with [`Backoff`]. The attempt counter resets after each successful
-/// connection. A close the application asked for is not retried.
+/// connection. A normal close (1000) from the server ends the session and
+/// is returned as an event; other closes (1001 going away, 1012 restart,
+/// errors) and lost connections are retried. After `max_attempts` failed
+/// connects it returns [`Error::GaveUp`] with the last error.
 #[derive(Debug)]
 pub struct Reconnecting {
     url: String,
@@ -814,6 +842,7 @@ pub struct Reconnecting {
     ws: Option<WebSocket>,
     attempts: u32,
     connects: u64,
+    read_timeout: Option<Duration>,
 }
 
 impl Reconnecting {
@@ -826,6 +855,16 @@ impl Reconnecting {
             ws: None,
             attempts: 0,
             connects: 0,
+            read_timeout: None,
+        }
+    }
+
+    /// Limits how long [`Reconnecting::recv`] waits for an event on one
+    /// connection (reconnects do not count).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) {
+        self.read_timeout = t;
+        if let Some(ws) = self.ws.as_mut() {
+            ws.set_read_timeout(t);
         }
     }
 
@@ -839,18 +878,20 @@ impl Reconnecting {
     pub fn ensure(&mut self) -> Result<&mut WebSocket, Error> {
         while self.ws.is_none() {
             match connect_with(&self.url, &self.opts) {
-                Ok(ws) => {
+                Ok(mut ws) => {
                     self.attempts = 0;
                     self.connects += 1;
+                    ws.set_read_timeout(self.read_timeout);
                     self.ws = Some(ws);
                 }
                 Err(e) => {
                     if let Some(max) = self.backoff.max_attempts {
                         if self.attempts + 1 >= max {
-                            return Err(Error::Url(format!(
-                                "gave up on {} after {max} attempts: {e}",
-                                self.url
-                            )));
+                            log::warn!("giving up on {} after {max} attempts: {e}", self.url);
+                            return Err(Error::GaveUp {
+                                attempts: max,
+                                last: Box::new(e),
+                            });
                         }
                     }
                     let d = self.backoff.delay(self.attempts, Backoff::random_unit());
@@ -869,10 +910,15 @@ impl Reconnecting {
         loop {
             let ws = self.ensure()?;
             match ws.recv() {
+                Ok(Event::Close(code, reason)) if code == CloseCode::NORMAL => {
+                    // A normal close ends the session: no reconnect; the
+                    // next call connects anew.
+                    let _ = ws.close(code, "");
+                    self.ws = None;
+                    return Ok(Event::Close(code, reason));
+                }
                 Ok(Event::Close(code, reason)) => {
-                    // The server closed; reconnect unless it was told to
-                    // go away for good (1000 from our own close is not
-                    // seen here).
+                    // Going away, restart, error: reconnect.
                     self.ws = None;
                     log::info!("server closed ({code} {reason}); reconnecting");
                 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::close::CloseCode;
 use crate::error::ConfigError;
+use crate::extension::DeflateConfig;
 
 /// What to do when a send would push a connection's write queue past
 /// [`Config::write_buffer_limit`].
@@ -108,6 +109,8 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Limit on what each peer may send (server). Default none.
     pub rate_limit: Option<RateLimit>,
+    /// permessage-deflate (feature `deflate`). Default off.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -131,6 +134,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             read_buffer_size: 256 << 10,
             rate_limit: None,
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -184,6 +188,29 @@ impl Config {
             return err(
                 "read_buffer_size",
                 format!("{} is below the minimum 4096", self.read_buffer_size),
+            );
+        }
+        if self.deflate.enabled && !cfg!(feature = "deflate") {
+            return err("deflate", "this build lacks the `deflate` feature".into());
+        }
+        for (field, bits) in [
+            (
+                "deflate.server_max_window_bits",
+                self.deflate.server_max_window_bits,
+            ),
+            (
+                "deflate.client_max_window_bits",
+                self.deflate.client_max_window_bits,
+            ),
+        ] {
+            if !(9..=15).contains(&bits) {
+                return err(field, format!("{bits} is outside 9..=15"));
+            }
+        }
+        if self.deflate.level > 9 {
+            return err(
+                "deflate.level",
+                format!("{} is above 9", self.deflate.level),
             );
         }
         if let Some(r) = &self.rate_limit {

@@ -29,6 +29,13 @@ pub enum Error {
     Url(String),
     /// The operation did not finish in time.
     Timeout(&'static str),
+    /// A reconnecting client gave up.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -42,6 +49,9 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Url(e) => write!(f, "bad URL: {e}"),
             Error::Timeout(what) => write!(f, "timed out: {what}"),
+            Error::GaveUp { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
         }
     }
 }
@@ -50,6 +60,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::GaveUp { last, .. } => Some(last.as_ref()),
             _ => None,
         }
     }
@@ -122,6 +133,8 @@ pub enum ProtocolError {
     Capacity(CapacityError),
     /// Data after the peer's close frame.
     DataAfterClose,
+    /// A compressed message that does not decompress.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -164,6 +177,9 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidCloseReason => f.write_str("close reason is not UTF-8"),
             ProtocolError::Capacity(e) => write!(f, "{e}"),
             ProtocolError::DataAfterClose => f.write_str("data after close frame"),
+            ProtocolError::InvalidCompressedData => {
+                f.write_str("compressed message does not decompress")
+            }
         }
     }
 }

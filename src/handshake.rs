@@ -432,7 +432,19 @@ impl Response {
     }
 
     /// Checks a server's answer to `req`; returns the chosen subprotocol.
+    /// Any extension in the answer is an error (none was offered).
     pub fn validate(&self, req: &ClientRequest) -> Result<Option<String>, HandshakeError> {
+        let off = crate::extension::DeflateConfig::default();
+        self.validate_with(req, &off).map(|(p, _)| p)
+    }
+
+    /// Like [`Response::validate`], also accepting a permessage-deflate
+    /// answer to the offer made for `deflate`.
+    pub fn validate_with(
+        &self,
+        req: &ClientRequest,
+        deflate: &crate::extension::DeflateConfig,
+    ) -> Result<(Option<String>, Option<crate::extension::DeflateParams>), HandshakeError> {
         if self.status != 101 {
             return Err(HandshakeError::Status(self.status));
         }
@@ -447,18 +459,17 @@ impl Response {
             (Some(a), None) if a == accept_key(req.key.as_bytes()).as_bytes() => {}
             _ => return Err(HandshakeError::BadAccept),
         }
-        if header_tokens(&self.headers, "sec-websocket-extensions")
-            .next()
-            .is_some()
-        {
-            return Err(HandshakeError::UnrequestedExtension);
-        }
+        let ext = crate::extension::accept_client_response(
+            header_tokens(&self.headers, "sec-websocket-extensions"),
+            deflate,
+        )?;
         let mut protos = header_tokens(&self.headers, "sec-websocket-protocol");
-        match (protos.next(), protos.next()) {
-            (None, _) => Ok(None),
-            (Some(p), None) if req.protocols.iter().any(|o| o == p) => Ok(Some(p.to_owned())),
-            _ => Err(HandshakeError::UnrequestedProtocol),
-        }
+        let proto = match (protos.next(), protos.next()) {
+            (None, _) => None,
+            (Some(p), None) if req.protocols.iter().any(|o| o == p) => Some(p.to_owned()),
+            _ => return Err(HandshakeError::UnrequestedProtocol),
+        };
+        Ok((proto, ext))
     }
 }
 

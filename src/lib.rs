@@ -25,7 +25,9 @@ pub mod buffer;
 pub mod client;
 pub mod close;
 pub mod config;
+mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
@@ -37,6 +39,7 @@ pub mod utf8;
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, OverflowPolicy, RateAction, RateLimit};
 pub use error::{CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
+pub use extension::{DeflateConfig, DeflateParams};
 pub use protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
 
 /// Small helpers for unit tests.

@@ -32,10 +32,14 @@ use std::time::Instant;
 use crate::buffer::WriteQueue;
 use crate::close::{encode_close_payload, parse_close_payload, truncate_reason, CloseCode};
 use crate::config::{Config, OverflowPolicy};
+use crate::deflate::DeflateState;
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{parse_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
+
+/// RSV1: the message is compressed (permessage-deflate).
+const RSV1: u8 = 0b100;
 
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +145,8 @@ struct Rx {
     utf8: Utf8Validator,
     /// Payload of a control frame split across reads.
     ctrl: Vec<u8>,
+    /// The message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
 }
 
 /// One WebSocket connection's protocol state. See the module docs.
@@ -159,6 +165,8 @@ pub struct Connection {
     ping_sent: Option<Instant>,
     /// RSV bits that negotiated extensions may use.
     allowed_rsv: u8,
+    /// permessage-deflate state, when negotiated.
+    deflate: Option<Box<DeflateState>>,
 }
 
 impl Connection {
@@ -175,7 +183,25 @@ impl Connection {
             last_recv: now,
             ping_sent: None,
             allowed_rsv: 0,
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the negotiated parameters (RSV1
+    /// marks compressed messages from then on).
+    #[cfg(feature = "deflate")]
+    pub fn enable_deflate(&mut self, params: &crate::extension::DeflateParams) {
+        self.deflate = Some(Box::new(DeflateState::new(
+            self.role,
+            params,
+            &self.config.deflate,
+        )));
+        self.allowed_rsv = RSV1;
+    }
+
+    /// True if permessage-deflate is in use.
+    pub fn deflate_enabled(&self) -> bool {
+        self.deflate.is_some()
     }
 
     // ------------------------------------------------------------ getters
@@ -415,6 +441,11 @@ impl Connection {
 
     fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
         h.check_role(self.role == Role::Server, self.allowed_rsv)?;
+        // RSV1 only marks the first frame of a compressed data message.
+        if h.rsv & RSV1 != 0 && (h.opcode.is_control() || h.opcode == OpCode::Continuation) {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        let compressed = h.rsv & RSV1 != 0;
         let c = &self.config;
         if h.payload_len > c.max_frame_size as u64 {
             return Err(ProtocolError::Capacity(CapacityError::FrameTooLarge {
@@ -440,16 +471,19 @@ impl Connection {
                 max: c.max_message_size,
             }));
         }
-        if in_progress || !h.fin {
+        if in_progress || !h.fin || compressed {
             let rx = self.rx.get_or_insert_with(Box::default);
-            rx.fragments += 1;
-            if rx.fragments > c.max_fragments {
-                return Err(ProtocolError::Capacity(CapacityError::TooManyFragments {
-                    max: c.max_fragments,
-                }));
+            if in_progress || !h.fin {
+                rx.fragments += 1;
+                if rx.fragments > c.max_fragments {
+                    return Err(ProtocolError::Capacity(CapacityError::TooManyFragments {
+                        max: c.max_fragments,
+                    }));
+                }
             }
             if h.opcode != OpCode::Continuation {
                 rx.msg_kind = Some(h.opcode);
+                rx.compressed = compressed;
                 rx.utf8.reset();
             }
         }
@@ -463,7 +497,7 @@ impl Connection {
         payload: &'a mut [u8],
     ) -> Result<Option<Event<'a>>, ProtocolError> {
         match h.opcode {
-            OpCode::Text | OpCode::Binary if h.fin => {
+            OpCode::Text | OpCode::Binary if h.fin && h.rsv & RSV1 == 0 => {
                 // The common case: a whole message, handed out in place.
                 self.release_rx_if_idle();
                 Ok(Some(Event::Message(if h.opcode == OpCode::Text {
@@ -542,19 +576,26 @@ impl Connection {
                 k
             }
         };
+        if rx.compressed {
+            return self.inflate(data, false);
+        }
         if kind == OpCode::Text {
             rx.utf8.feed(data).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if rx.msg.capacity() == 0 {
             let expect = rx.frame.map_or(0, |f| f.header.payload_len as usize);
-            rx.msg.reserve(expect.min(64 * 1024));
+            rx.msg = crate::buffer::message_buffer(expect, 256 * 1024);
         }
         rx.msg.extend_from_slice(data);
         Ok(())
     }
 
     fn finish_message<'a>(&mut self) -> Result<Event<'a>, ProtocolError> {
+        if self.rx.as_ref().is_some_and(|rx| rx.compressed) {
+            self.inflate(&[], true)?;
+        }
         let rx = self.rx.as_mut().expect("message in progress");
+        rx.compressed = false;
         let kind = rx.msg_kind.take().unwrap_or(OpCode::Binary);
         let data = std::mem::take(&mut rx.msg);
         rx.fragments = 0;
@@ -570,6 +611,73 @@ impl Connection {
         } else {
             Ok(Event::Message(Message::Binary(Cow::Owned(data))))
         }
+    }
+
+    /// Decompresses `data` into the message in progress (`end`: the
+    /// message's last frame is done), validating text as it comes out.
+    #[cfg(feature = "deflate")]
+    fn inflate(&mut self, data: &[u8], end: bool) -> Result<(), ProtocolError> {
+        use crate::deflate::InflateError;
+        let max = self.config.max_message_size;
+        let (Some(rx), Some(d)) = (self.rx.as_mut(), self.deflate.as_mut()) else {
+            return Err(ProtocolError::ReservedBits(RSV1));
+        };
+        let text = rx.msg_kind == Some(OpCode::Text);
+        let utf8 = &mut rx.utf8;
+        let mut check = |piece: &[u8]| !text || utf8.feed(piece).is_ok();
+        let r = if end {
+            d.finish(&mut rx.msg, max, &mut check)
+        } else {
+            d.decompress(data, &mut rx.msg, max, &mut check)
+        };
+        r.map_err(|e| match e {
+            InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+            InflateError::Utf8 => ProtocolError::InvalidUtf8,
+            InflateError::TooBig(size) => {
+                ProtocolError::Capacity(CapacityError::MessageTooLarge { size, max })
+            }
+        })
+    }
+
+    #[cfg(not(feature = "deflate"))]
+    fn inflate(&mut self, _data: &[u8], _end: bool) -> Result<(), ProtocolError> {
+        // RSV1 is rejected before a message can be marked compressed.
+        Err(ProtocolError::ReservedBits(RSV1))
+    }
+
+    /// Compresses a message if deflate is on and it is worth it; returns
+    /// the payload to send and whether it is compressed.
+    #[cfg(feature = "deflate")]
+    fn maybe_compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        let d = self.deflate.as_mut()?;
+        if !d.wants(data.len()) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        d.compress(data, &mut out);
+        Some(out)
+    }
+
+    #[cfg(not(feature = "deflate"))]
+    fn maybe_compress(&mut self, _data: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Sends a compressed message if deflate applies; `Ok(None)` if not.
+    fn send_compressed(&mut self, op: OpCode, data: &[u8]) -> Result<Option<SendStatus>, Error> {
+        if !self.is_open() {
+            return Err(Error::ConnectionClosed);
+        }
+        let Some(z) = self.maybe_compress(data) else {
+            return Ok(None);
+        };
+        let h = FrameHeader {
+            rsv: RSV1,
+            ..self.header(op, z.len())
+        };
+        self.admit(data.len(), h.encoded_len() + z.len())?;
+        self.out.push_frame_owned(&h, z);
+        Ok(Some(self.status()))
     }
 
     fn release_rx_if_idle(&mut self) {
@@ -719,11 +827,21 @@ impl Connection {
 
     /// Queues a text message.
     pub fn send_text(&mut self, text: &str) -> Result<SendStatus, Error> {
+        if self.deflate.is_some() {
+            if let Some(s) = self.send_compressed(OpCode::Text, text.as_bytes())? {
+                return Ok(s);
+            }
+        }
         self.send_frame(OpCode::Text, text.as_bytes(), true)
     }
 
     /// Queues a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<SendStatus, Error> {
+        if self.deflate.is_some() {
+            if let Some(s) = self.send_compressed(OpCode::Binary, data)? {
+                return Ok(s);
+            }
+        }
         self.send_frame(OpCode::Binary, data, true)
     }
 
@@ -735,6 +853,11 @@ impl Connection {
             Message::Text(Cow::Owned(t)) => (OpCode::Text, t.into_bytes()),
             Message::Binary(Cow::Owned(b)) => (OpCode::Binary, b),
         };
+        if self.deflate.is_some() {
+            if let Some(s) = self.send_compressed(op, &data)? {
+                return Ok(s);
+            }
+        }
         let h = self.header(op, data.len());
         self.admit(data.len(), h.encoded_len() + data.len())?;
         self.out.push_frame_owned(&h, data);

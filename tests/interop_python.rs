@@ -35,10 +35,16 @@ fn python_websockets_client_echo() {
         );
     }
     let stdout = String::from_utf8_lossy(&venv.stdout);
-    let python = stdout.lines().last().expect("python-venv.sh printed no path").trim().to_owned();
+    let python = stdout
+        .lines()
+        .last()
+        .expect("python-venv.sh printed no path")
+        .trim()
+        .to_owned();
 
     let srv = BinServer::spawn(&[]);
-    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("py-interop-{}.out", std::process::id()));
+    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("py-interop-{}.out", std::process::id()));
     let out = std::fs::File::create(&out_path).unwrap();
     let mut child = Command::new(&python)
         .arg(root.join("tests/py/echo_client.py"))
@@ -64,7 +70,14 @@ fn python_websockets_client_echo() {
     let _ = std::fs::remove_file(&out_path);
     eprintln!("{report}");
     match status {
-        None => panic!("echo_client.py did not finish within {SCRIPT_TIMEOUT:?}:\n{report}\nserver log:\n{}", srv.log_text()),
-        Some(st) => assert!(st.success(), "echo_client.py failed ({st}):\n{report}\nserver log:\n{}", srv.log_text()),
+        None => panic!(
+            "echo_client.py did not finish within {SCRIPT_TIMEOUT:?}:\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
+        Some(st) => assert!(
+            st.success(),
+            "echo_client.py failed ({st}):\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
     }
 }

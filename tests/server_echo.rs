@@ -80,7 +80,12 @@ fn echo_on_the_binary() {
 
     // One byte over the default 16 MiB message limit: 1009.
     let mut c = connect(srv.addr);
-    let _ = c.try_send_raw(&frame_bytes(OpCode::Binary, &vec![0u8; (16 << 20) + 1], true, true));
+    let _ = c.try_send_raw(&frame_bytes(
+        OpCode::Binary,
+        &vec![0u8; (16 << 20) + 1],
+        true,
+        true,
+    ));
     assert_eq!(c.expect_close().0, Some(1009));
     c.close(1009, "");
     c.expect_eof(Duration::from_secs(5));
@@ -96,7 +101,8 @@ fn handle_broadcast_and_send_from_another_thread() {
     let h = srv.handle.clone();
     std::thread::spawn(move || {
         h.broadcast(Message::Text("to everyone".into())).unwrap();
-        h.broadcast(Message::Binary(pattern(100_000, 4).into())).unwrap();
+        h.broadcast(Message::Binary(pattern(100_000, 4).into()))
+            .unwrap();
     })
     .join()
     .unwrap();
@@ -199,7 +205,10 @@ fn close_initiated_by_server() {
     c.expect_eof(Duration::from_secs(2));
     let start = Instant::now();
     while closed.load(Ordering::SeqCst) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(2), "on_close not called");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "on_close not called"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -272,7 +281,10 @@ fn http_on_the_binary() {
         .as_bytes(),
     );
     assert_eq!(r.status, 400, "{r:?}");
-    let r = http_raw(a, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n");
+    let r = http_raw(
+        a,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+    );
     assert_eq!(r.status, 400, "{r:?}");
 
     // The server still upgrades after all that.
@@ -318,7 +330,10 @@ fn thousand_concurrent_connections() {
     for (i, c) in clients.iter_mut().enumerate() {
         c.expect_binary(&(i as u32).to_be_bytes());
     }
-    eprintln!("{N} connections opened and echoed twice in {:?}", start.elapsed());
+    eprintln!(
+        "{N} connections opened and echoed twice in {:?}",
+        start.elapsed()
+    );
 
     // Half close cleanly, half just drop TCP: every one is reported closed.
     for (i, c) in clients.iter_mut().enumerate() {

@@ -37,7 +37,12 @@ struct Stats {
 
 impl Stats {
     fn closes(&self) -> Vec<CloseInfo> {
-        self.closes.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
+        self.closes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 }
 
@@ -71,7 +76,12 @@ impl Pusher {
         v
     }
 
-    fn send_one(&mut self, ctx: &mut Ctx<'_>, id: ConnId, i: usize) -> Result<SendStatus, wsloop::Error> {
+    fn send_one(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        i: usize,
+    ) -> Result<SendStatus, wsloop::Error> {
         let r = ctx.send_binary(id, &Self::chunk(i));
         self.record(ctx, id, r)
     }
@@ -101,7 +111,9 @@ impl Pusher {
     }
 
     fn pump(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        let Some(&(mut next, end)) = self.streams.get(&id) else { return };
+        let Some(&(mut next, end)) = self.streams.get(&id) else {
+            return;
+        };
         while next < end {
             match self.send_one(ctx, id, next) {
                 Ok(st) => {
@@ -170,7 +182,10 @@ fn small_queue_config(overflow: OverflowPolicy) -> Config {
 fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(5));
     }
 }
@@ -183,7 +198,10 @@ fn read_pushed(c: &mut TestClient, from: usize, n: usize) {
                 Ok(Some(Msg::Ping(_) | Msg::Pong(_))) => continue,
                 Ok(Some(m)) => break m,
                 Ok(None) => panic!("EOF while waiting for pushed message {i}"),
-                Err(e) => panic!("waiting for pushed message {i} (of {from}..{}): {e}", from + n),
+                Err(e) => panic!(
+                    "waiting for pushed message {i} (of {from}..{}): {e}",
+                    from + n
+                ),
             }
         };
         match m {
@@ -225,7 +243,11 @@ fn check_other_client_is_served(addr: std::net::SocketAddr) -> TestClient {
         other.send_text(&format!("are you there {i}"));
         other.expect_text(&format!("are you there {i}"));
     }
-    assert!(t.elapsed() < Duration::from_secs(2), "other client took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "other client took {:?}",
+        t.elapsed()
+    );
     other
 }
 
@@ -251,16 +273,30 @@ fn backpressure_full_then_drain() {
     // The stream stalls: the kernel buffers fill, then the queue passes
     // the high water mark and the handler stops at `Full`.
     let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(5));
-    eprintln!("stalled after {stalled_at} of {TOTAL} messages ({} KiB)", (stalled_at * CHUNK) >> 10);
-    assert!(stalled_at < TOTAL, "the non-reading client absorbed everything: test cannot see backpressure");
-    assert!(stats.full.load(Ordering::SeqCst) >= 1, "no send reported Full");
+    eprintln!(
+        "stalled after {stalled_at} of {TOTAL} messages ({} KiB)",
+        (stalled_at * CHUNK) >> 10
+    );
+    assert!(
+        stalled_at < TOTAL,
+        "the non-reading client absorbed everything: test cannot see backpressure"
+    );
+    assert!(
+        stats.full.load(Ordering::SeqCst) >= 1,
+        "no send reported Full"
+    );
     assert_eq!(stats.errors.load(Ordering::SeqCst), 0);
     // A stall is only right while the queue is above the low water mark:
     // once it is below, the app must have been told (on_drain).
     let id = stats.opened.lock().unwrap()[0];
     let (tx, rx) = std::sync::mpsc::channel();
-    srv.handle.run(move |ctx| tx.send(ctx.buffered(id)).unwrap()).unwrap();
-    let queued = rx.recv_timeout(Duration::from_secs(2)).unwrap().expect("flood connection open");
+    srv.handle
+        .run(move |ctx| tx.send(ctx.buffered(id)).unwrap())
+        .unwrap();
+    let queued = rx
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap()
+        .expect("flood connection open");
     assert!(
         queued > low || stats.drains.load(Ordering::SeqCst) > 0,
         "stream stalled after a Full send, yet the queue is {queued} bytes (low water mark {low}) \
@@ -280,8 +316,14 @@ fn backpressure_full_then_drain() {
         "on_drain was not called after the client resumed reading"
     );
     let max = stats.max_buffered.load(Ordering::SeqCst);
-    eprintln!("max buffered {max}, drains {}", stats.drains.load(Ordering::SeqCst));
-    assert!(max <= limit + CHUNK + HDR, "buffered {max} > limit {limit} + one message");
+    eprintln!(
+        "max buffered {max}, drains {}",
+        stats.drains.load(Ordering::SeqCst)
+    );
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
     assert_eq!(stats.errors.load(Ordering::SeqCst), 0);
 
     // The connection is still fine.
@@ -316,9 +358,15 @@ fn echo_to_a_peer_that_does_not_read(limit: usize) {
 
     let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(10));
     eprintln!("echo stalled after {stalled_at} of {TOTAL} messages");
-    assert!(stalled_at < TOTAL, "everything was echoed into socket buffers: no backpressure seen");
+    assert!(
+        stalled_at < TOTAL,
+        "everything was echoed into socket buffers: no backpressure seen"
+    );
     assert!(!writer.is_finished(), "the writer was not held back");
-    assert!(stats.full.load(Ordering::SeqCst) >= 1, "no send reported Full");
+    assert!(
+        stats.full.load(Ordering::SeqCst) >= 1,
+        "no send reported Full"
+    );
     let drains_before = stats.drains.load(Ordering::SeqCst);
 
     let other = check_other_client_is_served(srv.addr);
@@ -333,8 +381,14 @@ fn echo_to_a_peer_that_does_not_read(limit: usize) {
         max >> 10,
         high >> 10
     );
-    assert!(max <= limit + CHUNK + HDR, "buffered {max} > limit {limit} + one message");
-    assert!(drains > drains_before, "on_drain was not called after the peer resumed reading");
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
+    assert!(
+        drains > drains_before,
+        "on_drain was not called after the peer resumed reading"
+    );
     assert_eq!(stats.errors.load(Ordering::SeqCst), 0, "a send failed");
     assert!(stats.closes().is_empty(), "closed: {:?}", stats.closes());
     c.close_and_wait(1000);
@@ -374,16 +428,24 @@ fn overflow_close_policy() {
     });
     let accepted = stats.accepted.load(Ordering::SeqCst);
     eprintln!("accepted {accepted} of {BURST}");
-    assert!(accepted < BURST && accepted >= limit / (CHUNK + HDR) - 1, "accepted {accepted}");
+    assert!(
+        accepted < BURST && accepted >= limit / (CHUNK + HDR) - 1,
+        "accepted {accepted}"
+    );
     let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(max <= limit + CHUNK + HDR, "buffered {max} > limit {limit} + one message");
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
 
     // What was queued before the overflow arrives, then close 1008.
     read_pushed(&mut c, 0, accepted);
     let (code, reason) = c.expect_close();
     assert_eq!(code, Some(1008), "reason {reason:?}");
     c.expect_eof(Duration::from_secs(2));
-    wait_for(Duration::from_secs(2), "on_close", || !stats.closes().is_empty());
+    wait_for(Duration::from_secs(2), "on_close", || {
+        !stats.closes().is_empty()
+    });
     assert_eq!(stats.closes()[0].code, CloseCode::POLICY);
 }
 
@@ -404,14 +466,21 @@ fn overflow_drop_policy() {
     eprintln!("accepted {accepted}, dropped {dropped}");
     assert!(dropped > 0 && accepted < BURST, "nothing was dropped");
     let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(max <= limit + CHUNK + HDR, "buffered {max} > limit {limit} + one message");
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
 
     // The accepted messages arrive; the dropped ones do not; the
     // connection stays open and usable.
     read_pushed(&mut c, 0, accepted);
     c.send_text("still open");
     c.expect_text("still open");
-    assert!(stats.closes().is_empty(), "connection was closed: {:?}", stats.closes());
+    assert!(
+        stats.closes().is_empty(),
+        "connection was closed: {:?}",
+        stats.closes()
+    );
     // Once drained, a burst under the limit goes through whole.
     stats.accepted.store(0, Ordering::SeqCst);
     c.send_text("burst 4");
@@ -431,15 +500,27 @@ fn handshake_timeout() {
     let t = Instant::now();
     {
         use std::io::Write;
-        (&half).write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").unwrap();
+        (&half)
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            .unwrap();
     }
     for (name, mut s) in [("half request", half), ("silent", silent)] {
         let mut raw = Vec::new();
         let eof = read_until_eof(&mut s, Duration::from_secs(3), &mut raw);
         let took = t.elapsed();
-        assert!(eof, "{name}: not closed within 3 s (got {:?})", String::from_utf8_lossy(&raw));
-        assert!(took >= Duration::from_millis(250), "{name}: closed too early, after {took:?}");
-        assert!(took < Duration::from_millis(2000), "{name}: closed late, after {took:?}");
+        assert!(
+            eof,
+            "{name}: not closed within 3 s (got {:?})",
+            String::from_utf8_lossy(&raw)
+        );
+        assert!(
+            took >= Duration::from_millis(250),
+            "{name}: closed too early, after {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(2000),
+            "{name}: closed late, after {took:?}"
+        );
         if !raw.is_empty() {
             assert_eq!(parse_http(&raw).status, 408, "{name}");
         }
@@ -476,7 +557,10 @@ fn heartbeat_drops_a_peer_that_does_not_pong() {
                     c.pong(&p);
                 }
                 Ok(Some(other)) => panic!("answering peer got {other:?}"),
-                Ok(None) => panic!("answering peer was disconnected after {:?}", start.elapsed()),
+                Ok(None) => panic!(
+                    "answering peer was disconnected after {:?}",
+                    start.elapsed()
+                ),
                 Err(e) if is_timeout(&e) => {}
                 Err(e) => panic!("answering peer: {e}"),
             }
@@ -503,15 +587,26 @@ fn heartbeat_drops_a_peer_that_does_not_pong() {
     let took = start.elapsed();
     eprintln!("silent peer dropped after {took:?} ({pings} ping)");
     assert!(pings >= 1, "no ping before the drop");
-    assert!(took < Duration::from_millis(1200), "dropped only after {took:?}");
-    assert!(took >= Duration::from_millis(250), "dropped after {took:?}, before ping_interval + pong_timeout");
+    assert!(
+        took < Duration::from_millis(1200),
+        "dropped only after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(250),
+        "dropped after {took:?}, before ping_interval + pong_timeout"
+    );
 
     let good_pings = good.join().expect("answering peer");
-    assert!(good_pings >= 3, "answering peer saw {good_pings} pings in 1.3 s");
+    assert!(
+        good_pings >= 3,
+        "answering peer saw {good_pings} pings in 1.3 s"
+    );
     let closes = stats.closes();
     assert_eq!(closes.len(), 2, "{closes:?}");
     assert!(
-        closes.iter().any(|c| c.code == CloseCode::ABNORMAL && !c.clean),
+        closes
+            .iter()
+            .any(|c| c.code == CloseCode::ABNORMAL && !c.clean),
         "silent peer's close info: {closes:?}"
     );
 }
@@ -541,12 +636,20 @@ fn idle_timeout_closes_with_1001() {
     let (code, reason) = idle.expect_close();
     let took = start.elapsed();
     assert_eq!(code, Some(1001), "reason {reason:?}");
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_millis(1500), "after {took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "after {took:?}"
+    );
     idle.close(1001, "");
     idle.expect_eof(Duration::from_secs(2));
     busy.join().expect("busy client");
-    wait_for(Duration::from_secs(2), "two on_close", || stats.closes().len() == 2);
-    assert!(stats.closes().iter().any(|c| c.code == CloseCode::GOING_AWAY && c.clean));
+    wait_for(Duration::from_secs(2), "two on_close", || {
+        stats.closes().len() == 2
+    });
+    assert!(stats
+        .closes()
+        .iter()
+        .any(|c| c.code == CloseCode::GOING_AWAY && c.clean));
 }
 
 #[test]
@@ -562,7 +665,9 @@ fn close_timeout_drops_a_peer_that_does_not_answer_close() {
     // No reply: the server gives up after close_timeout and closes TCP.
     let took = start.elapsed() + c.expect_eof(Duration::from_secs(2));
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
-    wait_for(Duration::from_secs(2), "on_close", || !stats.closes().is_empty());
+    wait_for(Duration::from_secs(2), "on_close", || {
+        !stats.closes().is_empty()
+    });
     let info = &stats.closes()[0];
     assert!(!info.clean, "{info:?}");
     assert_eq!(info.code, CloseCode::ABNORMAL, "{info:?}");
@@ -592,7 +697,10 @@ fn max_connections_answers_503() {
             Ok(c) => break c,
             Err(r) => {
                 assert_eq!(r.status, 503);
-                assert!(start.elapsed() < Duration::from_secs(3), "no slot freed after a close");
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "no slot freed after a close"
+                );
                 thread::sleep(Duration::from_millis(20));
             }
         }
@@ -634,26 +742,66 @@ fn protocol_violations_get_the_right_close_code() {
     c.expect_text(&format!("{}{}", "a".repeat(512), "b".repeat(512)));
     c.close_and_wait(1000);
 
-    expect_failure(a, "one frame over max_message_size", &masked(OpCode::Binary, &pattern(1025, 2), true), 1009);
-    expect_failure(a, "big text frame", &masked(OpCode::Text, &[b'x'; 100_000], true), 1009);
+    expect_failure(
+        a,
+        "one frame over max_message_size",
+        &masked(OpCode::Binary, &pattern(1025, 2), true),
+        1009,
+    );
+    expect_failure(
+        a,
+        "big text frame",
+        &masked(OpCode::Text, &[b'x'; 100_000], true),
+        1009,
+    );
     let mut frags = masked(OpCode::Binary, &[1; 600], false);
     frags.extend(masked(OpCode::Continuation, &[2; 600], true));
     expect_failure(a, "fragments over max_message_size", &frags, 1009);
 
-    expect_failure(a, "invalid UTF-8", &masked(OpCode::Text, &[0xce, 0xba, 0xff, b'a'], true), 1007);
+    expect_failure(
+        a,
+        "invalid UTF-8",
+        &masked(OpCode::Text, &[0xce, 0xba, 0xff, b'a'], true),
+        1007,
+    );
     let mut frags = masked(OpCode::Text, "κόσμε".as_bytes(), false);
     frags.extend(masked(OpCode::Continuation, &[0xed, 0xa0, 0x80], true)); // a surrogate
     expect_failure(a, "invalid UTF-8 in a fragment", &frags, 1007);
-    expect_failure(a, "truncated UTF-8", &masked(OpCode::Text, &[b'a', 0xce], true), 1007);
+    expect_failure(
+        a,
+        "truncated UTF-8",
+        &masked(OpCode::Text, &[b'a', 0xce], true),
+        1007,
+    );
 
-    expect_failure(a, "unmasked frame", &frame_bytes(OpCode::Text, b"hello", true, false), 1002);
-    expect_failure(a, "unmasked ping", &frame_bytes(OpCode::Ping, b"", true, false), 1002);
+    expect_failure(
+        a,
+        "unmasked frame",
+        &frame_bytes(OpCode::Text, b"hello", true, false),
+        1002,
+    );
+    expect_failure(
+        a,
+        "unmasked ping",
+        &frame_bytes(OpCode::Ping, b"", true, false),
+        1002,
+    );
     let mut rsv = masked(OpCode::Text, b"hi", true);
     rsv[0] |= 0x40;
     expect_failure(a, "RSV1 without an extension", &rsv, 1002);
-    expect_failure(a, "continuation with nothing to continue", &masked(OpCode::Continuation, b"x", true), 1002);
+    expect_failure(
+        a,
+        "continuation with nothing to continue",
+        &masked(OpCode::Continuation, b"x", true),
+        1002,
+    );
 
-    wait_for(Duration::from_secs(2), "every on_close", || stats.closes().len() == 11);
+    wait_for(Duration::from_secs(2), "every on_close", || {
+        stats.closes().len() == 11
+    });
     let codes: Vec<u16> = stats.closes().iter().map(|c| c.code.0).collect();
-    assert_eq!(codes, [1000, 1009, 1009, 1009, 1007, 1007, 1007, 1002, 1002, 1002, 1002]);
+    assert_eq!(
+        codes,
+        [1000, 1009, 1009, 1009, 1007, 1007, 1007, 1002, 1002, 1002, 1002]
+    );
 }

@@ -17,14 +17,19 @@ use wsloop::frame::OpCode;
 fn wait_readable(c: &TestClient, bytes: usize, within: Duration) {
     let start = Instant::now();
     let mut buf = vec![0u8; bytes];
-    c.stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     loop {
         match c.stream.peek(&mut buf) {
             Ok(n) if n >= bytes => break,
             Ok(0) => panic!("EOF before the echoes arrived"),
             _ => {}
         }
-        assert!(start.elapsed() < within, "echoes did not arrive within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "echoes did not arrive within {within:?}"
+        );
         thread::sleep(Duration::from_millis(2));
     }
     c.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -87,10 +92,19 @@ fn sigterm_closes_every_client_with_1001_after_its_echoes() {
     let status = srv.wait_exit(Duration::from_secs(5));
     let took = t.elapsed();
     let log = srv.log_text();
-    assert!(status.is_some(), "no exit within 5 s of SIGTERM; log:\n{log}");
-    assert!(status.unwrap().success(), "exit status {status:?}; log:\n{log}");
+    assert!(
+        status.is_some(),
+        "no exit within 5 s of SIGTERM; log:\n{log}"
+    );
+    assert!(
+        status.unwrap().success(),
+        "exit status {status:?}; log:\n{log}"
+    );
     eprintln!("exited 0 {took:?} after SIGTERM");
-    assert!(took < Duration::from_secs(3), "clients all replied, yet exit took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "clients all replied, yet exit took {took:?}"
+    );
 }
 
 /// A client that sent a lot and reads only after the signal: the echoes
@@ -109,7 +123,9 @@ fn sigterm_with_much_queued_for_a_slow_reader() {
             p[..8].copy_from_slice(&(i as u64).to_be_bytes());
             // The server may stop reading once it closed: a failed write is
             // fine.
-            if w.write_all(&frame_bytes(OpCode::Binary, &p, true, true)).is_err() {
+            if w.write_all(&frame_bytes(OpCode::Binary, &p, true, true))
+                .is_err()
+            {
                 return i;
             }
         }
@@ -142,13 +158,26 @@ fn sigterm_with_much_queued_for_a_slow_reader() {
     // then answer the close.
     let sent = writer.join().unwrap();
     assert!(got <= sent);
-    let _ = c.try_send_raw(&frame_bytes(OpCode::Close, &close_payload(1001, ""), true, true));
+    let _ = c.try_send_raw(&frame_bytes(
+        OpCode::Close,
+        &close_payload(1001, ""),
+        true,
+        true,
+    ));
     c.expect_eof(Duration::from_secs(5));
     drop(c);
     let status = srv.wait_exit(Duration::from_secs(7));
     let log = srv.log_text();
-    assert!(status.is_some_and(|s| s.success()), "exit {status:?} after {:?}; log:\n{log}", t.elapsed());
-    assert!(t.elapsed() < Duration::from_secs(4), "exit took {:?} though the client closed", t.elapsed());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?} after {:?}; log:\n{log}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "exit took {:?} though the client closed",
+        t.elapsed()
+    );
 }
 
 /// A client that never reads while much is queued for it: the process
@@ -189,8 +218,15 @@ fn sigterm_with_a_client_that_never_reads() {
     let status = srv.wait_exit(Duration::from_secs(TIMEOUT_S + 2));
     let took = t.elapsed();
     let log = srv.log_text();
-    assert!(status.is_some(), "no exit within {}s of SIGTERM; log:\n{log}", TIMEOUT_S + 2);
-    assert!(status.unwrap().success(), "exit status {status:?}; log:\n{log}");
+    assert!(
+        status.is_some(),
+        "no exit within {}s of SIGTERM; log:\n{log}",
+        TIMEOUT_S + 2
+    );
+    assert!(
+        status.unwrap().success(),
+        "exit status {status:?}; log:\n{log}"
+    );
     eprintln!("exited 0 {took:?} after SIGTERM with a stuck client");
     assert!(
         took >= Duration::from_millis(TIMEOUT_S * 1000 - 500),

@@ -221,7 +221,9 @@ mod tests {
     use crate::handshake::{Head, RequestReader};
 
     fn req(origin: Option<&str>) -> Request {
-        let o = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        let o = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{o}\r\n");
         match RequestReader::new().feed(raw.as_bytes(), 4096, 16).unwrap() {
             Head::Complete(r, _) => r,

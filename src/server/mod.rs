@@ -729,6 +729,10 @@ fn handshake_done<H: Handler>(
     if !req.wants_upgrade() {
         let resp = handler.on_http(&req);
         handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
+        if req.method == "HEAD" {
+            // Same headers (Content-Length included), no body.
+            bytes.truncate(bytes.len() - resp.body.len());
+        }
         debug!("HTTP {} {} -> {}", req.method, req.target, resp.status);
         start_draining(core, key, None, &bytes);
         return;
@@ -749,11 +753,22 @@ fn handshake_done<H: Handler>(
             handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
             start_draining(core, key, None, &bytes);
         }
-        Upgrade::Accept { protocol, headers } => {
+        Upgrade::Accept {
+            protocol,
+            mut headers,
+        } => {
+            #[allow(unused_mut)]
+            let mut conn = Connection::new(Role::Server, core.config.clone(), core.now);
+            #[cfg(feature = "deflate")]
+            if let Some((params, answer)) =
+                crate::extension::negotiate_server(req.extensions(), &core.config.deflate)
+            {
+                headers.push(("Sec-WebSocket-Extensions".into(), answer));
+                conn.enable_deflate(&params);
+            }
             handshake::write_accept_response(&wskey, protocol.as_deref(), &headers, &mut bytes);
             let mut pre = WriteQueue::new();
             pre.push_slice(&bytes);
-            let conn = Connection::new(Role::Server, core.config.clone(), core.now);
             let e = &mut core.slab[key];
             e.phase = Phase::Open { conn, pre };
             e.timer_at = None;
@@ -922,7 +937,10 @@ mod tests {
         for _ in 0..10 {
             assert!(Bucket::take(&mut slot, &limit, 10, t0));
         }
-        assert!(!Bucket::take(&mut slot, &limit, 10, t0), "burst of 10 used up");
+        assert!(
+            !Bucket::take(&mut slot, &limit, 10, t0),
+            "burst of 10 used up"
+        );
         // 100 ms later one message's worth has come back.
         let t1 = t0 + Duration::from_millis(100);
         assert!(Bucket::take(&mut slot, &limit, 10, t1));

@@ -49,7 +49,12 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         fn short(b: &[u8]) -> String {
             let s = String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned();
-            format!("{} bytes {:?}{}", b.len(), s, if b.len() > 40 { "…" } else { "" })
+            format!(
+                "{} bytes {:?}{}",
+                b.len(),
+                s,
+                if b.len() > 40 { "…" } else { "" }
+            )
         }
         match self {
             Msg::Text(t) => write!(f, "Text({})", short(t.as_bytes())),
@@ -192,7 +197,10 @@ impl TestClient {
                 Ok(n) => n,
                 Err(e) => panic!("reading the handshake response: {e}"),
             };
-            match reader.feed(&chunk[..n], 8192, 64).expect("parse handshake response") {
+            match reader
+                .feed(&chunk[..n], 8192, 64)
+                .expect("parse handshake response")
+            {
                 Head::Partial => continue,
                 Head::Complete(resp, rest) => {
                     if let Err(e) = resp.validate(req) {
@@ -265,14 +273,24 @@ impl TestClient {
     /// is an error of kind `WouldBlock` or `TimedOut`.
     pub fn try_read_frame(&mut self) -> io::Result<Option<Frame>> {
         loop {
-            let parsed = parse_header(&self.buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad frame from server: {e}")))?;
+            let parsed = parse_header(&self.buf).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad frame from server: {e}"),
+                )
+            })?;
             if let Some((h, n)) = parsed {
                 if h.mask.is_some() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "server sent a masked frame"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "server sent a masked frame",
+                    ));
                 }
                 if h.rsv != 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "server set RSV bits"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "server set RSV bits",
+                    ));
                 }
                 let len = h.payload_len as usize;
                 if self.buf.len() >= n + len {
@@ -329,7 +347,8 @@ impl TestClient {
                         1 => return bad("close payload of one byte"),
                         _ => Msg::Close(
                             Some(u16::from_be_bytes([p[0], p[1]])),
-                            String::from_utf8(p[2..].to_vec()).map_err(|_| invalid("close reason not UTF-8"))?,
+                            String::from_utf8(p[2..].to_vec())
+                                .map_err(|_| invalid("close reason not UTF-8"))?,
                         ),
                     }));
                 }
@@ -451,7 +470,10 @@ impl TestClient {
 }
 
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Appends what arrives on `s` to `out` until EOF (true) or `wait`
@@ -511,7 +533,11 @@ pub fn parse_http(raw: &[u8]) -> HttpReply {
     match ResponseReader::new().feed(raw, 64 * 1024, 64) {
         Ok(Head::Complete(head, body)) => {
             if let Some(len) = head.header("content-length") {
-                assert_eq!(len.parse::<usize>().ok(), Some(body.len()), "Content-Length vs body");
+                assert_eq!(
+                    len.parse::<usize>().ok(),
+                    Some(body.len()),
+                    "Content-Length vs body"
+                );
             }
             HttpReply {
                 status: head.status,
@@ -519,7 +545,10 @@ pub fn parse_http(raw: &[u8]) -> HttpReply {
                 body,
             }
         }
-        other => panic!("not an HTTP response ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+        other => panic!(
+            "not an HTTP response ({other:?}): {:?}",
+            String::from_utf8_lossy(raw)
+        ),
     }
 }
 
@@ -569,7 +598,10 @@ impl<H: Handler + Send + 'static> ServerThread<H> {
         let t = self.thread.take().unwrap();
         let start = Instant::now();
         while !t.is_finished() {
-            assert!(start.elapsed() < within, "server did not stop within {within:?}");
+            assert!(
+                start.elapsed() < within,
+                "server did not stop within {within:?}"
+            );
             thread::sleep(Duration::from_millis(5));
         }
         t.join().expect("server thread panicked")
@@ -595,7 +627,11 @@ pub struct BinServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl BinServer {
@@ -605,10 +641,8 @@ impl BinServer {
         for attempt in 0..5 {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                "wsloop-serve-{}-{port}.log",
-                std::process::id()
-            ));
+            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("wsloop-serve-{}-{port}.log", std::process::id()));
             let log_file = std::fs::File::create(&log).expect("create server log");
             let child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
                 .args(["serve", "--addr", &addr.to_string()])
@@ -624,7 +658,10 @@ impl BinServer {
             loop {
                 if let Ok(Some(status)) = srv.child.try_wait() {
                     // Most likely the port was taken between probe and bind.
-                    eprintln!("wsloop serve exited early ({status}), attempt {attempt}: {}", srv.log_text());
+                    eprintln!(
+                        "wsloop serve exited early ({status}), attempt {attempt}: {}",
+                        srv.log_text()
+                    );
                     break;
                 }
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

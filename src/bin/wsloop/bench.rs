@@ -84,6 +84,8 @@ OPTIONS:
     --server-pid PID         Read the server's VmRSS from /proc/PID/status
                              before connecting, once all are open, and after
                              closing; connect mode reports KiB per connection
+                             (start the server afresh: memory it freed is
+                             reused, so a second run shows little growth)
     --json                   One machine-readable line on stdout
     -h, --help               Print this help
 
@@ -575,6 +577,8 @@ struct Stats {
     clean_closes: u64,
     error_count: u64,
     errors: BTreeMap<Cow<'static, str>, u64>,
+    /// When the warmup/measure (or hold) loop ended: the close phase began.
+    run_end: Instant,
     finished: Instant,
 }
 
@@ -592,6 +596,7 @@ impl Stats {
             clean_closes: 0,
             error_count: 0,
             errors: BTreeMap::new(),
+            run_end: Instant::now(),
             finished: Instant::now(),
         }
     }
@@ -615,6 +620,7 @@ impl Stats {
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
         }
+        self.run_end = self.run_end.max(o.run_end);
         self.finished = self.finished.max(o.finished);
     }
 }
@@ -1242,6 +1248,8 @@ impl<'a> Worker<'a> {
             self.pump(&mut events, (end_at - now).min(Duration::from_millis(250)));
         }
 
+        self.stats.run_end = Instant::now();
+
         // Close every connection with 1000 and wait for the replies.
         self.win.sending = false;
         self.win.closing = true;
@@ -1397,15 +1405,14 @@ pub fn run(o: Options) -> i32 {
         o: &o,
         s: &total,
         connect_secs: go.saturating_duration_since(shared.start).as_secs_f64(),
+        measured_secs: total
+            .run_end
+            .min(go + o.warmup + o.duration)
+            .saturating_duration_since(go + o.warmup)
+            .as_secs_f64(),
         close_secs: total
             .finished
-            .saturating_duration_since(
-                go + if o.mode == Mode::Connect {
-                    o.hold
-                } else {
-                    o.warmup + o.duration
-                },
-            )
+            .saturating_duration_since(total.run_end)
             .as_secs_f64(),
         rss: o.server_pid.map(|pid| Rss {
             pid,
@@ -1536,6 +1543,8 @@ struct Report<'a> {
     o: &'a Options,
     s: &'a Stats,
     connect_secs: f64,
+    /// The measured time: --duration unless every connection ended first.
+    measured_secs: f64,
     close_secs: f64,
     rss: Option<Rss>,
 }
@@ -1599,7 +1608,15 @@ fn json_str(s: &str, out: &mut String) {
 
 impl Report<'_> {
     fn rate(&self, n: u64) -> f64 {
-        n as f64 / self.o.duration.as_secs_f64()
+        if self.measured_secs > 0.0 {
+            n as f64 / self.measured_secs
+        } else {
+            0.0
+        }
+    }
+
+    fn cut_short(&self) -> bool {
+        self.measured_secs + 0.01 < self.o.duration.as_secs_f64()
     }
 
     fn kib_per_conn(&self) -> Option<f64> {
@@ -1661,11 +1678,16 @@ impl Report<'_> {
         if o.mode != Mode::Connect && s.opened > 0 {
             let _ = writeln!(
                 t,
-                "  messages   {} echoed in {}: {} msgs/s, {:.1} MB/s",
+                "  messages   {} echoed in {:.2} s: {} msgs/s, {:.1} MB/s{}",
                 group(s.msgs),
-                secs(o.duration),
+                self.measured_secs,
                 group(self.rate(s.msgs) as u64),
-                self.rate(s.bytes) / 1e6
+                self.rate(s.bytes) / 1e6,
+                if self.cut_short() {
+                    " (cut short: no connection left)"
+                } else {
+                    ""
+                }
             );
             let r = &s.rtt;
             if r.total > 0 {
@@ -1749,12 +1771,13 @@ impl Report<'_> {
             let r = &s.rtt;
             let _ = write!(
                 j,
-                ",\"pipeline\":{},\"size\":{},\"text\":{},\"warmup_s\":{},\"duration_s\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"rtt_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}}",
+                ",\"pipeline\":{},\"size\":{},\"text\":{},\"warmup_s\":{},\"duration_s\":{},\"measured_s\":{:.6},\"msgs\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"rtt_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}}",
                 o.pipeline,
                 o.size,
                 o.text,
                 o.warmup.as_secs_f64(),
                 o.duration.as_secs_f64(),
+                self.measured_secs,
                 s.msgs,
                 self.rate(s.msgs),
                 self.rate(s.bytes) / 1e6,

@@ -42,6 +42,8 @@ OPTIONS:
     --reconnect              Reconnect with backoff (1s doubling to 30s,
                              ±10% jitter, 10 attempts) after the connection
                              is lost or closed by the server
+    --deflate                Offer permessage-deflate (needs the `deflate`
+                             feature)
     -h, --help               Print this help
 
 EXAMPLE:
@@ -107,6 +109,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 opts.protocols.push(v);
             }
             "binary" => o.binary = true,
+            "deflate" => opts.config.deflate.enabled = true,
             "raw" => o.raw = true,
             "reconnect" => o.reconnect = true,
             "ping-interval" => opts.config.ping_interval = args.duration("ping-interval", true)?,
@@ -328,6 +331,9 @@ pub fn run(o: Options) -> i32 {
         }
     };
     let (tx, rx) = mpsc::channel();
+    // The loop keeps its own reference: if the stdin thread's were the last,
+    // its exit would close the eventfd and lose its final wake-up.
+    let _keep_waker = Arc::clone(&waker);
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {

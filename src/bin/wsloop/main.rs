@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod client;
 mod serve;
 
@@ -11,7 +12,7 @@ const HELP: &str = "\
 wsloop: an RFC 6455 WebSocket server and client on mio
 
 USAGE:
-    wsloop serve [OPTIONS]     echo server (see wsloop serve --help)
+    wsloop serve [OPTIONS]     echo server, or chat with --app chat (see --help)
     wsloop client URL          stdin to messages, messages to stdout
     wsloop bench URL           load generator (see wsloop bench --help)
     wsloop --version
@@ -60,7 +61,7 @@ fn main() {
             0
         }
         other => {
-            eprintln!("wsloop: unknown command '{other}' (try: serve, client, --help)");
+            eprintln!("wsloop: unknown command '{other}' (try: serve, client, bench, --help)");
             2
         }
     };

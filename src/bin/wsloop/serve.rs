@@ -1,21 +1,29 @@
-//! `wsloop serve`: the echo server, with a health check on the same port.
+//! `wsloop serve`: the echo server (or, with `--app chat`, the chat), with
+//! a health check on the same port.
 
 use log::{error, info};
 use wsloop::handshake::Request;
-use wsloop::server::{ConnId, Ctx, Handler, HttpResponse, Server};
-use wsloop::{Config, Message, OverflowPolicy};
+use wsloop::server::{ConnId, Ctx, Handler, HttpResponse, OriginAllowList, Server, Upgrade};
+use wsloop::{Config, Message, OverflowPolicy, RateAction, RateLimit};
 
 use crate::args::{Arg, ArgError, Args};
 
 const HELP: &str = "\
-wsloop serve: a WebSocket echo server with an HTTP health check
+wsloop serve: a WebSocket echo server (or chat) with an HTTP health check
 
 USAGE:
     wsloop serve [OPTIONS]
 
-Every text or binary message is sent back unchanged; the upgrade is
-accepted on any path. Plain HTTP on the same port: GET /healthz answers
-200 'ok'; any other plain request gets 426 Upgrade Required.
+--app echo (the default): every text or binary message is sent back
+unchanged; the upgrade is accepted on any path. Plain HTTP on the same
+port: GET /healthz answers 200 'ok'; any other plain request gets 426
+Upgrade Required.
+--app chat: rooms over JSON text messages at ws://HOST:PORT/ws, with
+replay after reconnects; GET / is a demo page, GET /healthz as above.
+Client to server: {\"type\":\"join\",\"room\":R[,\"since\":N]}, {\"type\":\"leave\",
+\"room\":R}, {\"type\":\"message\",\"room\":R,\"text\":T}, {\"type\":\"broadcast\",
+\"text\":T}. The server keeps the last 1000 messages of each room, numbered
+by \"seq\"; see the README's Chat section.
 SIGTERM or SIGINT starts a graceful shutdown: stop accepting, send close
 1001 to every connection after what is queued for it, wait for replies up
 to --shutdown-timeout, exit 0. A second signal exits at once.
@@ -39,6 +47,23 @@ OPTIONS:
     --write-limit SIZE       Past this queue size apply --overflow
                              [default: 32M]
     --overflow POLICY        close (1008), close-1013, or drop [default: close]
+    --deflate                Offer permessage-deflate (RFC 7692) to clients
+                             that ask for it (needs the `deflate` feature)
+    --deflate-no-context     Reset compression after every message both
+                             ways: less memory per connection, less ratio
+    --app APP                echo or chat [default: echo]
+    --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
+                             Bearer SECRET', else 401 [default: none]
+    --allowed-origin ORIGIN  Accept browser upgrades only from this Origin
+                             (scheme://host[:port]; repeatable), else 403.
+                             Requests without Origin are allowed
+                             [default: any origin]
+    --rate-messages N        Per connection: at most N messages a second
+                             (bursts of N) [default: no limit]
+    --rate-bytes SIZE        Per connection: at most SIZE payload bytes a
+                             second (bursts of SIZE) [default: no limit]
+    --rate-action ACTION     Over the rate: close (1008 'rate limit exceeded')
+                             or drop the message [default: close]
     -h, --help               Print this help
 
 SIZE is bytes or a number with K, M or G (64K, 16M). DUR is seconds or a
@@ -48,6 +73,62 @@ number with ms, s or m (500ms, 30s, 5m). Logs go to stderr; set RUST_LOG
 pub struct Options {
     pub addr: String,
     pub config: Config,
+    pub app: App,
+    pub access: Access,
+}
+
+/// Which application `serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum App {
+    Echo,
+    Chat,
+}
+
+/// Who may upgrade: an Origin allow-list and an optional shared token.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub origins: OriginAllowList,
+    pub token: Option<String>,
+}
+
+/// Compares without stopping at the first difference (no timing hint about
+/// how much of a guess was right).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Access {
+    /// `None` if `req` may upgrade; else the rejection: 403 for an Origin
+    /// not on the list, 401 without the token.
+    pub fn check(&self, req: &Request) -> Option<Upgrade> {
+        if let Some(no) = self.origins.check(req) {
+            return Some(no);
+        }
+        let token = self.token.as_deref()?;
+        let from_query = req
+            .query_param("token")
+            .and_then(crate::chat::percent_decode)
+            .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
+        let from_header = req
+            .header("authorization")
+            .and_then(|v| {
+                let (scheme, cred) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+            })
+            .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
+        if from_query || from_header {
+            return None;
+        }
+        let mut no = Upgrade::reject(
+            401,
+            "a token is required: add ?token=... or 'Authorization: Bearer ...'",
+        );
+        if let Upgrade::Reject(r) = &mut no {
+            r.headers
+                .push(("WWW-Authenticate".into(), "Bearer realm=\"wsloop\"".into()));
+        }
+        Some(no)
+    }
 }
 
 pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
@@ -62,7 +143,13 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     let mut opts = Options {
         addr: format!("0.0.0.0:{port}"),
         config: Config::default(),
+        app: App::Echo,
+        access: Access::default(),
     };
+    let mut origins: Vec<String> = Vec::new();
+    let mut rate_messages: Option<f64> = None;
+    let mut rate_bytes: Option<usize> = None;
+    let mut rate_action: Option<RateAction> = None;
     let c = &mut opts.config;
     while let Some(arg) = args.next() {
         let flag = match arg {
@@ -110,6 +197,12 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 c.write_buffer_low = c.write_buffer_low.min(c.write_buffer_high / 4);
             }
             "write-limit" => c.write_buffer_limit = args.size("write-limit")?,
+            "deflate" => c.deflate.enabled = true,
+            "deflate-no-context" => {
+                c.deflate.enabled = true;
+                c.deflate.server_no_context_takeover = true;
+                c.deflate.client_no_context_takeover = true;
+            }
             "overflow" => {
                 let v = args.value("overflow")?;
                 c.overflow = match v.as_str() {
@@ -119,8 +212,81 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                     _ => return Err(args.bad("overflow", &v, "close, close-1013 or drop")),
                 };
             }
+            "app" => {
+                let v = args.value("app")?;
+                opts.app = match v.as_str() {
+                    "echo" => App::Echo,
+                    "chat" => App::Chat,
+                    _ => return Err(args.bad("app", &v, "echo or chat")),
+                };
+            }
+            "token" => {
+                let v = args.value("token")?;
+                if v.is_empty() || v.chars().any(|c| c.is_control() || c == ' ') {
+                    return Err(args.bad(
+                        "token",
+                        &v,
+                        "a non-empty secret without spaces or control characters",
+                    ));
+                }
+                opts.access.token = Some(v);
+            }
+            "allowed-origin" => {
+                let v = args.value("allowed-origin")?;
+                if !(v.starts_with("http://") || v.starts_with("https://"))
+                    || v.contains(char::is_whitespace)
+                {
+                    return Err(args.bad(
+                        "allowed-origin",
+                        &v,
+                        "an origin such as https://chat.example.com or http://localhost:8080",
+                    ));
+                }
+                origins.push(v);
+            }
+            "rate-messages" => {
+                let v = args.value("rate-messages")?;
+                match v.parse::<f64>() {
+                    Ok(n) if n.is_finite() && n > 0.0 => rate_messages = Some(n),
+                    _ => return Err(args.bad("rate-messages", &v, "a number of messages above 0")),
+                }
+            }
+            "rate-bytes" => match args.size("rate-bytes")? {
+                0 => {
+                    return Err(ArgError(
+                        "wsloop serve: --rate-bytes must be above 0".into(),
+                    ))
+                }
+                n => rate_bytes = Some(n),
+            },
+            "rate-action" => {
+                let v = args.value("rate-action")?;
+                rate_action = Some(match v.as_str() {
+                    "close" => RateAction::Close,
+                    "drop" => RateAction::Drop,
+                    _ => return Err(args.bad("rate-action", &v, "close or drop")),
+                });
+            }
             other => return Err(args.unknown(&format!("--{other}"))),
         }
+    }
+    if !origins.is_empty() {
+        opts.access.origins = OriginAllowList::new(origins);
+    }
+    // A limit on one of messages and bytes leaves the other practically
+    // unlimited (RateLimit needs both).
+    const UNLIMITED: f64 = 1e15;
+    if rate_messages.is_some() || rate_bytes.is_some() {
+        let mut limit = RateLimit::new(
+            rate_messages.unwrap_or(UNLIMITED),
+            rate_bytes.map_or(UNLIMITED, |b| b as f64),
+        );
+        limit.action = rate_action.unwrap_or(RateAction::Close);
+        c.rate_limit = Some(limit);
+    } else if rate_action.is_some() {
+        return Err(ArgError(
+            "wsloop serve: --rate-action needs --rate-messages or --rate-bytes".into(),
+        ));
     }
     if c.max_frame_size > c.max_message_size {
         c.max_frame_size = c.max_message_size;
@@ -132,7 +298,9 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
 }
 
 /// The echo application.
-pub struct Echo;
+pub struct Echo {
+    pub access: Access,
+}
 
 /// Answers plain HTTP requests the same way for every app.
 pub fn http_common(req: &Request) -> HttpResponse {
@@ -153,6 +321,10 @@ pub fn http_common(req: &Request) -> HttpResponse {
 }
 
 impl Handler for Echo {
+    fn on_upgrade(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, req: &Request) -> Upgrade {
+        self.access.check(req).unwrap_or_else(Upgrade::accept)
+    }
+
     fn on_http(&mut self, req: &Request) -> HttpResponse {
         http_common(req)
     }
@@ -188,10 +360,23 @@ pub fn shutdown_on_signals(handle: wsloop::server::Handle) {
 }
 
 pub fn run(opts: Options) -> i32 {
-    let server = match Server::bind(opts.addr.as_str(), opts.config, Echo) {
+    match opts.app {
+        App::Echo => serve(
+            &opts.addr,
+            opts.config,
+            Echo {
+                access: opts.access,
+            },
+        ),
+        App::Chat => serve(&opts.addr, opts.config, crate::chat::Chat::new(opts.access)),
+    }
+}
+
+fn serve<H: Handler>(addr: &str, config: Config, handler: H) -> i32 {
+    let server = match Server::bind(addr, config, handler) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsloop serve: cannot listen on {}: {e}", opts.addr);
+            eprintln!("wsloop serve: cannot listen on {addr}: {e}");
             return 1;
         }
     };

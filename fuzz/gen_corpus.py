@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpus: fuzz/corpus/<target>/seed-*.
+
+Each target documents its input format at the top of its source file; the
+helpers below follow those formats. Run from anywhere:
+    python3 fuzz/gen_corpus.py
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# RFC 6455 §5.7 examples.
+HELLO = bytes([0x81, 0x05]) + b"Hello"
+HELLO_MASKED = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+HEL = bytes([0x01, 0x03]) + b"Hel"
+LO = bytes([0x80, 0x02]) + b"lo"
+PING = bytes([0x89, 0x05]) + b"Hello"
+PONG_MASKED = bytes([0x8A, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+BIN_256 = bytes([0x82, 0x7E, 0x01, 0x00])
+BIN_64K = bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0])
+CLOSE_1000 = bytes([0x88, 0x02, 0x03, 0xE8])
+CLOSE_MASKED = bytes([0x88, 0x85, 1, 2, 3, 4]) + bytes(
+    b ^ k for b, k in zip(b"\x03\xe8bye", [1, 2, 3, 4, 1]))
+
+# RFC 6455 §1.2 / §1.3.
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+REQUEST = (
+    "GET /chat HTTP/1.1\r\n"
+    "Host: server.example.com\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Origin: http://example.com\r\n"
+    "Sec-WebSocket-Protocol: chat, superchat\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+RESPONSE = (
+    "HTTP/1.1 101 Switching Protocols\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    "Sec-WebSocket-Protocol: chat\r\n\r\n"
+).encode()
+
+
+def u16(n):
+    return struct.pack("<H", n)
+
+
+def u24(n):
+    return struct.pack("<I", n)[:3]
+
+
+def cuts(*positions):
+    return bytes([len(positions)]) + b"".join(u16(p) for p in positions)
+
+
+# ---- server_connection / client_connection ops (common/conn.rs) ----
+def op_feed(data, *cut_positions):
+    return bytes([0]) + cuts(*cut_positions) + u16(len(data)) + data
+
+
+def op_frame(opcode, payload, fin=True, wrong_mask=False, key=b"\x37\xfa\x21\x3d", cut=()):
+    flags = (1 if fin else 0) | (2 if wrong_mask else 0)
+    return bytes([1, flags, opcode]) + key + u16(len(payload)) + payload + cuts(*cut)
+
+
+def op_frame_fill(opcode, byte, n, fin=True):
+    return bytes([1, (1 if fin else 0) | 8, opcode]) + b"\x01\x02\x03\x04" + bytes([byte]) + u24(n) + cuts()
+
+
+def op_send_text(s):
+    return bytes([2]) + u16(len(s)) + s
+
+
+def op_send_binary_fill(byte, n):
+    return bytes([3, 1, byte]) + u24(n)
+
+
+def op_send_frame(sel, payload, fin):
+    return bytes([4, sel, 1 if fin else 0]) + u16(len(payload)) + payload
+
+
+def op_send_owned(payload, text=False):
+    return bytes([5, 1 if text else 0]) + u16(len(payload)) + payload
+
+
+def op_ping(p):
+    return bytes([6, len(p)]) + p
+
+
+def op_pong(p):
+    return bytes([7, len(p)]) + p
+
+
+def op_close(code, reason):
+    return bytes([8]) + u16(code) + bytes([len(reason)]) + reason
+
+
+def op_time(ms):
+    return bytes([9]) + u16(ms)
+
+
+OP_TIMEOUT = bytes([10])
+OP_STALL = bytes([11, 1])
+OP_UNSTALL = bytes([11, 0])
+OP_DRAIN = bytes([12])
+
+
+def conn_seeds(role):
+    raw_hello = HELLO_MASKED if role == "server" else HELLO
+    return {
+        "rfc-frames": b"\x00" + op_frame(1, b"Hello") + op_frame(9, b"Hello") + op_frame(10, b"Hello")
+        + op_frame(2, bytes(256)) + op_frame(8, b"\x03\xe8bye"),
+        "fragmented-text": b"\x00" + op_frame(1, b"Hel", fin=False, cut=(1,)) + op_frame(9, b"")
+        + op_frame(0, b"lo", cut=(3,)) + op_frame(1, "κόσμε".encode(), fin=False)
+        + op_frame(0, b"", fin=False) + op_frame(0, b"!"),
+        "raw-feed-cut": b"\x00" + op_feed(raw_hello * 3, 1, 7, 12),
+        "sends-and-timers": b"\x00" + op_send_text(b"hi") + op_send_binary_fill(7, 300)
+        + op_send_frame(1, b"ab", False) + op_send_frame(0, b"c", True) + op_send_owned(b"x" * 20000)
+        + op_ping(b"p") + op_pong(b"") + op_time(3000) + OP_TIMEOUT + op_time(2000) + op_time(10),
+        "idle-close": b"\x00" + op_time(9999) + op_time(2) + op_frame(8, b"\x03\xe9") + OP_DRAIN,
+        "we-close-first": b"\x00" + op_close(1000, b"done") + op_frame(1, b"late") + op_frame(9, b"x")
+        + op_frame(8, b""),
+        "close-timeout": b"\x20" + op_close(4000, b"bye") + op_time(999) + op_time(1),
+        "overflow-stalled": b"\x00" + OP_STALL + b"".join(op_send_binary_fill(1, 60000) for _ in range(6))
+        + op_frame(9, b"ping") + OP_UNSTALL + OP_DRAIN,
+        "too-big": b"\x03" + op_frame_fill(2, 9, 2000) + op_frame(1, b"a", fin=False)
+        + b"".join(op_frame(0, b"b", fin=False) for _ in range(5)),
+        "bad-utf8": b"\x00" + op_frame(1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80", cut=(12,)),
+        "wrong-mask": b"\x00" + op_frame(1, b"Hello", wrong_mask=True),
+        "close-in-pieces": b"\x00" + op_feed(CLOSE_MASKED if role == "server" else CLOSE_1000, 1, 2, 5),
+    }
+
+
+def roundtrip_msg(flags, payload, *cut_positions):
+    return bytes([flags]) + u16(len(payload)) + payload + cuts(*cut_positions)
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    for name, data in {
+        "rfc-hello": HELLO, "rfc-hello-masked": HELLO_MASKED, "rfc-hel": HEL, "rfc-lo": LO,
+        "rfc-ping": PING, "rfc-pong-masked": PONG_MASKED, "rfc-binary-256": BIN_256,
+        "rfc-binary-64k": BIN_64K, "close-1000": CLOSE_1000, "close-masked": CLOSE_MASKED,
+    }.items():
+        write("frame_header", name, data)
+
+    write("mask", "rfc-hello", b"\x37\xfa\x21\x3d" + bytes(4) + b"\x00" + u16(2) + b"Hello")
+    write("mask", "long-unaligned", b"\x01\x02\x03\x04" + struct.pack("<I", 3) + b"\x05" + u16(41)
+          + bytes(range(100)))
+
+    write("utf8", "ascii-and-2-byte", b"\x00" + "Hello-µ@ßöäüàá-UTF-8!!".encode())
+    write("utf8", "autobahn-6-4-1", cuts(12, 13) + "κόσμε".encode() + b"\xf4\x90\x80\x80edited")
+    write("utf8", "split-in-chars", cuts(1, 2, 3, 5, 7) + "€𝄞é".encode())
+    write("utf8", "surrogate", cuts(1) + b"a\xed\xa0\x80b")
+    write("utf8", "overlong", cuts(2) + b"a\xc0\x80")
+    write("utf8", "incomplete", cuts(3) + b"ab\xe2\x82")
+
+    write("handshake_request", "rfc-request", b"\x00\x00" + REQUEST)
+    write("handshake_request", "rfc-request-trickle-with-frame", b"\x05\x07" + REQUEST + HELLO_MASKED)
+    write("handshake_request", "health-check", b"\x10\x03GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    write("handshake_request", "version-8", b"\x00\x00" + REQUEST.replace(b"Version: 13", b"Version: 8"))
+    write("handshake_request", "tls-hello", b"\x00\x00\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+
+    hdr = lambda flags, pos=0, xor=0, chunk=0, seed=0: bytes([flags, chunk, seed]) + u16(pos) + bytes([xor])
+    write("handshake_response", "rfc-101-and-frame", hdr(0) + RESPONSE + HELLO)
+    write("handshake_response", "built", hdr(1) + HELLO)
+    write("handshake_response", "built-chat-trickle", hdr(3, chunk=4, seed=9))
+    write("handshake_response", "built-mutated-accept", hdr(1, pos=100, xor=1))
+    write("handshake_response", "forbidden", hdr(0) + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    for role in ("server", "client"):
+        for name, data in conn_seeds(role).items():
+            write(role + "_connection", name, data)
+
+    write("roundtrip", "rfc-fragmented-hello", b"\x00\x00" + roundtrip_msg(1, b"Hello", 3))
+    write("roundtrip", "utf8-split-in-chars", b"\x03\x05" + roundtrip_msg(1 | 4, "κόσμε€𝄞".encode(), 1, 4, 4, 9, 14))
+    write("roundtrip", "mixed", b"\x07\x01" + roundtrip_msg(2, bytes(range(256))) + roundtrip_msg(8, b"x" * 300, 100, 200)
+          + roundtrip_msg(1 | 2 | 4, b"owned text"))
+    write("roundtrip", "big-owned", b"\x00\x02" + bytes([2 | 16, 0xAB]) + u24(70000) + cuts()
+          + bytes([16 | 4, 0xCD]) + u24(40000) + cuts(1, 20000, 39999))
+
+
+if __name__ == "__main__":
+    main()

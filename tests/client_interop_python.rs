@@ -1,0 +1,297 @@
+//! Interop: the wsloop client (library and `wsloop client` binary) against
+//! a Python `websockets` echo server (tests/py/echo_server.py). The venv
+//! comes from scripts/python-venv.sh (target/py-venv, needs PyPI once).
+//! Set WSLOOP_SKIP_PYTHON=1 to skip explicitly; otherwise a missing venv
+//! is a failure, not a pass.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{pattern, text_pattern};
+use wsloop::client::{connect_with, ClientOptions, WebSocket};
+use wsloop::{CloseCode, Event, Message};
+
+fn skip() -> bool {
+    let skip = std::env::var("WSLOOP_SKIP_PYTHON").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("WSLOOP_SKIP_PYTHON=1: skipping the Python interop test");
+    }
+    skip
+}
+
+/// The venv's python, created once (tests in this file share it).
+fn python() -> PathBuf {
+    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut cached = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cached.as_ref() {
+        return p.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = Command::new("sh")
+        .arg(root.join("scripts/python-venv.sh"))
+        .env("WSLOOP_PY_VENV", root.join("target/py-venv"))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run scripts/python-venv.sh");
+    if !venv.status.success() {
+        panic!(
+            "could not create the Python venv with `websockets` (scripts/python-venv.sh \
+             exited {}; no network?). Set WSLOOP_SKIP_PYTHON=1 to skip this test.\n{}",
+            venv.status,
+            String::from_utf8_lossy(&venv.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&venv.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("python-venv.sh printed no path")
+            .trim(),
+    );
+    *cached = Some(path.clone());
+    path
+}
+
+/// tests/py/echo_server.py on a free loopback port; killed when dropped
+/// (and it stops by itself when its stdin closes).
+struct PyServer {
+    child: Child,
+    _stdin: ChildStdin,
+    addr: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl PyServer {
+    fn spawn() -> PyServer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let stderr = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "py-echo-server-{}-{:?}.err",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let mut child = Command::new(python())
+            .arg(root.join("tests/py/echo_server.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("run echo_server.py");
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        let mut srv = PyServer {
+            child,
+            _stdin: stdin,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+        };
+        let port: u16 = match line.as_deref().map(str::trim) {
+            Ok(l) if l.starts_with("PORT ") => l[5..].parse().expect("port number"),
+            other => panic!(
+                "echo_server.py did not report its port ({other:?}); stderr:\n{}",
+                srv.stderr_text()
+            ),
+        };
+        srv.addr.set_port(port);
+        srv
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // this child's PID only
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+fn open(addr: SocketAddr) -> WebSocket {
+    let mut o = ClientOptions::default();
+    o.config.handshake_timeout = Duration::from_secs(10);
+    let mut ws = connect_with(&format!("ws://{addr}/"), &o)
+        .unwrap_or_else(|e| panic!("connect to the Python server at {addr}: {e} ({e:?})"));
+    ws.set_read_timeout(Some(Duration::from_secs(20)));
+    ws
+}
+
+fn next_message(ws: &mut WebSocket, srv: &PyServer) -> Message<'static> {
+    loop {
+        match ws.recv() {
+            Ok(Event::Message(m)) => return m,
+            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
+            other => panic!(
+                "expected a message, got {other:?}; server stderr:\n{}",
+                srv.stderr_text()
+            ),
+        }
+    }
+}
+
+#[test]
+fn wsloop_client_against_python_websockets_server() {
+    if skip() {
+        return;
+    }
+    let srv = PyServer::spawn();
+    let mut ws = open(srv.addr);
+    let mut sizes = vec![0usize, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20];
+    sizes.push((1 << 20) + 3);
+    for (i, &n) in sizes.iter().enumerate() {
+        let text = text_pattern(n, i as u8);
+        ws.send_text(&text).unwrap();
+        match next_message(&mut ws, &srv) {
+            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
+            other => panic!(
+                "text {n}: got {:?} of {} bytes",
+                other,
+                other.as_bytes().len()
+            ),
+        }
+        let bin = pattern(n, i as u8);
+        ws.send_binary(&bin).unwrap();
+        match next_message(&mut ws, &srv) {
+            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
+            other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
+        }
+    }
+    let multi = "héllo wörld ✓ 🦀";
+    ws.send_text(multi).unwrap();
+    assert_eq!(next_message(&mut ws, &srv), Message::Text(multi.into()));
+    // Several in flight at once come back in order.
+    for k in 0..20 {
+        ws.send_binary(&pattern(1000 + k, k as u8)).unwrap();
+    }
+    for k in 0..20 {
+        assert_eq!(
+            next_message(&mut ws, &srv),
+            Message::Binary(pattern(1000 + k, k as u8).into()),
+            "pipelined message {k}"
+        );
+    }
+    ws.ping(b"from wsloop").unwrap();
+    loop {
+        match ws.recv() {
+            Ok(Event::Pong(p)) => {
+                assert_eq!(p.as_ref(), b"from wsloop");
+                break;
+            }
+            Ok(Event::Ping(_)) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    let info = ws.close(CloseCode::NORMAL, "interop done").unwrap();
+    assert_eq!(
+        (info.code, info.clean),
+        (CloseCode::NORMAL, true),
+        "{info:?}; server stderr:\n{}",
+        srv.stderr_text()
+    );
+}
+
+/// `wsloop client URL` used interactively: writes `lines`, waits until as
+/// many lines came back on stdout, then ends stdin (like ^D) and waits for
+/// the exit. (Not `printf … | wsloop client`: the client sends its close as
+/// soon as stdin ends, and `websockets` answers a close at once, dropping
+/// echoes it has not sent yet, as RFC 6455 §5.5.1 allows.)
+fn client_interactive(url: &str, lines: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["client", url])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop client");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let (tx, rx) = mpsc::channel();
+    let out = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    for l in lines {
+        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut fail = None;
+    for i in 0..lines.len() {
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            fail = Some(format!("only {i} of {} lines came back", lines.len()));
+            break;
+        }
+    }
+    if fail.is_none() {
+        // The echoes are in and the client is idle: now end stdin.
+        thread::sleep(Duration::from_millis(100));
+        drop(stdin);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, out.join().unwrap(), err.join().unwrap());
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                fail = Some("did not exit within 5 s after stdin ended".into());
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill(); // this child's PID only
+    let _ = child.wait();
+    panic!(
+        "wsloop client {url}: {}; stdout:\n{}\nstderr:\n{}",
+        fail.unwrap(),
+        out.join().unwrap(),
+        err.join().unwrap()
+    );
+}
+
+#[test]
+fn wsloop_client_binary_against_python_websockets_server() {
+    if skip() {
+        return;
+    }
+    let srv = PyServer::spawn();
+    let (status, stdout, stderr) = client_interactive(
+        &format!("ws://{}/", srv.addr),
+        &["first line", "second line ✓"],
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nserver stderr:\n{}",
+        srv.stderr_text()
+    );
+    assert_eq!(stdout, "first line\nsecond line ✓\n", "stderr:\n{stderr}");
+    assert!(stderr.contains("closed: 1000"), "stderr:\n{stderr}");
+}
