@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::{Error, HandshakeError};
 use crate::handshake::{generate_key, ClientRequest, Head, ResponseReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
+use crate::stream::Stream;
 
 /// A parsed `ws://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,10 @@ pub struct ClientOptions {
     pub protocols: Vec<String>,
     /// Extra request headers (Origin, Authorization, Cookie, ...).
     pub headers: Vec<(String, String)>,
+    /// TLS settings for wss:// (default: verify against the bundled
+    /// Mozilla roots; see [`crate::tls`]).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -127,6 +132,8 @@ impl Default for ClientOptions {
             config,
             protocols: Vec::new(),
             headers: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -149,7 +156,7 @@ enum State {
 /// A non-blocking WebSocket client on one mio `TcpStream`.
 #[derive(Debug)]
 pub struct Client {
-    sock: TcpStream,
+    stream: Stream,
     state: State,
     config: Arc<Config>,
     request: ClientRequest,
@@ -179,13 +186,26 @@ impl Client {
         opts: &ClientOptions,
         now: Instant,
     ) -> Result<Client, Error> {
-        if url.secure {
+        opts.config.validate()?;
+        let stream = if url.secure {
+            #[cfg(feature = "tls")]
+            {
+                let cfg = match &opts.tls {
+                    Some(c) => c.clone(),
+                    None => crate::tls::client_config(None)?,
+                };
+                let name = crate::tls::server_name(&url.host)?;
+                let conn = rustls::ClientConnection::new(cfg, name)
+                    .map_err(|e| Error::Tls(e.to_string()))?;
+                Stream::tls(TcpStream::connect(addr)?, conn.into())
+            }
+            #[cfg(not(feature = "tls"))]
             return Err(Error::Url(
                 "wss:// needs the `tls` feature, which this build does not have".into(),
             ));
-        }
-        opts.config.validate()?;
-        let sock = TcpStream::connect(addr)?;
+        } else {
+            Stream::plain(TcpStream::connect(addr)?)
+        };
         let mut headers = opts.headers.clone();
         if opts.config.deflate.enabled {
             headers.push((
@@ -205,7 +225,7 @@ impl Client {
         let mut pre = WriteQueue::new();
         pre.push_slice(&bytes);
         Ok(Client {
-            sock,
+            stream,
             state: State::Connecting,
             buf: vec![0; opts.config.read_buffer_size],
             config: Arc::new(opts.config.clone()),
@@ -228,7 +248,7 @@ impl Client {
     /// Registers the socket (readable and writable, edge-triggered).
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(
-            &mut self.sock,
+            &mut self.stream.sock,
             token,
             Interest::READABLE | Interest::WRITABLE,
         )
@@ -236,7 +256,7 @@ impl Client {
 
     /// Removes the socket from `registry`.
     pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.deregister(&mut self.sock)
+        registry.deregister(&mut self.stream.sock)
     }
 
     /// True once the upgrade succeeded and until a close is sent or received.
@@ -392,7 +412,7 @@ impl Client {
                 clean: false,
             });
         }
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        self.stream.shutdown();
         self.state = State::Done;
     }
 
@@ -404,11 +424,11 @@ impl Client {
     pub fn handle_io(&mut self, now: Instant) {
         self.now = now;
         if let State::Connecting = self.state {
-            match self.sock.take_error() {
+            match self.stream.sock.take_error() {
                 Ok(Some(e)) | Err(e) => return self.finish(Some(e.into())),
                 Ok(None) => {}
             }
-            match self.sock.peer_addr() {
+            match self.stream.sock.peer_addr() {
                 Ok(_) => self.state = State::Handshake,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.finish(Some(e.into())),
@@ -441,7 +461,7 @@ impl Client {
                 self.read_stalled = true;
                 return;
             }
-            let n = match self.sock.read(&mut self.buf) {
+            let n = match self.stream.read(&mut self.buf) {
                 Ok(0) => {
                     let err = match self.state {
                         State::Handshake => Some(Error::Handshake(HandshakeError::Eof)),
@@ -547,10 +567,11 @@ impl Client {
         if matches!(self.state, State::Connecting | State::Done) {
             return Ok(());
         }
-        self.pre.write_to(&mut self.sock)?;
+        self.stream.flush_records()?;
+        self.pre.write_to(&mut self.stream)?;
         if self.pre.is_empty() {
             if let Some(c) = self.conn.as_mut() {
-                c.write_to(&mut self.sock)?;
+                c.write_to(&mut self.stream)?;
             }
         }
         Ok(())

@@ -29,6 +29,8 @@ pub enum Error {
     Url(String),
     /// The operation did not finish in time.
     Timeout(&'static str),
+    /// TLS setup or verification failed (the reason is named).
+    Tls(String),
     /// A reconnecting client gave up.
     GaveUp {
         /// Attempts made.
@@ -49,6 +51,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Url(e) => write!(f, "bad URL: {e}"),
             Error::Timeout(what) => write!(f, "timed out: {what}"),
+            Error::Tls(why) => write!(f, "TLS: {why}"),
             Error::GaveUp { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }

@@ -34,6 +34,9 @@ pub mod mask;
 pub mod protocol;
 pub mod rand;
 pub mod server;
+pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

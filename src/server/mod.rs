@@ -15,12 +15,12 @@ mod handler;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
@@ -30,6 +30,7 @@ use crate::config::{Config, RateAction, RateLimit};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, RequestReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role};
+use crate::stream::Stream;
 
 pub use ctx::{Ctx, Handle};
 pub use handler::{ConnId, Handler, HttpResponse, OriginAllowList, Upgrade};
@@ -71,7 +72,7 @@ enum Phase {
 }
 
 struct Entry {
-    sock: TcpStream,
+    stream: Stream,
     gen: u32,
     phase: Phase,
     dirty: bool,
@@ -159,6 +160,8 @@ pub struct Server<H: Handler> {
     scratch: Vec<u8>,
     commands: mpsc::Receiver<Command>,
     accept_resume: Option<Instant>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
@@ -215,7 +218,17 @@ impl<H: Handler> Server<H> {
             scratch,
             commands: rx,
             accept_resume: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Serves wss:// (and HTTPS for plain requests) with this rustls
+    /// configuration; see [`crate::tls::server_config_from_pem`].
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// The bound address (useful after binding port 0).
@@ -394,8 +407,22 @@ impl<H: Handler> Server<H> {
                     deadline: now + core.config.handshake_timeout,
                 }
             };
+            #[cfg(feature = "tls")]
+            let stream = match &self.tls {
+                Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(c) => Stream::tls(sock, c.into()),
+                    Err(e) => {
+                        warn!("TLS setup: {e}");
+                        let _ = core.registry.deregister(&mut sock);
+                        continue;
+                    }
+                },
+                None => Stream::plain(sock),
+            };
+            #[cfg(not(feature = "tls"))]
+            let stream = Stream::plain(sock);
             entry.insert(Entry {
-                sock,
+                stream,
                 gen: core.next_gen,
                 phase,
                 dirty: false,
@@ -566,7 +593,7 @@ impl Core {
         for key in std::mem::take(&mut self.dead) {
             if self.slab.get(key).is_some_and(|e| e.dead) {
                 let mut e = self.slab.remove(key);
-                let _ = self.registry.deregister(&mut e.sock);
+                let _ = self.registry.deregister(&mut e.stream.sock);
             }
         }
         if self.slab.is_empty() && self.slab.capacity() > 1024 {
@@ -601,7 +628,7 @@ fn read_conn<H: Handler>(
                 return;
             }
         }
-        let n = match e.sock.read(scratch) {
+        let n = match e.stream.read(scratch) {
             Ok(0) => {
                 lost(core, handler, key, "peer closed TCP");
                 return;
@@ -615,12 +642,16 @@ fn read_conn<H: Handler>(
             }
         };
         process(core, handler, &mut scratch[..n], key);
-        if n < scratch.len() && !to_eof {
+        if n < scratch.len() && !to_eof && !e_is_tls(core, key) {
             // The socket is empty for now; the next arrival is a new edge.
             return;
         }
     }
     core.pending_reads.push(key);
+}
+
+fn e_is_tls(core: &Core, key: usize) -> bool {
+    core.slab.get(key).is_some_and(|e| e.stream.is_tls())
 }
 
 /// The peer's TCP side ended (EOF or error).
@@ -753,10 +784,9 @@ fn handshake_done<H: Handler>(
             handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
             start_draining(core, key, None, &bytes);
         }
-        Upgrade::Accept {
-            protocol,
-            mut headers,
-        } => {
+        Upgrade::Accept { protocol, headers } => {
+            #[allow(unused_mut)]
+            let mut headers = headers;
             #[allow(unused_mut)]
             let mut conn = Connection::new(Role::Server, core.config.clone(), core.now);
             #[cfg(feature = "deflate")]
@@ -846,11 +876,19 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
     let drain_deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     match &mut e.phase {
-        Phase::Handshake { .. } => {}
+        Phase::Handshake { .. } => {
+            if let Err(err) = e.stream.flush_records() {
+                lost(core, handler, key, &err.to_string());
+                return;
+            }
+        }
         Phase::Open { conn, pre } => {
-            let mut res = pre.write_to(&mut e.sock);
+            let mut res = e.stream.flush_records().map(|_| 0);
+            if res.is_ok() {
+                res = pre.write_to(&mut e.stream);
+            }
             if res.is_ok() && pre.is_empty() {
-                res = conn.write_to(&mut e.sock);
+                res = conn.write_to(&mut e.stream);
             }
             if let Err(err) = res {
                 lost(core, handler, key, &err.to_string());
@@ -904,20 +942,25 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
         Phase::Draining {
             conn, out, shut, ..
         } => {
-            let mut res = out.write_to(&mut e.sock);
+            let mut res = e.stream.flush_records().map(|_| 0);
+            if res.is_ok() {
+                res = out.write_to(&mut e.stream);
+            }
             if let (Ok(_), true, Some(c)) = (&res, out.is_empty(), conn.as_mut()) {
-                res = c.write_to(&mut e.sock);
+                res = c.write_to(&mut e.stream);
             }
             if res.is_err() {
                 lost(core, handler, key, "write failed while closing");
                 return;
             }
-            let empty = out.is_empty() && conn.as_ref().is_none_or(|c| !c.wants_write());
+            let empty = out.is_empty()
+                && conn.as_ref().is_none_or(|c| !c.wants_write())
+                && !e.stream.has_pending();
             if empty && !*shut {
                 // We close first (RFC 6455 §7.1.1); the peer's EOF, or the
                 // deadline, ends the entry.
                 *shut = true;
-                let _ = e.sock.shutdown(Shutdown::Write);
+                e.stream.shutdown_write();
                 *conn = None;
             }
         }

@@ -44,6 +44,11 @@ OPTIONS:
                              is lost or closed by the server
     --deflate                Offer permessage-deflate (needs the `deflate`
                              feature)
+    --ca FILE                For wss://: trust only the CA certificates in
+                             this PEM file [default: the bundled Mozilla
+                             roots] (needs the `tls` feature)
+    --insecure               For wss://: do not verify the server's
+                             certificate. For testing only
     -h, --help               Print this help
 
 EXAMPLE:
@@ -62,8 +67,36 @@ pub struct Options {
     reconnect: bool,
 }
 
+#[cfg(feature = "tls")]
+fn set_tls(opts: &mut ClientOptions, ca: Option<String>, insecure: bool) -> Result<(), ArgError> {
+    if insecure {
+        eprintln!(
+            "wsloop client: --insecure: the server's certificate is NOT verified (testing only)"
+        );
+        opts.tls = Some(wsloop::tls::insecure_client_config());
+    } else if let Some(ca) = ca {
+        opts.tls = Some(
+            wsloop::tls::client_config(Some(ca.as_ref()))
+                .map_err(|e| ArgError(format!("wsloop client: --ca: {e}")))?,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tls"))]
+fn set_tls(_opts: &mut ClientOptions, ca: Option<String>, insecure: bool) -> Result<(), ArgError> {
+    if ca.is_some() || insecure {
+        return Err(ArgError(
+            "wsloop client: --ca/--insecure need a build with the `tls` feature".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     let mut url = None;
+    let mut ca: Option<String> = None;
+    let mut insecure = false;
     let mut opts = ClientOptions::default();
     opts.config.ping_interval = None;
     let mut o = Options {
@@ -110,6 +143,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             }
             "binary" => o.binary = true,
             "deflate" => opts.config.deflate.enabled = true,
+            "ca" => ca = Some(args.value("ca")?),
+            "insecure" => insecure = true,
             "raw" => o.raw = true,
             "reconnect" => o.reconnect = true,
             "ping-interval" => opts.config.ping_interval = args.duration("ping-interval", true)?,
@@ -137,6 +172,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     if let Err(e) = opts.config.validate() {
         return Err(ArgError(format!("wsloop client: {e}")));
     }
+    set_tls(&mut opts, ca, insecure)?;
     o.url = url;
     o.opts = opts;
     Ok(Some(o))

@@ -51,6 +51,9 @@ OPTIONS:
                              that ask for it (needs the `deflate` feature)
     --deflate-no-context     Reset compression after every message both
                              ways: less memory per connection, less ratio
+    --tls-cert FILE          Serve wss:// (and HTTPS) with this PEM
+                             certificate chain (needs the `tls` feature)
+    --tls-key FILE           The PEM private key for --tls-cert
     --app APP                echo or chat [default: echo]
     --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
                              Bearer SECRET', else 401 [default: none]
@@ -75,7 +78,15 @@ pub struct Options {
     pub config: Config,
     pub app: App,
     pub access: Access,
+    pub tls: TlsSetting,
 }
+
+/// The loaded TLS configuration (`--tls-cert`/`--tls-key`).
+#[cfg(feature = "tls")]
+pub type TlsSetting = Option<std::sync::Arc<rustls::ServerConfig>>;
+/// Without the `tls` feature there is nothing to hold.
+#[cfg(not(feature = "tls"))]
+pub type TlsSetting = Option<std::convert::Infallible>;
 
 /// Which application `serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +156,10 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         config: Config::default(),
         app: App::Echo,
         access: Access::default(),
+        tls: None,
     };
+    let mut tls_cert: Option<String> = None;
+    let mut tls_key: Option<String> = None;
     let mut origins: Vec<String> = Vec::new();
     let mut rate_messages: Option<f64> = None;
     let mut rate_bytes: Option<usize> = None;
@@ -198,6 +212,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             }
             "write-limit" => c.write_buffer_limit = args.size("write-limit")?,
             "deflate" => c.deflate.enabled = true,
+            "tls-cert" => tls_cert = Some(args.value("tls-cert")?),
+            "tls-key" => tls_key = Some(args.value("tls-key")?),
             "deflate-no-context" => {
                 c.deflate.enabled = true;
                 c.deflate.server_no_context_takeover = true;
@@ -294,7 +310,31 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     if let Err(e) = opts.config.validate() {
         return Err(ArgError(format!("wsloop serve: {e}")));
     }
+    opts.tls = load_tls(tls_cert, tls_key)?;
     Ok(Some(opts))
+}
+
+#[cfg(feature = "tls")]
+fn load_tls(cert: Option<String>, key: Option<String>) -> Result<TlsSetting, ArgError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => wsloop::tls::server_config_from_pem(c.as_ref(), k.as_ref())
+            .map(Some)
+            .map_err(|e| ArgError(format!("wsloop serve: --tls-cert/--tls-key: {e}"))),
+        _ => Err(ArgError(
+            "wsloop serve: --tls-cert and --tls-key go together".into(),
+        )),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn load_tls(cert: Option<String>, key: Option<String>) -> Result<TlsSetting, ArgError> {
+    if cert.is_some() || key.is_some() {
+        return Err(ArgError(
+            "wsloop serve: --tls-cert/--tls-key need a build with the `tls` feature (cargo build --features tls)".into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// The echo application.
@@ -364,15 +404,21 @@ pub fn run(opts: Options) -> i32 {
         App::Echo => serve(
             &opts.addr,
             opts.config,
+            opts.tls,
             Echo {
                 access: opts.access,
             },
         ),
-        App::Chat => serve(&opts.addr, opts.config, crate::chat::Chat::new(opts.access)),
+        App::Chat => serve(
+            &opts.addr,
+            opts.config,
+            opts.tls,
+            crate::chat::Chat::new(opts.access),
+        ),
     }
 }
 
-fn serve<H: Handler>(addr: &str, config: Config, handler: H) -> i32 {
+fn serve<H: Handler>(addr: &str, config: Config, tls: TlsSetting, handler: H) -> i32 {
     let server = match Server::bind(addr, config, handler) {
         Ok(s) => s,
         Err(e) => {
@@ -380,7 +426,17 @@ fn serve<H: Handler>(addr: &str, config: Config, handler: H) -> i32 {
             return 1;
         }
     };
-    info!("listening on ws://{}", server.local_addr());
+    #[cfg(feature = "tls")]
+    let (server, scheme) = match tls {
+        Some(cfg) => (server.with_tls(cfg), "wss"),
+        None => (server, "ws"),
+    };
+    #[cfg(not(feature = "tls"))]
+    let scheme = match tls {
+        Some(never) => match never {},
+        None => "ws",
+    };
+    info!("listening on {scheme}://{}", server.local_addr());
     shutdown_on_signals(server.handle());
     match server.run() {
         Ok(_) => 0,

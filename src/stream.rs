@@ -1,0 +1,169 @@
+//! The transport under a connection: a mio `TcpStream`, optionally wrapped
+//! in TLS (feature `tls`).
+//!
+//! With TLS, `read` returns decrypted bytes and `write` hands plaintext to
+//! rustls, which holds at most [`TLS_PLAINTEXT_LIMIT`] bytes: past that,
+//! `write` reports `WouldBlock` and the bytes stay in the connection's own
+//! write queue, where backpressure sees them. The TLS layer hides no
+//! unbounded buffer.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+
+/// Most plaintext rustls may hold before `write` says `WouldBlock`.
+pub const TLS_PLAINTEXT_LIMIT: usize = 64 * 1024;
+
+/// A TCP stream, plain or TLS.
+#[derive(Debug)]
+pub struct Stream {
+    /// The socket (register this with mio).
+    pub sock: TcpStream,
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::Connection>>,
+}
+
+impl Stream {
+    /// A plain TCP stream.
+    pub fn plain(sock: TcpStream) -> Self {
+        Stream {
+            sock,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// A TLS stream (server or client side).
+    #[cfg(feature = "tls")]
+    pub fn tls(sock: TcpStream, mut conn: rustls::Connection) -> Self {
+        conn.set_buffer_limit(Some(TLS_PLAINTEXT_LIMIT));
+        Stream {
+            sock,
+            tls: Some(Box::new(conn)),
+        }
+    }
+
+    /// True for a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// Writes pending TLS records to the socket. `Ok` when all went out or
+    /// the socket is full.
+    pub fn flush_records(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.sock) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True while TLS records wait for the socket.
+    pub fn has_pending(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_ref() {
+            return tls.wants_write();
+        }
+        false
+    }
+
+    /// Ends our sending side: TLS close_notify (best effort), then FIN.
+    pub fn shutdown_write(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = self.flush_records();
+        }
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+
+    /// Closes both directions.
+    pub fn shutdown(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            loop {
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n), // 0: close_notify received
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                // No plaintext yet: take more records from the socket.
+                match tls.read_tls(&mut self.sock) {
+                    Ok(0) => return Ok(0),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+                if let Err(err) = tls.process_new_packets() {
+                    // Send the alert, then report why.
+                    let _ = tls.write_tls(&mut self.sock);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {err}"),
+                    ));
+                }
+                // Handshake messages to answer go out at once.
+                if tls.wants_write() {
+                    let _ = tls.write_tls(&mut self.sock);
+                }
+            }
+        }
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            self.flush_records()?;
+            let tls = self.tls.as_mut().expect("checked above");
+            let n = tls.writer().write(buf)?;
+            if n == 0 && !buf.is_empty() {
+                // rustls holds its limit: wait for the socket to drain.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.flush_records()?;
+            return Ok(n);
+        }
+        self.sock.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            // rustls copies into records anyway; one slice at a time.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.write(first);
+        }
+        self.sock.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_records()
+    }
+}
