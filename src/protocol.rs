@@ -258,6 +258,12 @@ impl Connection {
         self.out.write_to(w)
     }
 
+    /// Queues raw bytes ahead of any later frame: the server's handshake
+    /// response, so it shares the connection's write queue.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.out.push_slice(bytes);
+    }
+
     /// Moves all queued bytes to `out` (in-memory transports, tests).
     pub fn drain_output(&mut self, out: &mut Vec<u8>) {
         self.out.drain_into(out);

@@ -120,7 +120,10 @@ impl Ctx<'_> {
         let Some(e) = self.core.entry(id) else {
             return false;
         };
-        if e.rooms.iter().any(|r| &**r == room) {
+        if e.rooms
+            .as_ref()
+            .is_some_and(|rs| rs.iter().any(|r| &**r == room))
+        {
             return true;
         }
         let name: Arc<str> = match self.core.rooms.get_key_value(room) {
@@ -128,7 +131,9 @@ impl Ctx<'_> {
             None => room.into(),
         };
         let e = self.core.entry(id).expect("checked above");
-        e.rooms.push(name.clone());
+        e.rooms
+            .get_or_insert_with(Default::default)
+            .push(name.clone());
         self.core.rooms.entry(name).or_default().insert(id);
         true
     }
@@ -138,10 +143,16 @@ impl Ctx<'_> {
         let Some(e) = self.core.entry(id) else {
             return false;
         };
-        let Some(pos) = e.rooms.iter().position(|r| &**r == room) else {
+        let Some(rooms) = e.rooms.as_mut() else {
             return false;
         };
-        e.rooms.swap_remove(pos);
+        let Some(pos) = rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        rooms.swap_remove(pos);
+        if rooms.is_empty() {
+            e.rooms = None;
+        }
         if let Some(m) = self.core.rooms.get_mut(room) {
             m.remove(&id);
             if m.is_empty() {

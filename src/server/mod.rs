@@ -59,12 +59,12 @@ enum Phase {
         reader: RequestReader,
         deadline: Instant,
     },
-    /// A WebSocket. `pre` holds the 101 response until written.
-    Open { conn: Connection, pre: WriteQueue },
+    /// A WebSocket (its queue starts with the 101 response).
+    Open { conn: Connection },
     /// Closed: write what is left, shut down our side, wait for the peer's
     /// EOF until `deadline`.
     Draining {
-        conn: Option<Connection>,
+        conn: Option<Box<Connection>>,
         out: WriteQueue,
         deadline: Instant,
         shut: bool,
@@ -82,7 +82,8 @@ struct Entry {
     /// Above the high water mark since the last `on_drain`.
     above_high: bool,
     timer_at: Option<Instant>,
-    rooms: Vec<Arc<str>>,
+    /// Rooms joined (allocated on the first join).
+    rooms: Option<Box<Vec<Arc<str>>>>,
     /// Token bucket, when `Config::rate_limit` is set (allocated on the
     /// first message).
     bucket: Option<Box<Bucket>>,
@@ -430,7 +431,7 @@ impl<H: Handler> Server<H> {
                 paused: false,
                 above_high: false,
                 timer_at: None,
-                rooms: Vec::new(),
+                rooms: None,
                 bucket: None,
             });
             if over {
@@ -513,7 +514,7 @@ impl<H: Handler> Server<H> {
                         debug!("handshake timeout");
                         let mut bytes = Vec::new();
                         handshake::write_error_response(crate::HandshakeError::Timeout, &mut bytes);
-                        start_draining(&mut self.core, key, None, &bytes);
+                        start_draining(&mut self.core, key, &bytes);
                     }
                 }
                 Phase::Open { conn, .. } => conn.handle_timeout(now),
@@ -577,7 +578,7 @@ impl Core {
 
     fn leave_all_rooms(&mut self, key: usize) {
         let id = self.id(key);
-        let rooms = std::mem::take(&mut self.slab[key].rooms);
+        let rooms = self.slab[key].rooms.take().map(|b| *b).unwrap_or_default();
         for r in rooms {
             if let Some(members) = self.rooms.get_mut(&r) {
                 members.remove(&id);
@@ -618,10 +619,10 @@ fn read_conn<H: Handler>(
         if e.dead {
             return;
         }
-        if let Phase::Open { conn, pre } = &e.phase {
+        if let Phase::Open { conn } = &e.phase {
             // Backpressure: a peer whose replies pile up is not read from
             // until they drain (checked before every read, not per batch).
-            if e.paused || conn.buffered() + pre.len() > high {
+            if e.paused || conn.buffered() > high {
                 e.paused = true;
                 e.above_high = true;
                 core.mark_dirty(key);
@@ -713,13 +714,13 @@ fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &Close
 }
 
 /// Queues `bytes` (an HTTP response) and moves the entry to draining.
-fn start_draining(core: &mut Core, key: usize, conn: Option<Connection>, bytes: &[u8]) {
+fn start_draining(core: &mut Core, key: usize, bytes: &[u8]) {
     let mut out = WriteQueue::new();
     out.push_slice(bytes);
     let deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     e.phase = Phase::Draining {
-        conn,
+        conn: None,
         out,
         deadline,
         shut: false,
@@ -740,7 +741,7 @@ fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: u
                     debug!("bad handshake: {err}");
                     let mut bytes = Vec::new();
                     handshake::write_error_response(err, &mut bytes);
-                    start_draining(core, key, None, &bytes);
+                    start_draining(core, key, &bytes);
                 }
             }
         }
@@ -765,7 +766,7 @@ fn handshake_done<H: Handler>(
             bytes.truncate(bytes.len() - resp.body.len());
         }
         debug!("HTTP {} {} -> {}", req.method, req.target, resp.status);
-        start_draining(core, key, None, &bytes);
+        start_draining(core, key, &bytes);
         return;
     }
     let wskey = match req.validate_upgrade() {
@@ -773,7 +774,7 @@ fn handshake_done<H: Handler>(
         Err(err) => {
             debug!("bad upgrade: {err}");
             handshake::write_error_response(err, &mut bytes);
-            start_draining(core, key, None, &bytes);
+            start_draining(core, key, &bytes);
             return;
         }
     };
@@ -782,7 +783,7 @@ fn handshake_done<H: Handler>(
         Upgrade::Reject(resp) => {
             debug!("{id}: upgrade rejected with {}", resp.status);
             handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
-            start_draining(core, key, None, &bytes);
+            start_draining(core, key, &bytes);
         }
         Upgrade::Accept { protocol, headers } => {
             #[allow(unused_mut)]
@@ -797,10 +798,9 @@ fn handshake_done<H: Handler>(
                 conn.enable_deflate(&params);
             }
             handshake::write_accept_response(&wskey, protocol.as_deref(), &headers, &mut bytes);
-            let mut pre = WriteQueue::new();
-            pre.push_slice(&bytes);
+            conn.push_raw(&bytes);
             let e = &mut core.slab[key];
-            e.phase = Phase::Open { conn, pre };
+            e.phase = Phase::Open { conn };
             e.timer_at = None;
             core.open += 1;
             debug!("{id}: open {}", req.target);
@@ -882,12 +882,9 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 return;
             }
         }
-        Phase::Open { conn, pre } => {
+        Phase::Open { conn } => {
             let mut res = e.stream.flush_records().map(|_| 0);
             if res.is_ok() {
-                res = pre.write_to(&mut e.stream);
-            }
-            if res.is_ok() && pre.is_empty() {
                 res = conn.write_to(&mut e.stream);
             }
             if let Err(err) = res {
@@ -896,7 +893,7 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
             // Hysteresis: pause above high, resume (and tell the handler)
             // at or below low.
-            let buffered = conn.buffered() + pre.len();
+            let buffered = conn.buffered();
             let mut drained = false;
             if buffered > cfg.write_buffer_high {
                 e.above_high = true;
@@ -913,7 +910,7 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
             if conn.is_closed() {
                 let info = conn.close_info().cloned().expect("closed has info");
-                let Phase::Open { conn, pre } = std::mem::replace(
+                let Phase::Open { conn } = std::mem::replace(
                     &mut e.phase,
                     Phase::Draining {
                         conn: None,
@@ -924,9 +921,8 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 ) else {
                     unreachable!()
                 };
-                if let Phase::Draining { conn: c, out, .. } = &mut e.phase {
-                    *c = Some(conn);
-                    *out = pre;
+                if let Phase::Draining { conn: c, .. } = &mut e.phase {
+                    *c = Some(Box::new(conn));
                 }
                 e.timer_at = None;
                 closed(core, handler, key, &info);
@@ -992,5 +988,15 @@ mod tests {
         let t2 = t1 + Duration::from_secs(10);
         assert!(!Bucket::take(&mut slot, &limit, 2000, t2));
         assert!(Bucket::take(&mut slot, &limit, 1000, t2));
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    /// Idle memory per connection is mostly this entry (the timer heap adds
+    /// 32 bytes): keep it small.
+    #[test]
+    fn entry_stays_small() {
+        let size = std::mem::size_of::<super::Entry>();
+        assert!(size <= 224, "Entry grew to {size} bytes");
     }
 }
