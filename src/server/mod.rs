@@ -82,7 +82,9 @@ struct Entry {
     /// Above the high water mark since the last `on_drain`.
     above_high: bool,
     timer_at: Option<Instant>,
-    /// Rooms joined (allocated on the first join).
+    /// Rooms joined (allocated on the first join). Boxed: 8 bytes instead
+    /// of 24 in every slab entry, and most connections join no room.
+    #[allow(clippy::box_collection)]
     rooms: Option<Box<Vec<Arc<str>>>>,
     /// Token bucket, when `Config::rate_limit` is set (allocated on the
     /// first message).
