@@ -40,10 +40,26 @@ cargo test --all-features
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
     step "Autobahn: install wstest"
     bash autobahn/install.sh
-    step "Autobahn: server"
-    bash autobahn/run.sh server
-    step "Autobahn: client"
-    bash autobahn/run.sh client
+    # Server and client runs use different ports and run side by side; all
+    # cases including permessage-deflate (12.*, 13.*).
+    step "Autobahn: server and client, cases 1-13 (logs: autobahn/reports/*.log)"
+    mkdir -p autobahn/reports
+    bash autobahn/run.sh server --deflate > autobahn/reports/server-run.log 2>&1 &
+    server_pid=$!
+    bash autobahn/run.sh client --deflate > autobahn/reports/client-run.log 2>&1 &
+    client_pid=$!
+    ab_fail=0
+    wait "$server_pid" || ab_fail=1
+    wait "$client_pid" || ab_fail=1
+    for side in server client; do
+        echo "--- Autobahn $side"
+        sed -n '/Autobahn results/,$p' "autobahn/reports/$side-run.log"
+    done
+    if [ "$ab_fail" != 0 ]; then
+        echo "Autobahn failed; full logs:"
+        cat autobahn/reports/server-run.log autobahn/reports/client-run.log
+        exit 1
+    fi
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then

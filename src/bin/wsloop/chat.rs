@@ -17,16 +17,20 @@
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
 //! everything the connection sends.
 //!
-//! Where the state lives, so a backplane (Redis) can plug in later:
+//! Where the state lives:
 //! - Room *membership* is the library's (`Ctx::join`/`leave`/`publish`;
 //!   connections leave their rooms when they close).
 //! - Room *history and sequence numbers* are behind the [`History`] trait;
 //!   [`LocalHistory`] keeps them in memory for one process.
 //! - Every room message goes through [`Chat::publish`] (assign a seq, keep
-//!   it, hand it out) and reaches members through [`deliver`]. A backplane
-//!   would make `publish` send to the shared bus and call `deliver` for
-//!   what the bus hands back (from a `Handle::run` closure), for messages
-//!   from this process and from others alike.
+//!   it, hand it out) and reaches members through [`deliver`].
+//! - With the Redis backplane (feature `redis`, `--redis URL`,
+//!   `backplane.rs`), history and sequence numbers live in Redis instead,
+//!   and joins, room messages and broadcasts go through the [`Backplane`]:
+//!   asynchronous, since the loop never waits on Redis (a join is answered
+//!   when Redis has said where the room stands). Connection ids then start
+//!   with a random per-process instance id. Messages delivered without
+//!   Redis (while it is unreachable) carry `"local":true` and no `seq`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +44,50 @@ use wsloop::server::{ConnId, Ctx, Handler, HttpResponse, Upgrade};
 use wsloop::Message;
 
 use crate::serve::{http_common, Access};
+
+#[cfg(feature = "redis")]
+pub use crate::backplane::Backplane;
+#[cfg(feature = "redis")]
+use crate::backplane::RoomMessage;
+
+/// Stands in for the backplane when the `redis` feature is off (never
+/// constructed).
+#[cfg(not(feature = "redis"))]
+pub enum Backplane {}
+
+#[cfg(not(feature = "redis"))]
+#[allow(dead_code)]
+pub struct RoomMessage {
+    pub room: Arc<str>,
+    pub head: String,
+    pub tail: String,
+    pub local: String,
+}
+
+#[cfg(not(feature = "redis"))]
+impl Backplane {
+    fn instance(&self) -> &str {
+        match *self {}
+    }
+    fn is_member(&self, _: ConnId, _: &str) -> bool {
+        match *self {}
+    }
+    fn join(&self, _: &mut Ctx<'_>, _: ConnId, _: &str, _: Option<&Since>) {
+        match *self {}
+    }
+    fn leave(&self, _: ConnId, _: &str) -> bool {
+        match *self {}
+    }
+    fn closed(&self, _: ConnId) {
+        match *self {}
+    }
+    fn publish(&self, _: &mut Ctx<'_>, _: RoomMessage) {
+        match *self {}
+    }
+    fn broadcast(&self, _: &mut Ctx<'_>, _: String, _: String) {
+        match *self {}
+    }
+}
 
 /// Messages kept per room for replay.
 pub const HISTORY_PER_ROOM: usize = 1000;
@@ -222,10 +270,11 @@ impl History for LocalHistory {
 
 // ------------------------------------------------------------- wire format
 
-/// What the server sends. Field order is as declared.
+/// What the server sends. Field order is as declared. `local` (only with
+/// the backplane) marks what was served without Redis.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Out<'a> {
+pub(crate) enum Out<'a> {
     Welcome {
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +284,8 @@ enum Out<'a> {
         room: &'a str,
         seq: u64,
         epoch: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     Left {
         room: &'a str,
@@ -247,13 +298,17 @@ enum Out<'a> {
     },
     Message {
         room: &'a str,
-        seq: u64,
+        /// Absent only on a message delivered without Redis.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
         from: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
         text: &'a str,
         /// Server time, milliseconds since the Unix epoch.
         ts: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     Broadcast {
         from: &'a str,
@@ -261,6 +316,8 @@ enum Out<'a> {
         name: Option<&'a str>,
         text: &'a str,
         ts: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     Error {
         message: &'a str,
@@ -268,7 +325,7 @@ enum Out<'a> {
 }
 
 impl Out<'_> {
-    fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         serde_json::to_string(self).expect("plain structs serialize")
     }
 }
@@ -319,15 +376,54 @@ struct Member {
 /// The chat application.
 pub struct Chat<H: History = LocalHistory> {
     access: Access,
+    /// Unused while a backplane is on (history is in Redis then).
     history: H,
     members: HashMap<ConnId, Member>,
     next_id: u64,
+    /// The Redis backplane, if on: rooms, history and delivery go through it.
+    bus: Option<Backplane>,
 }
 
 impl Chat<LocalHistory> {
     /// A chat with in-memory history.
     pub fn new(access: Access) -> Self {
         Chat::with_history(access, LocalHistory::new(HISTORY_PER_ROOM, MAX_HISTORIES))
+    }
+
+    /// A chat whose rooms are shared through the Redis backplane.
+    #[cfg(feature = "redis")]
+    pub fn with_backplane(access: Access, bus: Backplane) -> Self {
+        let mut chat = Chat::new(access);
+        chat.bus = Some(bus);
+        chat
+    }
+}
+
+/// The JSON of a room message, split around its `seq` for the backplane
+/// (which numbers it in Redis), plus its form for local-only delivery.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn room_message(room: &str, from: &str, name: Option<&str>, text: &str) -> RoomMessage {
+    let ts = unix_ms();
+    let msg = |seq, local| Out::Message {
+        room,
+        seq,
+        from,
+        name,
+        text,
+        ts,
+        local,
+    };
+    let json = msg(Some(0), false).json();
+    // `,"seq":` right before an unescaped quote can only be the field
+    // (inside a JSON string a quote is escaped), and it precedes `text`.
+    let at = json
+        .find(",\"seq\":0,")
+        .expect("serialized message has a seq field");
+    RoomMessage {
+        room: room.into(),
+        head: json[..at + 7].to_owned(),
+        tail: json[at + 8..].to_owned(),
+        local: msg(None, true).json(),
     }
 }
 
@@ -358,12 +454,15 @@ impl<H: History> Chat<H> {
             history,
             members: HashMap::new(),
             next_id: 0,
+            bus: None,
         }
     }
 
     /// Publishes `text` from `member` to `room`: the history assigns the
     /// sequence number and keeps it, then every member gets it. Every room
-    /// message goes through here.
+    /// message goes through here. With the backplane, Redis numbers and
+    /// keeps it, and members on every instance get it from the
+    /// subscription.
     fn publish(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -372,14 +471,19 @@ impl<H: History> Chat<H> {
         name: Option<&str>,
         text: &str,
     ) {
+        if let Some(bus) = &self.bus {
+            bus.publish(ctx, room_message(room, from, name, text));
+            return;
+        }
         let (seq, json) = self.history.append(room, &mut |seq| {
             Out::Message {
                 room,
-                seq,
+                seq: Some(seq),
                 from,
                 name,
                 text,
                 ts: unix_ms(),
+                local: false,
             }
             .json()
         });
@@ -419,7 +523,9 @@ impl<H: History> Chat<H> {
                         },
                     }),
                 };
-                if !ctx.in_room(id, room) {
+                let member = ctx.in_room(id, room)
+                    || self.bus.as_ref().is_some_and(|b| b.is_member(id, room));
+                if !member {
                     let me = self.members.get_mut(&id).expect("checked above");
                     if me.rooms >= MAX_ROOMS_PER_CONN {
                         return Err(Refused(format!(
@@ -427,6 +533,14 @@ impl<H: History> Chat<H> {
                         )));
                     }
                     me.rooms += 1;
+                }
+                if let Some(bus) = &self.bus {
+                    // Answered when Redis has said where the room stands:
+                    // joined, gap, replay, then live, in that order.
+                    bus.join(ctx, id, room, since.as_ref());
+                    return Ok(());
+                }
+                if !member {
                     ctx.join(id, room);
                 }
                 // Replay and join happen in this one callback: nothing can
@@ -439,6 +553,7 @@ impl<H: History> Chat<H> {
                         room,
                         seq: r.last,
                         epoch: &r.epoch,
+                        local: false,
                     },
                 );
                 if let Some(g) = r.gap {
@@ -458,7 +573,9 @@ impl<H: History> Chat<H> {
             }
             "leave" => {
                 let room = room_field(obj)?;
-                if !ctx.leave(id, room) {
+                let left = ctx.leave(id, room);
+                let left_bus = self.bus.as_ref().is_some_and(|b| b.leave(id, room));
+                if !(left || left_bus) {
                     return Err(Refused(format!("not in room \"{room}\"")));
                 }
                 if let Some(me) = self.members.get_mut(&id) {
@@ -469,21 +586,32 @@ impl<H: History> Chat<H> {
             "message" => {
                 let room = room_field(obj)?;
                 let text = text_field(obj)?;
-                if !ctx.in_room(id, room) {
+                let member = ctx.in_room(id, room)
+                    || self.bus.as_ref().is_some_and(|b| b.is_member(id, room));
+                if !member {
                     return Err(Refused(format!("not in room \"{room}\": join it first")));
                 }
                 self.publish(ctx, room, &from, name.as_deref(), text);
             }
             "broadcast" => {
                 let text = text_field(obj)?;
-                let json = Out::Broadcast {
-                    from: &from,
-                    name: name.as_deref(),
-                    text,
-                    ts: unix_ms(),
+                let ts = unix_ms();
+                let out = |local| {
+                    Out::Broadcast {
+                        from: &from,
+                        name: name.as_deref(),
+                        text,
+                        ts,
+                        local,
+                    }
+                    .json()
+                };
+                match &self.bus {
+                    Some(bus) => bus.broadcast(ctx, out(false), out(true)),
+                    None => {
+                        ctx.broadcast_all(&Message::Text(Cow::Owned(out(false))));
+                    }
                 }
-                .json();
-                ctx.broadcast_all(&Message::Text(Cow::Owned(json)));
             }
             other => {
                 let mut shown: String = other.chars().take(40).collect();
@@ -546,10 +674,15 @@ impl<H: History> Handler for Chat<H> {
             return no;
         }
         self.next_id += 1;
+        let member_id = match &self.bus {
+            // Unique across instances sharing the backplane.
+            Some(bus) => format!("{}-u{}", bus.instance(), self.next_id),
+            None => format!("u{}", self.next_id),
+        };
         self.members.insert(
             id,
             Member {
-                id: format!("u{}", self.next_id).into(),
+                id: member_id.into(),
                 name: display_name(req),
                 rooms: 0,
             },
@@ -605,6 +738,9 @@ impl<H: History> Handler for Chat<H> {
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &wsloop::CloseInfo) {
         // The library has already taken the connection out of its rooms.
         self.members.remove(&id);
+        if let Some(bus) = &self.bus {
+            bus.closed(id);
+        }
     }
 }
 
@@ -770,11 +906,12 @@ mod tests {
     fn wire_format() {
         let m = Out::Message {
             room: "r",
-            seq: 3,
+            seq: Some(3),
             from: "u1",
             name: None,
             text: "hi \"there\"",
             ts: 17,
+            local: false,
         };
         assert_eq!(
             m.json(),
@@ -796,6 +933,29 @@ mod tests {
             }
             .json(),
             r#"{"type":"welcome","id":"u2","name":"Ann"}"#
+        );
+    }
+
+    #[test]
+    fn room_message_splits_around_seq() {
+        // Room and text that contain what the split looks for.
+        let room = r#"a,"seq":0,b"#;
+        let text = r#"x,"seq":0,"from":"y"#;
+        let m = room_message(room, "u1", Some("N"), text);
+        let numbered = format!("{}42{}", m.head, m.tail);
+        let v: Value = serde_json::from_str(&numbered).unwrap();
+        assert_eq!(v["seq"], 42);
+        assert_eq!(
+            (v["room"].as_str(), v["text"].as_str()),
+            (Some(room), Some(text))
+        );
+        assert!(numbered.starts_with(r#"{"type":"message","room":"#));
+        assert!(v.get("local").is_none());
+        let v: Value = serde_json::from_str(&m.local).unwrap();
+        assert_eq!((v["local"].as_bool(), v.get("seq")), (Some(true), None));
+        assert_eq!(
+            (v["text"].as_str(), v["name"].as_str()),
+            (Some(text), Some("N"))
         );
     }
 

@@ -1,6 +1,8 @@
 //! The `wsloop` command: `serve`, `client`, `bench`.
 
 mod args;
+#[cfg(feature = "redis")]
+mod backplane;
 mod bench;
 mod chat;
 mod client;

@@ -23,7 +23,8 @@ replay after reconnects; GET / is a demo page, GET /healthz as above.
 Client to server: {\"type\":\"join\",\"room\":R[,\"since\":N]}, {\"type\":\"leave\",
 \"room\":R}, {\"type\":\"message\",\"room\":R,\"text\":T}, {\"type\":\"broadcast\",
 \"text\":T}. The server keeps the last 1000 messages of each room, numbered
-by \"seq\"; see the README's Chat section.
+by \"seq\"; see the README's Chat section. With --redis, several servers
+share rooms, numbering and history through Redis.
 SIGTERM or SIGINT starts a graceful shutdown: stop accepting, send close
 1001 to every connection after what is queued for it, wait for replies up
 to --shutdown-timeout, exit 0. A second signal exits at once.
@@ -55,6 +56,10 @@ OPTIONS:
                              certificate chain (needs the `tls` feature)
     --tls-key FILE           The PEM private key for --tls-cert
     --app APP                echo or chat [default: echo]
+    --redis URL              Chat only: share rooms with every server using
+                             this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]);
+                             history is kept there (needs the `redis`
+                             feature) [default: none, one process]
     --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
                              Bearer SECRET', else 401 [default: none]
     --allowed-origin ORIGIN  Accept browser upgrades only from this Origin
@@ -79,6 +84,8 @@ pub struct Options {
     pub app: App,
     pub access: Access,
     pub tls: TlsSetting,
+    /// `--redis URL` (only accepted when built with the `redis` feature).
+    pub redis: Option<String>,
 }
 
 /// The loaded TLS configuration (`--tls-cert`/`--tls-key`).
@@ -157,6 +164,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         app: App::Echo,
         access: Access::default(),
         tls: None,
+        redis: None,
     };
     let mut tls_cert: Option<String> = None;
     let mut tls_key: Option<String> = None;
@@ -227,6 +235,25 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                     "drop" => OverflowPolicy::Drop,
                     _ => return Err(args.bad("overflow", &v, "close, close-1013 or drop")),
                 };
+            }
+            "redis" => {
+                let v = args.value("redis")?;
+                #[cfg(feature = "redis")]
+                if let Err(e) = crate::backplane::check_url(&v) {
+                    return Err(ArgError(format!(
+                        "wsloop serve: invalid value '{v}' for --redis: expected \
+                         redis://HOST:PORT ({e})"
+                    )));
+                }
+                #[cfg(not(feature = "redis"))]
+                return Err(ArgError(format!(
+                    "wsloop serve: --redis {v}: this wsloop was built without the `redis` \
+                     feature (cargo build --features redis)"
+                )));
+                #[cfg(feature = "redis")]
+                {
+                    opts.redis = Some(v);
+                }
             }
             "app" => {
                 let v = args.value("app")?;
@@ -309,6 +336,11 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     }
     if let Err(e) = opts.config.validate() {
         return Err(ArgError(format!("wsloop serve: {e}")));
+    }
+    if opts.redis.is_some() && opts.app != App::Chat {
+        return Err(ArgError(
+            "wsloop serve: --redis needs --app chat (the echo app has nothing to share)".into(),
+        ));
     }
     opts.tls = load_tls(tls_cert, tls_key)?;
     Ok(Some(opts))
@@ -408,17 +440,46 @@ pub fn run(opts: Options) -> i32 {
             Echo {
                 access: opts.access,
             },
+            |_| Ok(()),
         ),
+        #[cfg(feature = "redis")]
+        App::Chat if opts.redis.is_some() => {
+            let url = opts.redis.as_deref().unwrap_or_default();
+            let (bus, starter) = match crate::backplane::new(url) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("wsloop serve: --redis: {e}");
+                    return 2;
+                }
+            };
+            serve(
+                &opts.addr,
+                opts.config,
+                opts.tls,
+                crate::chat::Chat::with_backplane(opts.access, bus),
+                // The threads need the loop's handle: started once bound.
+                move |handle| starter.start(handle),
+            )
+        }
         App::Chat => serve(
             &opts.addr,
             opts.config,
             opts.tls,
             crate::chat::Chat::new(opts.access),
+            |_| Ok(()),
         ),
     }
 }
 
-fn serve<H: Handler>(addr: &str, config: Config, tls: TlsSetting, handler: H) -> i32 {
+/// Binds, calls `started` with the loop's handle (to start helper threads
+/// such as the Redis backplane's), and runs until shutdown.
+fn serve<H: Handler>(
+    addr: &str,
+    config: Config,
+    tls: TlsSetting,
+    handler: H,
+    started: impl FnOnce(wsloop::server::Handle) -> std::io::Result<()>,
+) -> i32 {
     let server = match Server::bind(addr, config, handler) {
         Ok(s) => s,
         Err(e) => {
@@ -437,6 +498,10 @@ fn serve<H: Handler>(addr: &str, config: Config, tls: TlsSetting, handler: H) ->
         None => "ws",
     };
     info!("listening on {scheme}://{}", server.local_addr());
+    if let Err(e) = started(server.handle()) {
+        eprintln!("wsloop serve: cannot start: {e}");
+        return 1;
+    }
     shutdown_on_signals(server.handle());
     match server.run() {
         Ok(_) => 0,

@@ -1,0 +1,725 @@
+//! The chat's Redis backplane over real processes: a `redis-server` started
+//! on a free loopback port (installed with apt-get if missing), two
+//! `wsloop serve --app chat --redis redis://127.0.0.1:PORT` instances, and
+//! members on each. Room messages cross both ways exactly once in `seq`
+//! order, broadcasts cross, replay with `since` works across a server
+//! restart (history is in Redis) and reports the gap, and when Redis stops
+//! local delivery goes on and cross-instance delivery resumes once it is
+//! back. `WSLOOP_SKIP_REDIS=1` skips these tests.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::BinServer;
+use serde_json::{json, Value};
+use wsloop::client::{connect, WebSocket};
+use wsloop::{Error, Message};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ------------------------------------------------------------------ redis
+
+/// The redis-server binary, installed with apt-get if missing; `None`
+/// when WSLOOP_SKIP_REDIS=1.
+fn redis_server() -> Option<PathBuf> {
+    if std::env::var_os("WSLOOP_SKIP_REDIS").is_some_and(|v| v == "1") {
+        eprintln!("WSLOOP_SKIP_REDIS=1: Redis backplane test skipped");
+        return None;
+    }
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let find = || {
+            ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        };
+        if let Some(p) = find() {
+            return Ok(p);
+        }
+        eprintln!("redis-server not found: installing it with apt-get");
+        let mut log = String::new();
+        for args in [&["update"][..], &["install", "-y", "redis-server"]] {
+            match Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .output()
+            {
+                Ok(out) => {
+                    log.push_str(&String::from_utf8_lossy(&out.stdout));
+                    log.push_str(&String::from_utf8_lossy(&out.stderr));
+                    if !out.status.success() {
+                        return Err(format!("apt-get {} failed:\n{log}", args.join(" ")));
+                    }
+                }
+                Err(e) => return Err(format!("cannot run apt-get: {e}")),
+            }
+        }
+        find().ok_or_else(|| format!("apt-get installed no redis-server:\n{log}"))
+    });
+    match found {
+        Ok(p) => Some(p.clone()),
+        Err(e) => panic!(
+            "redis-server is needed for the Redis backplane tests and could not be \
+             installed ({e}); install Debian's redis-server or set WSLOOP_SKIP_REDIS=1 \
+             to skip these tests"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server on a loopback port, no persistence, killed when dropped.
+struct Redis {
+    bin: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Redis {
+    fn start(bin: PathBuf) -> Redis {
+        let port = free_port();
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("redis-{}-{port}.log", std::process::id()));
+        let mut r = Redis {
+            bin,
+            port,
+            child: None,
+            log,
+        };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits for PONG.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", env!("CARGO_TARGET_TMPDIR")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if self.ping() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited ({st}): {}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "redis-server did not answer PING within {WAIT:?}: {}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Stops it by its PID (SIGTERM, then SIGKILL) and waits for it.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // this child's PID only
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `wsloop serve --app chat --redis URL`.
+fn instance(redis: &Redis) -> BinServer {
+    BinServer::spawn(&["--app", "chat", "--redis", &redis.url()])
+}
+
+// ------------------------------------------------------------------ peers
+
+struct Peer {
+    ws: WebSocket,
+    id: String,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr) -> Peer {
+        let mut ws = connect(&format!("ws://{addr}/ws")).expect("connect to the chat");
+        ws.set_read_timeout(Some(WAIT));
+        let mut p = Peer {
+            ws,
+            id: String::new(),
+        };
+        let w = p.expect("welcome");
+        p.id = w["id"].as_str().expect("welcome id").to_owned();
+        p
+    }
+
+    fn send(&mut self, v: Value) {
+        self.ws.send_text(&v.to_string()).expect("send to the chat");
+    }
+
+    fn say(&mut self, room: &str, text: &str) {
+        self.send(json!({"type": "message", "room": room, "text": text}));
+    }
+
+    fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        self.ws.set_read_timeout(Some(wait));
+        let r = match self.ws.recv_message() {
+            Ok(Message::Text(t)) => Some(
+                serde_json::from_str(&t)
+                    .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
+            ),
+            Ok(other) => panic!("expected a text message, got {other:?}"),
+            Err(Error::Timeout(_)) => None,
+            Err(e) => panic!(
+                "{}: waiting for a chat message: {e} (close: {:?})",
+                self.id,
+                self.ws.close_info()
+            ),
+        };
+        self.ws.set_read_timeout(Some(WAIT));
+        r
+    }
+
+    fn recv(&mut self) -> Value {
+        self.try_recv(WAIT)
+            .unwrap_or_else(|| panic!("{}: nothing arrived within {WAIT:?}", self.id))
+    }
+
+    fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv();
+        assert_eq!(v["type"], ty, "{}: expected a {ty:?}, got {v}", self.id);
+        v
+    }
+
+    /// Joins and returns the `joined`; asserts it was served through Redis.
+    fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "join", "room": room}));
+        let j = self.expect("joined");
+        assert_eq!(j["room"], room);
+        assert!(j.get("local").is_none(), "joined without Redis: {j}");
+        j
+    }
+
+    /// Nothing arrives for `d`.
+    fn silent(&mut self, d: Duration) {
+        if let Some(v) = self.try_recv(d) {
+            panic!("{} expected nothing, got {v}", self.id);
+        }
+    }
+}
+
+fn seq(v: &Value) -> u64 {
+    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
+}
+
+/// Waits until a join on `addr` is served through Redis (the instance's
+/// backplane is up).
+fn wait_backplane(addr: SocketAddr, within: Duration) {
+    let start = Instant::now();
+    let mut p = Peer::connect(addr);
+    loop {
+        p.send(json!({"type": "join", "room": "probe"}));
+        let j = p.expect("joined");
+        if j.get("local").is_none() {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the backplane of {addr} did not come up within {within:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup() -> Option<(Redis, BinServer, BinServer)> {
+    let bin = redis_server()?;
+    let redis = Redis::start(bin);
+    let a = instance(&redis);
+    let b = instance(&redis);
+    wait_backplane(a.addr, WAIT);
+    wait_backplane(b.addr, WAIT);
+    Some((redis, a, b))
+}
+
+/// Reads room messages of `room` until `n` have arrived; panics on
+/// anything else.
+fn collect(p: &mut Peer, room: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let m = p.recv();
+        assert_eq!(m["type"], "message", "{}: unexpected {m}", p.id);
+        assert_eq!(m["room"], room);
+        assert!(m.get("local").is_none(), "{}: local-only {m}", p.id);
+        got.push(m);
+    }
+    got
+}
+
+fn assert_seqs(got: &[Value], first: u64, who: &str) {
+    let seqs: Vec<u64> = got.iter().map(seq).collect();
+    let want: Vec<u64> = (first..first + got.len() as u64).collect();
+    if seqs != want {
+        let dups = seqs.len() - seqs.iter().collect::<HashSet<_>>().len();
+        panic!("{who}: seqs not {first}.. exactly once in order ({dups} duplicates): {seqs:?}");
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn messages_cross_instances_both_ways_exactly_once_in_order() {
+    let Some((_redis, a_srv, b_srv)) = setup() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut a = Peer::connect(a_srv.addr);
+    let mut b = Peer::connect(b_srv.addr);
+    let mut outsider = Peer::connect(b_srv.addr);
+    // Ids are unique across instances (random instance prefix).
+    let (pa, pb) = (
+        a.id.split('-').next().unwrap().to_owned(),
+        b.id.split('-').next().unwrap().to_owned(),
+    );
+    assert_ne!(pa, pb, "instance prefixes differ: {} {}", a.id, b.id);
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.join("r")["seq"], 0);
+    assert_eq!(b.join("r")["seq"], 0);
+
+    // One message each way first.
+    let a_id = a.id.clone();
+    assert!(a_id.starts_with(&pa), "{a_id}");
+    a.say("r", "hello from A");
+    for p in [&mut a, &mut b] {
+        let m = p.expect("message");
+        assert_eq!((seq(&m), m["text"].as_str()), (1, Some("hello from A")));
+        assert_eq!(m["from"].as_str(), Some(a_id.as_str()));
+    }
+    b.say("r", "hello from B");
+    for p in [&mut a, &mut b] {
+        let m = p.expect("message");
+        assert_eq!((seq(&m), m["text"].as_str()), (2, Some("hello from B")));
+    }
+
+    // Both send at once: each sees the same 2N messages, numbered 3.. in
+    // order, each once, each sender's own order kept.
+    const N: usize = 200;
+    let run = |mut p: Peer, tag: &'static str| {
+        thread::spawn(move || {
+            for i in 1..=N {
+                p.say("r", &format!("{tag}{i}"));
+                if i % 20 == 0 {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let got = collect(&mut p, "r", 2 * N);
+            (p, got)
+        })
+    };
+    let (ta, tb) = (run(a, "a"), run(b, "b"));
+    let (mut a, got_a) = ta.join().expect("A side");
+    let (mut b, got_b) = tb.join().expect("B side");
+    assert_seqs(&got_a, 3, "member on A");
+    assert_seqs(&got_b, 3, "member on B");
+    let texts = |g: &[Value]| -> Vec<String> {
+        g.iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(texts(&got_a), texts(&got_b), "same order on both instances");
+    for tag in ["a", "b"] {
+        let mine: Vec<String> = texts(&got_a)
+            .into_iter()
+            .filter(|t| t.starts_with(tag))
+            .collect();
+        let want: Vec<String> = (1..=N).map(|i| format!("{tag}{i}")).collect();
+        assert_eq!(mine, want, "{tag}'s messages once each, in its order");
+    }
+    a.silent(Duration::from_millis(300));
+    b.silent(Duration::from_millis(10));
+    outsider.silent(Duration::from_millis(10));
+
+    // Broadcasts cross too, once, to everyone (sender included).
+    a.send(json!({"type": "broadcast", "text": "to all from A"}));
+    for p in [&mut a, &mut b, &mut outsider] {
+        let m = p.expect("broadcast");
+        assert_eq!(m["text"], "to all from A");
+        assert!(m.get("local").is_none(), "{m}");
+    }
+    outsider.send(json!({"type": "broadcast", "text": "to all from B"}));
+    for p in [&mut a, &mut b, &mut outsider] {
+        assert_eq!(p.expect("broadcast")["text"], "to all from B");
+    }
+    for p in [&mut a, &mut b, &mut outsider] {
+        p.silent(Duration::from_millis(200));
+    }
+
+    // Leave works across: B's member no longer gets A's messages.
+    b.send(json!({"type": "leave", "room": "r"}));
+    b.expect("left");
+    a.say("r", "after b left");
+    assert_eq!(seq(&a.expect("message")), 3 + 2 * N as u64);
+    b.silent(Duration::from_millis(300));
+    eprintln!(
+        "cross-instance exchange of {} messages checked in {:?}",
+        2 * N + 3,
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn replay_with_since_across_a_server_restart_and_gap() {
+    let Some((redis, a_srv, b_srv)) = setup() else {
+        return;
+    };
+    let mut a = Peer::connect(a_srv.addr);
+    a.join("h");
+    let mut b = Peer::connect(b_srv.addr);
+    let epoch = b.join("h")["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=5 {
+        a.say("h", &format!("m{i}"));
+    }
+    let seen = collect(&mut b, "h", 5);
+    assert_seqs(&seen, 1, "b before the restart");
+    collect(&mut a, "h", 5);
+
+    // Instance B goes away (killed: no goodbye); A's member keeps talking.
+    drop(b);
+    drop(b_srv);
+    for i in 6..=12 {
+        a.say("h", &format!("m{i}"));
+    }
+    collect(&mut a, "h", 7);
+
+    // A new B process: its history is Redis's, so the rejoin replays 6..12
+    // exactly once, then live messages follow with no gap.
+    let b_srv = instance(&redis);
+    wait_backplane(b_srv.addr, WAIT);
+    let mut b = Peer::connect(b_srv.addr);
+    b.send(json!({"type": "join", "room": "h", "since": 5, "epoch": epoch}));
+    let j = b.expect("joined");
+    assert_eq!((seq(&j), j["epoch"].as_str()), (12, Some(epoch.as_str())));
+    let replay = collect(&mut b, "h", 7);
+    assert_seqs(&replay, 6, "replay after the restart");
+    for m in &replay {
+        assert_eq!(m["text"], format!("m{}", seq(m)));
+    }
+    a.say("h", "m13");
+    let live = collect(&mut b, "h", 1);
+    assert_eq!((seq(&live[0]), live[0]["text"].as_str()), (13, Some("m13")));
+    b.silent(Duration::from_millis(300));
+    collect(&mut a, "h", 1);
+
+    // While B's member is joined, a rejoin with since replays again
+    // (as without Redis), and nothing twice afterwards.
+    b.send(json!({"type": "join", "room": "h", "since": 11, "epoch": epoch}));
+    assert_eq!(seq(&b.expect("joined")), 13);
+    assert_seqs(&collect(&mut b, "h", 2), 12, "rejoin replay");
+    a.say("h", "m14");
+    assert_eq!(seq(&collect(&mut b, "h", 1)[0]), 14);
+    b.silent(Duration::from_millis(300));
+    collect(&mut a, "h", 1);
+
+    // Redis keeps the last 1,000 of a room: an older since gets the gap.
+    let t = Instant::now();
+    for i in 1..=1005 {
+        a.send(json!({"type": "message", "room": "h", "text": format!("m{}", 14 + i)}));
+        if i % 100 == 0 {
+            collect(&mut a, "h", 100);
+        }
+    }
+    collect(&mut a, "h", 5);
+    eprintln!("1005 messages through Redis in {:?}", t.elapsed());
+    let mut c = Peer::connect(b_srv.addr);
+    c.send(json!({"type": "join", "room": "h", "since": 3, "epoch": epoch}));
+    assert_eq!(seq(&c.expect("joined")), 1019);
+    let g = c.expect("gap");
+    assert_eq!(
+        (g["room"].as_str(), g["from"].as_u64(), g.get("reset")),
+        (Some("h"), Some(20), None),
+        "{g}"
+    );
+    let kept = collect(&mut c, "h", 1000);
+    assert_seqs(&kept, 20, "kept history");
+    c.silent(Duration::from_millis(300));
+    // B's joined member got the 1005 live, in order.
+    assert_seqs(&collect(&mut b, "h", 1005), 15, "live on B");
+
+    // A since from another history is a reset: everything kept.
+    let mut d = Peer::connect(a_srv.addr);
+    d.send(json!({"type": "join", "room": "h", "since": 7, "epoch": "not-this-one"}));
+    d.expect("joined");
+    let g = d.expect("gap");
+    assert_eq!(
+        (g["from"].as_u64(), g["reset"].as_bool()),
+        (Some(20), Some(true))
+    );
+    assert_eq!(seq(&d.expect("message")), 20);
+}
+
+/// Reads room messages until `seq >= until`, recording their seqs.
+fn collect_until(p: &mut Peer, until: u64, seqs: &mut Vec<u64>) {
+    while seqs.last().copied().unwrap_or(0) < until {
+        let m = p.recv();
+        match m["type"].as_str() {
+            Some("message") => {
+                assert_eq!(m["text"], format!("m{}", seq(&m)), "text matches seq");
+                seqs.push(seq(&m));
+            }
+            _ => panic!("{}: unexpected {m}", p.id),
+        }
+    }
+}
+
+#[test]
+fn catching_up_mid_stream_across_instances_sees_every_message_once() {
+    let Some((_redis, a_srv, b_srv)) = setup() else {
+        return;
+    };
+    const N: u64 = 300;
+    let mut b = Peer::connect(b_srv.addr);
+    let epoch = b.join("s")["epoch"].as_str().unwrap().to_owned();
+    // A sender on A streams m1..mN.
+    let sender = {
+        let addr = a_srv.addr;
+        thread::spawn(move || {
+            let mut s = Peer::connect(addr);
+            s.join("s");
+            for i in 1..=N {
+                s.say("s", &format!("m{i}"));
+                thread::sleep(Duration::from_millis(2));
+            }
+            let got = collect(&mut s, "s", N as usize);
+            assert_seqs(&got, 1, "sender");
+        })
+    };
+    let mut seqs = Vec::new();
+    collect_until(&mut b, 60, &mut seqs);
+    // Leave mid-stream (what was sent before "left" still arrives), come
+    // back with since.
+    b.send(json!({"type": "leave", "room": "s"}));
+    loop {
+        let m = b.recv();
+        match m["type"].as_str() {
+            Some("message") => seqs.push(seq(&m)),
+            Some("left") => break,
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    thread::sleep(Duration::from_millis(100));
+    b.send(json!({"type": "join", "room": "s", "since": seqs.last(), "epoch": epoch}));
+    let j = b.expect("joined");
+    assert!(seq(&j) > *seqs.last().unwrap(), "the stream went on: {j}");
+    collect_until(&mut b, 150, &mut seqs);
+    // Drop the connection and come back on the other instance.
+    drop(b);
+    thread::sleep(Duration::from_millis(100));
+    let mut b = Peer::connect(a_srv.addr);
+    b.send(json!({"type": "join", "room": "s", "since": seqs.last(), "epoch": epoch}));
+    b.expect("joined");
+    collect_until(&mut b, N, &mut seqs);
+    let want: Vec<u64> = (1..=N).collect();
+    assert_eq!(seqs, want, "every message once, in order");
+    b.silent(Duration::from_millis(300));
+    sender.join().expect("sender thread");
+}
+
+#[test]
+fn redis_outage_keeps_local_delivery_and_resumes_after() {
+    let Some((mut redis, a_srv, b_srv)) = setup() else {
+        return;
+    };
+    let mut a = Peer::connect(a_srv.addr);
+    let mut a2 = Peer::connect(a_srv.addr);
+    let mut b = Peer::connect(b_srv.addr);
+    for p in [&mut a, &mut a2, &mut b] {
+        p.join("o");
+    }
+    a.say("o", "before");
+    for p in [&mut a, &mut a2, &mut b] {
+        assert_eq!(seq(&p.expect("message")), 1);
+    }
+
+    redis.stop();
+    let down = Instant::now();
+    // Local delivery goes on: A's members hear each other, marked local
+    // and without seq; B's member hears nothing from A (and the reverse).
+    // (The first message may go out before the instance has noticed.)
+    thread::sleep(Duration::from_millis(300));
+    a.say("o", "while down");
+    for p in [&mut a, &mut a2] {
+        let m = p.expect("message");
+        assert_eq!(
+            (m["text"].as_str(), m["local"].as_bool(), m.get("seq")),
+            (Some("while down"), Some(true), None),
+            "{m}"
+        );
+    }
+    b.say("o", "B while down");
+    let m = b.expect("message");
+    assert_eq!(
+        (m["text"].as_str(), m["local"].as_bool()),
+        (Some("B while down"), Some(true))
+    );
+    a.send(json!({"type": "broadcast", "text": "bcast while down"}));
+    for p in [&mut a, &mut a2] {
+        let m = p.expect("broadcast");
+        assert_eq!(m["local"], true, "{m}");
+    }
+    // A join while down is answered at once, from what this instance knows.
+    let mut late = Peer::connect(a_srv.addr);
+    late.send(json!({"type": "join", "room": "o"}));
+    let j = late.expect("joined");
+    assert_eq!((j["local"].as_bool(), seq(&j)), (Some(true), 1), "{j}");
+    a.say("o", "to late");
+    for p in [&mut a, &mut a2, &mut late] {
+        assert_eq!(p.expect("message")["text"], "to late");
+    }
+    b.silent(Duration::from_millis(300));
+    a.silent(Duration::from_millis(10));
+
+    // Redis comes back, empty (no persistence): each instance reconnects
+    // by itself.
+    redis.restart();
+    let up = Instant::now();
+    wait_backplane(a_srv.addr, Duration::from_secs(15));
+    wait_backplane(b_srv.addr, Duration::from_secs(15));
+    let resumed = up.elapsed();
+    eprintln!(
+        "Redis down for {:?}; both instances back {resumed:?} after it returned",
+        up - down
+    );
+    // The room's history started over: members are told (new epoch,
+    // reset gap), once.
+    for p in [&mut a, &mut a2, &mut b, &mut late] {
+        let j = p.expect("joined");
+        assert_eq!((seq(&j), j.get("local")), (0, None), "{j}");
+        let g = p.expect("gap");
+        assert_eq!(
+            (g["from"].as_u64(), g["reset"].as_bool()),
+            (Some(1), Some(true))
+        );
+    }
+    // Delivery across instances resumes, exactly once, both ways.
+    a.say("o", "after from A");
+    for p in [&mut a, &mut a2, &mut b, &mut late] {
+        let m = p.expect("message");
+        assert_eq!(
+            (seq(&m), m["text"].as_str()),
+            (1, Some("after from A")),
+            "{m}"
+        );
+    }
+    b.say("o", "after from B");
+    for p in [&mut a, &mut a2, &mut b, &mut late] {
+        let m = p.expect("message");
+        assert_eq!(
+            (seq(&m), m["text"].as_str()),
+            (2, Some("after from B")),
+            "{m}"
+        );
+    }
+    b.send(json!({"type": "broadcast", "text": "bcast after"}));
+    for p in [&mut a, &mut a2, &mut b, &mut late] {
+        let m = p.expect("broadcast");
+        assert!(m.get("local").is_none(), "{m}");
+    }
+    for p in [&mut a, &mut a2, &mut b, &mut late] {
+        p.silent(Duration::from_millis(200));
+    }
+    assert!(
+        a_srv.log_text().contains("redis backplane down"),
+        "the outage is logged: {}",
+        a_srv.log_text()
+    );
+}
+
+#[test]
+fn redis_flag_is_checked() {
+    for (args, want) in [
+        (&["--app", "chat", "--redis", "http://x"][..], "--redis"),
+        (
+            &["--redis", "redis://127.0.0.1:1"],
+            "--redis needs --app chat",
+        ),
+        (&["--app", "chat", "--redis"], "--redis needs a value"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--redis URL"));
+}
