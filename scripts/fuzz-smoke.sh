@@ -66,8 +66,9 @@ for t in $targets; do
         "$dir/corpus" >"$dir/log" 2>&1 || status=$?
     grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$dir/log" || true
     if [[ $status -ne 0 ]] || ls "$dir/artifacts/" | grep -q .; then
-        echo "fuzz-smoke: $t FAILED (exit $status); log tail:"
-        tail -n 40 "$dir/log"
+        echo "fuzz-smoke: $t FAILED (exit $status):"
+        grep -E -A2 "panicked at|ERROR: libFuzzer|^SUMMARY" "$dir/log" | grep -vE '^ +#[0-9]' | head -n 20 \
+            || tail -n 20 "$dir/log"
         for a in "$dir"/artifacts/*; do
             [[ -e "$a" ]] && echo "  artifact: $a ($(od -An -tx1 -v "$a" | tr -d '\n' | cut -c1-200))"
         done

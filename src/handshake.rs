@@ -185,12 +185,25 @@ impl Request {
 
 /// Finds the end of an HTTP head (`\r\n\r\n`) in `buf`, looking only at
 /// bytes from `from` on (minus three, for a terminator split across reads).
+#[cfg(test)]
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
     buf[start..]
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| start + p + 4)
+}
+
+/// True if the bytes from `from` on (minus two, for a split) hold an empty
+/// line, `\n\n` or `\n\r\n`: the head may be complete. httparse accepts
+/// bare-LF line ends, so `\r\n\r\n` alone is not the only terminator; the
+/// head ends where httparse says, never at a place of our own.
+fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    buf[start..]
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && buf.get(start + i + 2) == Some(&b'\n')))
 }
 
 /// Accumulates a request head across reads.
@@ -230,9 +243,13 @@ impl RequestReader {
     ) -> Result<Head<Request>, HandshakeError> {
         let from = self.buf.len();
         self.buf.extend_from_slice(data);
-        match find_head_end(&self.buf, from) {
-            Some(end) if end <= max_bytes => {
-                let req = parse_request_head(&self.buf[..end], max_headers)?;
+        let parsed = if may_end_head(&self.buf, from) {
+            parse_request(&self.buf, max_headers)?
+        } else {
+            None
+        };
+        match parsed {
+            Some((req, end)) if end <= max_bytes => {
                 let rest = self.buf.split_off(end);
                 self.buf = Vec::new();
                 Ok(Head::Complete(req, rest))
@@ -262,24 +279,40 @@ fn probe_request(buf: &[u8]) -> Result<(), HandshakeError> {
     }
 }
 
-/// Parses a complete request head (ending in `\r\n\r\n`).
+/// Parses a complete request head; bytes after it are an error here.
 pub fn parse_request_head(head: &[u8], max_headers: usize) -> Result<Request, HandshakeError> {
+    match parse_request(head, max_headers)? {
+        Some((req, n)) if n == head.len() => Ok(req),
+        _ => Err(HandshakeError::Malformed),
+    }
+}
+
+/// Parses a request head from the start of `buf`: `Ok(None)` if it is not
+/// complete yet, else the request and the length of its head (where the
+/// WebSocket stream starts).
+pub fn parse_request(
+    buf: &[u8],
+    max_headers: usize,
+) -> Result<Option<(Request, usize)>, HandshakeError> {
     let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed),
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HandshakeError::TooManyHeaders { max: max_headers })
         }
         Err(_) => return Err(HandshakeError::Malformed),
-    }
-    Ok(Request {
-        method: req.method.unwrap_or_default().to_owned(),
-        target: req.path.unwrap_or_default().to_owned(),
-        version: req.version.unwrap_or(0),
-        headers: copy_headers(req.headers),
-    })
+    };
+    Ok(Some((
+        Request {
+            method: req.method.unwrap_or_default().to_owned(),
+            target: req.path.unwrap_or_default().to_owned(),
+            version: req.version.unwrap_or(0),
+            headers: copy_headers(req.headers),
+        },
+        n,
+    )))
 }
 
 /// The reason phrase for the statuses wsloop sends.
@@ -494,9 +527,13 @@ impl ResponseReader {
     ) -> Result<Head<Response>, HandshakeError> {
         let from = self.buf.len();
         self.buf.extend_from_slice(data);
-        match find_head_end(&self.buf, from) {
-            Some(end) if end <= max_bytes => {
-                let resp = parse_response_head(&self.buf[..end], max_headers)?;
+        let parsed = if may_end_head(&self.buf, from) {
+            parse_response(&self.buf, max_headers)?
+        } else {
+            None
+        };
+        match parsed {
+            Some((resp, end)) if end <= max_bytes => {
                 let rest = self.buf.split_off(end);
                 self.buf = Vec::new();
                 Ok(Head::Complete(resp, rest))
@@ -508,23 +545,38 @@ impl ResponseReader {
     }
 }
 
-/// Parses a complete response head (ending in `\r\n\r\n`).
+/// Parses a complete response head; bytes after it are an error here.
 pub fn parse_response_head(head: &[u8], max_headers: usize) -> Result<Response, HandshakeError> {
+    match parse_response(head, max_headers)? {
+        Some((resp, n)) if n == head.len() => Ok(resp),
+        _ => Err(HandshakeError::Malformed),
+    }
+}
+
+/// Parses a response head from the start of `buf`: `Ok(None)` if it is
+/// not complete yet, else the response and the length of its head.
+pub fn parse_response(
+    buf: &[u8],
+    max_headers: usize,
+) -> Result<Option<(Response, usize)>, HandshakeError> {
     let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
     let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed),
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HandshakeError::TooManyHeaders { max: max_headers })
         }
         Err(_) => return Err(HandshakeError::Malformed),
-    }
-    Ok(Response {
-        status: resp.code.unwrap_or(0),
-        reason: resp.reason.unwrap_or_default().to_owned(),
-        headers: copy_headers(resp.headers),
-    })
+    };
+    Ok(Some((
+        Response {
+            status: resp.code.unwrap_or(0),
+            reason: resp.reason.unwrap_or_default().to_owned(),
+            headers: copy_headers(resp.headers),
+        },
+        n,
+    )))
 }
 
 #[cfg(test)]
@@ -716,6 +768,56 @@ mod tests {
             res,
             Err(HandshakeError::TooLarge { .. }) | Err(HandshakeError::Malformed)
         ));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/handshake_*): httparse accepts
+    /// bare-LF line ends, so the head must end where httparse says, and the
+    /// bytes after it must reach the WebSocket stream, not vanish.
+    #[test]
+    fn bare_lf_heads_split_where_httparse_ends_them() {
+        let req = "GET /chat HTTP/1.1\nHost: x\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n\nX\r\n\r\n";
+        match RequestReader::new().feed(req.as_bytes(), 8192, 64).unwrap() {
+            Head::Complete(r, rest) => {
+                assert!(r.validate_upgrade().is_ok());
+                assert_eq!(rest, b"X\r\n\r\n");
+            }
+            Head::Partial => panic!("partial"),
+        }
+        // A header hidden behind a bare-LF empty line is not part of the head.
+        let req = "GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Protocol: chat\n\r\nSec-WebSocket-Version: 8\r\n\r\n";
+        match RequestReader::new().feed(req.as_bytes(), 8192, 64).unwrap() {
+            Head::Complete(r, rest) => {
+                assert_eq!(r.header("sec-websocket-version"), None);
+                assert_eq!(rest, b"Sec-WebSocket-Version: 8\r\n\r\n");
+            }
+            Head::Partial => panic!("partial"),
+        }
+        let resp: &[u8] = b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\n\n\x81\x05Hello\x81\x02\r\n\r\n";
+        match ResponseReader::new().feed(resp, 8192, 64).unwrap() {
+            Head::Complete(r, rest) => {
+                assert_eq!(r.status, 101);
+                assert_eq!(&rest[..7], b"\x81\x05Hello");
+                assert_eq!(rest.len(), 7 + 6);
+            }
+            Head::Partial => panic!("partial"),
+        }
+        // Split at every position: the same result.
+        let full = resp;
+        for cut in 0..full.len() {
+            let mut rd = ResponseReader::new();
+            let first = rd.feed(&full[..cut], 8192, 64).unwrap();
+            let rest = match first {
+                Head::Complete(_, mut rest) => {
+                    rest.extend_from_slice(&full[cut..]);
+                    rest
+                }
+                Head::Partial => match rd.feed(&full[cut..], 8192, 64).unwrap() {
+                    Head::Complete(_, rest) => rest,
+                    Head::Partial => panic!("partial at {cut}"),
+                },
+            };
+            assert_eq!(rest.len(), 13, "cut {cut}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
 /// Byte-at-a-time reference for [`apply_mask`], kept for differential tests.
 pub fn apply_mask_reference(data: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, b) in data.iter_mut().enumerate() {
-        *b ^= key[(offset + i) & 3];
+        *b ^= key[offset.wrapping_add(i) & 3];
     }
 }
 

@@ -46,9 +46,11 @@ pub fn chunk_sizes(len: usize, max_chunk: usize, seed: u64) -> Vec<usize> {
     out
 }
 
-/// Position just after the first `\r\n\r\n` in `buf`.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+/// Where the head ends in `buf`: where httparse ends it (it accepts
+/// bare-LF line endings, so this is not always after `\r\n\r\n`). The
+/// readers must split the stream exactly there.
+pub fn head_end(buf: &[u8], request: bool) -> Option<usize> {
+    httparse_end(buf, request)
 }
 
 /// Strict standard base64 decoding (padding required), enough to check a
