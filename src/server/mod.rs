@@ -82,6 +82,8 @@ struct Entry {
     /// Above the high water mark since the last `on_drain`.
     above_high: bool,
     timer_at: Option<Instant>,
+    /// The peer's EOF arrived after its close frame; end once flushed.
+    eof: bool,
     /// Rooms joined (allocated on the first join). Boxed: 8 bytes instead
     /// of 24 in every slab entry, and most connections join no room.
     #[allow(clippy::box_collection)]
@@ -163,6 +165,8 @@ pub struct Server<H: Handler> {
     scratch: Vec<u8>,
     commands: mpsc::Receiver<Command>,
     accept_resume: Option<Instant>,
+    /// EMFILE was logged and no accept has succeeded since.
+    accept_warned: bool,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -221,6 +225,7 @@ impl<H: Handler> Server<H> {
             scratch,
             commands: rx,
             accept_resume: None,
+            accept_warned: false,
             #[cfg(feature = "tls")]
             tls: None,
         })
@@ -350,8 +355,10 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) if is_fd_exhaustion(&e) => {
-                    if self.accept_resume.is_none() {
-                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    if !self.accept_warned {
+                        // Once per episode, not on every retry.
+                        self.accept_warned = true;
+                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} at a time until descriptors free up");
                     }
                     self.accept_resume = Some(self.core.now + ACCEPT_BACKOFF);
                     return;
@@ -362,6 +369,10 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
+            if self.accept_warned {
+                self.accept_warned = false;
+                info!("accepting again");
+            }
             let _ = sock.set_nodelay(true);
             let core = &mut self.core;
             let over = core
@@ -433,6 +444,7 @@ impl<H: Handler> Server<H> {
                 paused: false,
                 above_high: false,
                 timer_at: None,
+                eof: false,
                 rooms: None,
                 bucket: None,
             });
@@ -633,7 +645,21 @@ fn read_conn<H: Handler>(
         }
         let n = match e.stream.read(scratch) {
             Ok(0) => {
-                lost(core, handler, key, "peer closed TCP");
+                let e = &mut core.slab[key];
+                let orderly = match &e.phase {
+                    // The peer's close frame came first: its FIN is the
+                    // normal end. Our reply (and what was queued before it)
+                    // still goes out; the entry ends once it is written.
+                    Phase::Open { conn } => conn.is_closed(),
+                    Phase::Draining { shut, .. } => !*shut,
+                    Phase::Handshake { .. } => false,
+                };
+                if orderly {
+                    e.eof = true;
+                    core.mark_dirty(key);
+                } else {
+                    lost(core, handler, key, "peer closed TCP");
+                }
                 return;
             }
             Ok(n) => n,
@@ -960,6 +986,12 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 *shut = true;
                 e.stream.shutdown_write();
                 *conn = None;
+            }
+            if *shut && e.eof {
+                // The peer's EOF came before we were done writing.
+                e.dead = true;
+                core.dead.push(key);
+                return;
             }
         }
     }

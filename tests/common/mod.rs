@@ -724,3 +724,227 @@ impl Drop for BinServer {
 pub fn half_close(s: &TcpStream) {
     let _ = s.shutdown(Shutdown::Write);
 }
+
+// ------------------------------------------------- reliability test helpers
+
+/// Waits until `f` holds, polling every 5 ms; panics naming `what` after
+/// `within`.
+pub fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmData`, `VmHWM`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Open file descriptors of a process.
+pub fn proc_fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+pub fn proc_cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name may contain spaces: fields start after ") ".
+    let rest = &s[s.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
+/// socket on this host whose local port is `port` (the server's side of
+/// its connections), from /proc/net/tcp.
+pub fn server_socket_queues(port: u16) -> Vec<(u64, u64)> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let want = format!(":{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || !f[1].ends_with(&want) || f[3] != "01" {
+                return None;
+            }
+            let (tx, rx) = f[4].split_once(':')?;
+            Some((
+                u64::from_str_radix(rx, 16).ok()?,
+                u64::from_str_radix(tx, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Closes `s` so that Linux sends a RST instead of a FIN: a socket closed
+/// with unread bytes in its receive buffer is reset (RFC 2525 §2.17).
+/// Panics if nothing is waiting to be read (the close would be a FIN).
+pub fn close_with_rst(s: TcpStream) {
+    let mut b = [0u8; 1];
+    s.set_nonblocking(true).unwrap();
+    let n = s.peek(&mut b).unwrap_or(0);
+    assert!(n > 0, "close_with_rst needs unread data (else it is a FIN)");
+    drop(s);
+}
+
+/// Writes `request` and returns the socket once the server's first reply
+/// bytes are waiting unread in it (ready for [`close_with_rst`]).
+pub fn connect_and_wait_reply(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut s = tcp_connect(addr);
+    s.write_all(request).expect("write request");
+    let mut b = [0u8; 1];
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let n = s.peek(&mut b).expect("waiting for the server's reply");
+    assert!(n > 0, "EOF instead of a reply");
+    s
+}
+
+impl BinServer {
+    /// Like [`BinServer::spawn`], with the server's open-file limit lowered
+    /// to `nofile` (`ulimit -n` in a shell that then execs the server, so
+    /// the child's pid is the server's).
+    pub fn spawn_with_fd_limit(nofile: u32, args: &[&str]) -> BinServer {
+        for attempt in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("wsloop-serve-{}-{port}.log", std::process::id()));
+            let log_file = std::fs::File::create(&log).expect("create server log");
+            let mut cmd = format!(
+                "ulimit -n {nofile} && exec '{}' serve --addr {addr}",
+                env!("CARGO_BIN_EXE_wsloop")
+            );
+            for a in args {
+                assert!(!a.contains('\''), "argument with a quote: {a}");
+                cmd.push_str(&format!(" '{a}'"));
+            }
+            let child = Command::new("sh")
+                .args(["-c", &cmd])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("spawn sh -c 'ulimit -n ...; exec wsloop serve'");
+            let mut srv = BinServer { child, addr, log };
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(status)) = srv.child.try_wait() {
+                    eprintln!(
+                        "wsloop serve exited early ({status}), attempt {attempt}: {}",
+                        srv.log_text()
+                    );
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return srv;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "wsloop serve did not accept within 10 s: {}",
+                    srv.log_text()
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("could not start wsloop serve with ulimit -n {nofile}");
+    }
+
+    /// VmRSS of the server in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS").expect("VmRSS of the server")
+    }
+
+    /// Open fds of the server.
+    pub fn fds(&self) -> usize {
+        proc_fd_count(self.pid())
+    }
+
+    /// Panics if the server's log shows a panic.
+    pub fn assert_no_panic(&self) {
+        let log = self.log_text();
+        assert!(
+            !log.contains("panicked"),
+            "the server panicked; log:\n{log}"
+        );
+    }
+}
+
+/// An in-process echo server handler that records what happened: opens,
+/// messages, and every `on_close` with its info.
+#[derive(Default, Clone)]
+pub struct Recorder {
+    pub opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub messages: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub closes: std::sync::Arc<std::sync::Mutex<Vec<wsloop::CloseInfo>>>,
+}
+
+impl Recorder {
+    pub fn closes(&self) -> Vec<wsloop::CloseInfo> {
+        self.closes.lock().unwrap().clone()
+    }
+    pub fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn messages(&self) -> usize {
+        self.messages.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Handler for Recorder {
+    fn on_open(&mut self, _ctx: &mut wsloop::server::Ctx<'_>, _id: wsloop::server::ConnId) {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn on_message(
+        &mut self,
+        ctx: &mut wsloop::server::Ctx<'_>,
+        id: wsloop::server::ConnId,
+        msg: wsloop::Message<'_>,
+    ) {
+        self.messages
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = ctx.send(id, msg);
+    }
+    fn on_close(
+        &mut self,
+        _ctx: &mut wsloop::server::Ctx<'_>,
+        _id: wsloop::server::ConnId,
+        info: &wsloop::CloseInfo,
+    ) {
+        self.closes.lock().unwrap().push(info.clone());
+    }
+}
+
+/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
+/// socket on this host connected to remote port `port` (the clients' side
+/// of a server's connections), from /proc/net/tcp.
+pub fn peer_socket_queues(port: u16) -> Vec<(u64, u64)> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let want = format!(":{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || !f[2].ends_with(&want) || f[3] != "01" {
+                return None;
+            }
+            let (tx, rx) = f[4].split_once(':')?;
+            Some((
+                u64::from_str_radix(rx, 16).ok()?,
+                u64::from_str_radix(tx, 16).ok()?,
+            ))
+        })
+        .collect()
+}
