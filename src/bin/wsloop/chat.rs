@@ -94,6 +94,10 @@ pub const HISTORY_PER_ROOM: usize = 1000;
 /// Rooms whose history is kept; past this the least recently used room's
 /// history is dropped (a later `since` for it gets a reset gap).
 pub const MAX_HISTORIES: usize = 1024;
+/// Bytes of kept messages across all rooms (local history): past this the
+/// oldest messages of the least recently used rooms are dropped, so room
+/// history cannot grow past 64 MiB whatever clients do.
+pub const HISTORY_MAX_BYTES: usize = 64 << 20;
 /// Longest `text`, in bytes (bounds history memory: 1,000 × 4 KiB a room).
 pub const MAX_TEXT: usize = 4096;
 /// Longest room name, in bytes.
@@ -170,6 +174,10 @@ pub struct LocalHistory {
     rooms: HashMap<Box<str>, RoomLog>,
     keep: usize,
     max_rooms: usize,
+    /// Bytes of kept messages in all rooms, and the most allowed: past it
+    /// the oldest messages of the least recently used rooms go first.
+    bytes: usize,
+    max_bytes: usize,
     /// Random per process: a restarted server never reuses an epoch.
     tag: String,
     created: u64,
@@ -185,9 +193,36 @@ impl LocalHistory {
             rooms: HashMap::new(),
             keep: keep.max(1),
             max_rooms: max_rooms.max(1),
+            bytes: 0,
+            max_bytes: HISTORY_MAX_BYTES,
             tag: r.iter().map(|b| format!("{b:02x}")).collect(),
             created: 0,
             clock: 0,
+        }
+    }
+
+    /// Sets the byte budget of all kept messages.
+    #[cfg(test)]
+    pub fn with_max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// Drops the oldest messages of the least recently used rooms (never
+    /// `current`'s newest message) until the budget holds.
+    fn trim(&mut self, current: &str) {
+        while self.bytes > self.max_bytes {
+            let victim = self
+                .rooms
+                .iter()
+                .filter(|(k, r)| !r.kept.is_empty() && !(&***k == current && r.kept.len() == 1))
+                .min_by_key(|(_, r)| r.used)
+                .map(|(k, _)| k.clone());
+            let Some(k) = victim else { return };
+            let r = self.rooms.get_mut(&k).expect("found above");
+            if let Some((_, t)) = r.kept.pop_front() {
+                self.bytes -= t.len();
+            }
         }
     }
 
@@ -204,7 +239,9 @@ impl LocalHistory {
                     .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     debug!("chat: dropping the history of room {k:?}");
-                    self.rooms.remove(&k);
+                    if let Some(r) = self.rooms.remove(&k) {
+                        self.bytes -= r.kept.iter().map(|(_, t)| t.len()).sum::<usize>();
+                    }
                 }
             }
             self.created += 1;
@@ -232,10 +269,13 @@ impl History for LocalHistory {
         let seq = r.next;
         r.next += 1;
         let text: Arc<str> = encode(seq).into();
+        let mut freed = 0;
         if r.kept.len() == keep {
-            r.kept.pop_front();
+            freed = r.kept.pop_front().map_or(0, |(_, t)| t.len());
         }
         r.kept.push_back((seq, text.clone()));
+        self.bytes = self.bytes + text.len() - freed;
+        self.trim(room);
         (seq, text)
     }
 
@@ -879,6 +919,30 @@ mod tests {
         // Another process never reuses an epoch.
         let mut h2 = LocalHistory::new(5, 10);
         assert_ne!(h2.replay("a", None).epoch, h.replay("a", None).epoch);
+    }
+
+    #[test]
+    fn history_bytes_are_capped_across_rooms() {
+        let mut h = LocalHistory::new(1000, 100).with_max_bytes(10_000);
+        for room in ["a", "b", "c"] {
+            for _ in 0..100 {
+                h.append(room, &mut |seq| format!("{seq:0>100}"));
+            }
+        }
+        assert!(h.bytes <= 10_000, "{} bytes kept", h.bytes);
+        let kept: usize = h.rooms.values().map(|r| r.kept.len()).sum();
+        assert_eq!(kept * 100, h.bytes);
+        // The newest messages survive; a `since` behind them gets a gap.
+        let r = h.replay(
+            "c",
+            Some(&Since {
+                seq: 0,
+                epoch: None,
+            }),
+        );
+        assert_eq!(r.last, 100);
+        assert!(r.gap.is_some() || r.messages.len() == 100);
+        assert!(!r.messages.is_empty());
     }
 
     #[test]
