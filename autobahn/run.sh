@@ -11,19 +11,28 @@
 #   --cases LIST     only these cases, comma-separated globs (e.g. '1.*,5.*');
 #                    disables the total case-count check
 #   --port N         port to listen on / connect to
+#   --tls            server mode, wstest only: serve wss:// (`wsloop serve
+#                    --tls-cert/--tls-key` with a test CA and leaf made by
+#                    openssl under $REPORTS_DIR/server-tls-certs/); wstest
+#                    connects to wss://localhost:PORT and verifies the
+#                    certificate against that CA (SNI and host name too);
+#                    reports go to $REPORTS_DIR/server-tls*
 #   -h, --help
 #
 # Environment (all optional):
 #   RUNNER=wstest|kosoku   same as --wstest/--kosoku
 #   DEFLATE=1              same as --deflate
 #   CASES=LIST             same as --cases
+#   TLS=1                  same as --tls
 #   PORT                   default 9001 (server) / 9002 (client); when not
 #                          given and the default is busy, a free port is used
 #   WSLOOP_BIN             server binary (default target/release/wsloop),
 #                          started as: $WSLOOP_BIN serve --addr 127.0.0.1:$PORT
 #   SERVER_CMD             shell command replacing the line above; run by
 #                          bash -c with PORT and ADDR (127.0.0.1:PORT) exported,
-#                          e.g. SERVER_CMD='python3 echo.py --addr $ADDR'
+#                          e.g. SERVER_CMD='python3 echo.py --addr $ADDR';
+#                          with --tls also TLS_CERT, TLS_KEY (PEM files to
+#                          serve) and TLS_CA
 #   AUTOBAHN_CLIENT_BIN    client program (default
 #                          target/release/examples/autobahn_client), started
 #                          as: $AUTOBAHN_CLIENT_BIN ws://127.0.0.1:$PORT $AGENT
@@ -39,7 +48,8 @@
 #
 # Output: reports in $REPORTS_DIR/<mode>/ (index.json + HTML per case),
 # logs in $REPORTS_DIR/<mode>-runner.log and <mode>-testee.log, and the
-# one-line-per-case summary in $REPORTS_DIR/<mode>-summary.txt.
+# one-line-per-case summary in $REPORTS_DIR/<mode>-summary.txt (<mode> is
+# server-tls with --tls; it is checked against expected-server.txt).
 # Exit status: 0 when every case is OK or INFORMATIONAL, non-zero otherwise.
 set -uo pipefail
 
@@ -54,12 +64,13 @@ DEFLATE="${DEFLATE:-0}"
 CASES="${CASES:-}"
 AGENT="${AGENT:-wsloop}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-900}"
+TLS="${TLS:-0}"
 HOST=127.0.0.1
 export PYTHONUNBUFFERED=1   # wstest (py2) logs progress line by line
 
 log() { printf '[autobahn] %s\n' "$*" >&2; }
 die() { printf '[autobahn] ERROR: %s\n' "$1" >&2; exit "${2:-2}"; }
-usage() { sed -n '2,45p' "$0"; }
+usage() { sed -n '2,53p' "$0"; }
 
 MODE=""
 while [ $# -gt 0 ]; do
@@ -72,6 +83,7 @@ while [ $# -gt 0 ]; do
         --cases=*) CASES="${1#--cases=}" ;;
         --port) shift; PORT="${1:?--port needs a value}" ;;
         --port=*) PORT="${1#--port=}" ;;
+        --tls) TLS=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -80,6 +92,13 @@ done
 export WSLOOP_DEFLATE="$DEFLATE"
 [ -n "$MODE" ] || { usage >&2; die "give a mode: server or client"; }
 case "$RUNNER" in wstest|kosoku) ;; *) die "RUNNER must be wstest or kosoku, not '$RUNNER'" ;; esac
+LABEL="$MODE"
+if [ "$TLS" = 1 ]; then
+    [ "$MODE" = server ] || die "--tls is for server mode only: wstest tests the wsloop server over wss://"
+    [ "$RUNNER" = wstest ] || die "--tls needs wstest: kosoku 0.1.0 connects over plain TCP only (it has no TLS option)"
+    command -v openssl >/dev/null || die "--tls needs the openssl command (Debian: apt-get install openssl) to make a test certificate"
+    LABEL="$MODE-tls"
+fi
 
 START=$(date +%s)
 DEADLINE=$((START + RUN_TIMEOUT))
@@ -197,10 +216,10 @@ case "$RUNNER" in
 esac
 command -v setsid >/dev/null && command -v timeout >/dev/null || die "need setsid and timeout (util-linux, coreutils)"
 
-OUTDIR="$REPORTS_DIR/$MODE"
-RUNNER_LOG="$REPORTS_DIR/$MODE-runner.log"
-TESTEE_LOG="$REPORTS_DIR/$MODE-testee.log"
-SUMMARY="$REPORTS_DIR/$MODE-summary.txt"
+OUTDIR="$REPORTS_DIR/$LABEL"
+RUNNER_LOG="$REPORTS_DIR/$LABEL-runner.log"
+TESTEE_LOG="$REPORTS_DIR/$LABEL-testee.log"
+SUMMARY="$REPORTS_DIR/$LABEL-summary.txt"
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"
 : >"$RUNNER_LOG"
@@ -254,11 +273,42 @@ kosoku_selection() {
 
 FAIL=0
 
+# make_tls_cert DIR: a test CA (ca.pem) and a leaf signed by it for
+# localhost and 127.0.0.1 (server.pem, server.key), as in the README.
+make_tls_cert() {
+    local dir="$1"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (
+        cd "$dir" || exit 1
+        set -e
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days 30 -subj "/CN=wsloop autobahn test CA"
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout server.key -out server.csr -subj "/CN=localhost"
+        printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+            'keyUsage=digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 30 -extfile server.ext -out server.pem
+    ) >>"$TESTEE_LOG" 2>&1 || { show_log "$TESTEE_LOG"; die "openssl could not make the test certificate"; }
+}
+
 # ---------------------------------------------------------------- server
 run_server_mode() {
     PORT="$(pick_port 9001)" || exit 2
     export PORT ADDR="$HOST:$PORT"
     local desc
+    local tls_args=() wstest_env=()
+    if [ "$TLS" = 1 ]; then
+        local certs="$REPORTS_DIR/$LABEL-certs"
+        make_tls_cert "$certs"
+        export TLS_CERT="$certs/server.pem" TLS_KEY="$certs/server.key" TLS_CA="$certs/ca.pem"
+        tls_args=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+        # wstest's Twisted verifies against OpenSSL's default trust, which
+        # SSL_CERT_FILE replaces: only the test CA is trusted.
+        wstest_env=(env "SSL_CERT_FILE=$TLS_CA")
+        log "TLS: test CA $TLS_CA, server certificate $TLS_CERT (localhost, 127.0.0.1)"
+    fi
     if [ -n "${SERVER_CMD:-}" ]; then
         desc="SERVER_CMD: $SERVER_CMD"
         SLACK=60 start "$TESTEE_LOG" bash -c "$SERVER_CMD"
@@ -266,9 +316,9 @@ run_server_mode() {
         local bin="${WSLOOP_BIN:-target/release/wsloop}"
         case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
         [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release; or set WSLOOP_BIN / SERVER_CMD)"
-        local extra=()
+        local extra=("${tls_args[@]+"${tls_args[@]}"}")
         # With deflate cases the server must offer permessage-deflate.
-        if [ "$DEFLATE" = 1 ]; then extra=(--deflate); fi
+        if [ "$DEFLATE" = 1 ]; then extra+=(--deflate); fi
         desc="$bin serve --addr $ADDR ${extra[*]+"${extra[*]}"}"
         SLACK=60 start "$TESTEE_LOG" "$bin" serve --addr "$ADDR" "${extra[@]+"${extra[@]}"}"
     fi
@@ -279,10 +329,23 @@ run_server_mode() {
 
     local rc t0; t0=$(date +%s)
     if [ "$RUNNER" = wstest ]; then
-        local spec="$REPORTS_DIR/$MODE-spec.json"
+        local spec="$REPORTS_DIR/$LABEL-spec.json"
         render_spec "$HERE/fuzzingclient.json" "$spec" "$PORT" || die "cannot render spec"
+        if [ "$TLS" = 1 ]; then
+            # wss://localhost (the certificate's name); "hostname" makes
+            # wstest send SNI and verify the certificate and the name
+            # (without it, it would accept any certificate).
+            python3 - "$spec" <<'EOF' || die "cannot render the TLS spec"
+import json, sys
+spec = json.load(open(sys.argv[1]))
+for s in spec["servers"]:
+    s["url"] = s["url"].replace("ws://127.0.0.1:", "wss://localhost:")
+    s["hostname"] = "localhost"
+json.dump(spec, open(sys.argv[1], "w"), indent=3)
+EOF
+        fi
         log "running wstest -m fuzzingclient -s $spec (log: $RUNNER_LOG)"
-        start "$RUNNER_LOG" "$WSTEST" -m fuzzingclient -s "$spec"
+        start "$RUNNER_LOG" "${wstest_env[@]+"${wstest_env[@]}"}" "$WSTEST" -m fuzzingclient -s "$spec"
     else
         kosoku_selection
         log "running kosoku $HOST:$PORT -p 2 -o $OUTDIR ${KOSOKU_SEL[*]+"${KOSOKU_SEL[*]}"} (log: $RUNNER_LOG)"
@@ -327,7 +390,7 @@ run_client_mode() {
     fi
     local t0 rc; t0=$(date +%s)
     if [ "$RUNNER" = wstest ]; then
-        local spec="$REPORTS_DIR/$MODE-spec.json"
+        local spec="$REPORTS_DIR/$LABEL-spec.json"
         render_spec "$HERE/fuzzingserver.json" "$spec" "$PORT" || die "cannot render spec"
         # -u 0: no embedded web server on 8080 (it is not needed for the run).
         SLACK=60 start "$RUNNER_LOG" "$WSTEST" -m fuzzingserver -s "$spec" -u 0
@@ -381,14 +444,16 @@ run_client_mode() {
     [ -s "$OUTDIR/index.json" ] || { log "no index.json: did the client call /updateReports?agent=$AGENT ?"; show_log "$RUNNER_LOG"; }
 }
 
-log "mode=$MODE runner=$RUNNER deflate=$DEFLATE cases=${CASES:-all} timeout=${RUN_TIMEOUT}s"
+log "mode=$MODE runner=$RUNNER deflate=$DEFLATE tls=$TLS cases=${CASES:-all} timeout=${RUN_TIMEOUT}s"
 if [ "$MODE" = server ]; then run_server_mode; else run_client_mode; fi
 
 EXPECTED="$HERE/expected-$MODE.txt"
 python3 "$HERE/check.py" "$OUTDIR" "$SUMMARY" --expected "$EXPECTED" \
-    --label "$MODE/$RUNNER" "${EXPECT_ARGS[@]+"${EXPECT_ARGS[@]}"}"
+    --label "$LABEL/$RUNNER" "${EXPECT_ARGS[@]+"${EXPECT_ARGS[@]}"}"
 CHECK=$?
-if [ "${UPDATE_EXPECTED:-0}" = 1 ] && [ -s "$SUMMARY" ]; then
+if [ "${UPDATE_EXPECTED:-0}" = 1 ] && [ "$TLS" = 1 ]; then
+    log "UPDATE_EXPECTED ignored for a --tls run: expected-$MODE.txt comes from the plain run"
+elif [ "${UPDATE_EXPECTED:-0}" = 1 ] && [ -s "$SUMMARY" ]; then
     cp "$SUMMARY" "$EXPECTED"
     log "updated $EXPECTED"
 fi

@@ -49,15 +49,17 @@ if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
     bash autobahn/run.sh client --deflate > autobahn/reports/client-run.log 2>&1 &
     client_pid=$!
     ab_fail=0
-    wait "$server_pid" || ab_fail=1
     wait "$client_pid" || ab_fail=1
-    for side in server client; do
+    # The server again over wss:// (cases 1-10) once the client run is done.
+    bash autobahn/run.sh server --tls > autobahn/reports/server-tls-run.log 2>&1 || ab_fail=1
+    wait "$server_pid" || ab_fail=1
+    for side in server client server-tls; do
         echo "--- Autobahn $side"
         sed -n '/Autobahn results/,$p' "autobahn/reports/$side-run.log"
     done
     if [ "$ab_fail" != 0 ]; then
         echo "Autobahn failed; full logs:"
-        cat autobahn/reports/server-run.log autobahn/reports/client-run.log
+        cat autobahn/reports/server-run.log autobahn/reports/client-run.log autobahn/reports/server-tls-run.log
         exit 1
     fi
 fi

@@ -71,6 +71,12 @@ impl std::error::Error for Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
+        if let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::stream::TlsFailure>())
+        {
+            return Error::Tls(tls.0.clone());
+        }
         Error::Io(e)
     }
 }

@@ -15,6 +15,19 @@ use mio::net::TcpStream;
 /// Most plaintext rustls may hold before `write` says `WouldBlock`.
 pub const TLS_PLAINTEXT_LIMIT: usize = 64 * 1024;
 
+/// A TLS failure carried inside an `io::Error`, so that converting it
+/// gives [`Error::Tls`](crate::Error::Tls) rather than a plain I/O error.
+#[derive(Debug)]
+pub(crate) struct TlsFailure(pub(crate) String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
 /// A TCP stream, plain or TLS.
 #[derive(Debug)]
 pub struct Stream {
@@ -116,11 +129,12 @@ impl Read for Stream {
                     Err(e) => return Err(e),
                 }
                 if let Err(err) = tls.process_new_packets() {
-                    // Send the alert, then report why.
+                    // Send the alert, then report why (as `Error::Tls` once
+                    // converted, see `TlsFailure`).
                     let _ = tls.write_tls(&mut self.sock);
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("TLS: {err}"),
+                        TlsFailure(err.to_string()),
                     ));
                 }
                 // Handshake messages to answer go out at once.
@@ -153,12 +167,23 @@ impl Write for Stream {
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            // rustls copies into records anyway; one slice at a time.
-            let first = bufs
-                .iter()
-                .find(|b| !b.is_empty())
-                .map_or(&[][..], |b| &b[..]);
-            return self.write(first);
+            // Hand rustls every slice it takes (up to its limit), then
+            // write the records once.
+            self.flush_records()?;
+            let tls = self.tls.as_mut().expect("checked above");
+            let mut total = 0;
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
+                let n = tls.writer().write(b)?;
+                total += n;
+                if n < b.len() {
+                    break;
+                }
+            }
+            if total == 0 && bufs.iter().any(|b| !b.is_empty()) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.flush_records()?;
+            return Ok(total);
         }
         self.sock.write_vectored(bufs)
     }

@@ -12,6 +12,10 @@
 //! Phases: connect (bounded concurrency, every thread) → barrier → warmup →
 //! measure (or hold, in connect mode) → close handshake on every connection.
 //! Every phase has a deadline, so the run always ends by itself.
+//!
+//! wss:// URLs (feature `tls`) put each socket in a [`Stream`] with a
+//! rustls client connection; the TLS handshake is timed as part of the
+//! connection's handshake.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -26,6 +30,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use wsloop::client::Url;
 use wsloop::handshake::{generate_key, ClientRequest, Head, ResponseReader};
+use wsloop::stream::Stream;
 use wsloop::{CloseCode, Config, Connection, Event, HandshakeError, Message, Role};
 
 use crate::args::{Arg, ArgError, Args};
@@ -36,8 +41,8 @@ wsloop bench: a load generator for any WebSocket echo server
 USAGE:
     wsloop bench [OPTIONS] URL
 
-Opens --conns connections to URL (ws:// only) with real upgrade
-handshakes, lets messages flow for --warmup, then measures for
+Opens --conns connections to URL (ws://, or wss:// in a build with the
+`tls` feature) with real upgrade handshakes, lets messages flow for --warmup, then measures for
 --duration. Every frame sent is masked. The server must send every
 message back unchanged (wsloop serve does). Each echo is checked against
 what was sent: type, length, first and last 8 bytes, and the whole
@@ -87,6 +92,11 @@ OPTIONS:
                              (start the server afresh: memory it freed is
                              reused, so a second run shows little growth)
     --json                   One machine-readable line on stdout
+    --ca FILE                For wss://: trust only the CA certificates in
+                             this PEM file [default: the bundled Mozilla
+                             roots] (needs the `tls` feature)
+    --insecure               For wss://: do not verify the server's
+                             certificate. For testing only
     -h, --help               Print this help
 
 The run ends by itself: the connect phase (cut after 60 s), then --warmup
@@ -108,7 +118,8 @@ EXAMPLES:
     wsloop bench ws://127.0.0.1:9001/ --conns 100 --pipeline 16 --size 32
     wsloop bench ws://127.0.0.1:9001/ --mode latency --conns 50 --size 64
     wsloop bench ws://127.0.0.1:9001/ --mode connect --conns 10000 \\
-        --server-pid $SERVER_PID --json";
+        --server-pid $SERVER_PID --json
+    wsloop bench wss://localhost:9443/ --ca ca.pem --conns 100 --size 32";
 
 /// Payloads of at most this size are compared whole on every echo.
 const FULL_CHECK_MAX: usize = 1024;
@@ -165,6 +176,51 @@ pub struct Options {
     connect_timeout: Duration,
     server_pid: Option<u32>,
     json: bool,
+    /// The TLS client configuration for a wss:// URL.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: TlsSetting,
+}
+
+/// A wss:// URL's client configuration (`--ca`, `--insecure` or the
+/// bundled roots).
+#[cfg(feature = "tls")]
+type TlsSetting = Option<Arc<rustls::ClientConfig>>;
+/// Without the `tls` feature there is nothing to hold.
+#[cfg(not(feature = "tls"))]
+type TlsSetting = Option<std::convert::Infallible>;
+
+/// Checks `--ca`/`--insecure` against the URL and loads the trust.
+#[cfg(feature = "tls")]
+fn tls_setting(secure: bool, ca: Option<String>, insecure: bool) -> Result<TlsSetting, ArgError> {
+    if !secure {
+        if ca.is_some() || insecure {
+            return Err(err("--ca and --insecure only apply to wss:// URLs".into()));
+        }
+        return Ok(None);
+    }
+    if insecure {
+        if ca.is_some() {
+            return Err(err("--ca and --insecure do not go together".into()));
+        }
+        eprintln!(
+            "wsloop bench: --insecure: the server's certificate is NOT verified (testing only)"
+        );
+        return Ok(Some(wsloop::tls::insecure_client_config()));
+    }
+    let cfg = wsloop::tls::client_config(ca.as_deref().map(std::path::Path::new))
+        .map_err(|e| err(format!("--ca: {e}")))?;
+    Ok(Some(cfg))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_setting(secure: bool, ca: Option<String>, insecure: bool) -> Result<TlsSetting, ArgError> {
+    if secure || ca.is_some() || insecure {
+        return Err(err(
+            "wss://, --ca and --insecure need a build with the `tls` feature (cargo build --features tls)"
+                .into(),
+        ));
+    }
+    Ok(None)
 }
 
 fn err(msg: String) -> ArgError {
@@ -187,9 +243,12 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         connect_timeout: Duration::from_secs(10),
         server_pid: None,
         json: false,
+        tls: None,
     };
     let mut url = None;
     let mut pipeline = None;
+    let mut ca: Option<String> = None;
+    let mut insecure = false;
     while let Some(arg) = args.next() {
         let flag = match arg {
             Arg::Positional(p) if url.is_none() => {
@@ -253,6 +312,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 }
             }
             "json" => o.json = true,
+            "ca" => ca = Some(args.value("ca")?),
+            "insecure" => insecure = true,
             "source-ips" => {
                 return Err(err(
                     "--source-ips is not supported: binding a local address before connecting needs a socket \
@@ -268,12 +329,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         return Err(err("missing URL (see --help)".into()));
     };
     match Url::parse(&url) {
-        Ok(u) if u.secure => {
-            return Err(err(format!(
-                "'{url}': wss:// is not supported by the bench; use ws://"
-            )))
-        }
-        Ok(_) => {}
+        Ok(u) => o.tls = tls_setting(u.secure, ca, insecure)?,
         Err(e) => return Err(err(e.to_string())),
     }
     o.url = url;
@@ -498,9 +554,26 @@ struct Plan {
     warmup: Duration,
     duration: Duration,
     hold: Duration,
+    /// wss://: the client configuration and the name to verify.
+    #[cfg(feature = "tls")]
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Plan {
+    /// The connection's transport: plain, or TLS for wss://.
+    fn stream(&self, tcp: TcpStream) -> Result<Stream, String> {
+        #[cfg(feature = "tls")]
+        if let Some((cfg, name)) = &self.tls {
+            let conn = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                .map_err(|e| format!("connect: TLS setup: {e}"))?;
+            return Ok(Stream::tls(tcp, conn.into()));
+        }
+        Ok(Stream::plain(tcp))
+    }
+
     fn offset(id: u64, seq: u64) -> usize {
         (id.wrapping_mul(7919).wrapping_add(seq.wrapping_mul(13)) % OFFSETS as u64) as usize
     }
@@ -512,7 +585,7 @@ impl Plan {
         }
         let off = Self::offset(id, seq);
         let want = &self.pattern[off..off + self.size];
-        if self.size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0 {
+        if self.size <= FULL_CHECK_MAX || seq.is_multiple_of(FULL_CHECK_EVERY) {
             return got == want;
         }
         let n = self.size;
@@ -647,7 +720,7 @@ struct Hs {
 
 struct Conn {
     st: St,
-    sock: Option<TcpStream>,
+    sock: Option<Stream>,
     hs: Option<Box<Hs>>,
     ws: Option<Connection>,
     /// Send times of the messages in flight, oldest first (echoes come back
@@ -714,19 +787,31 @@ fn drive(
         let Some(sock) = c.sock.as_mut() else {
             return Step::End(None);
         };
-        match sock.take_error() {
+        match sock.sock.take_error() {
             Ok(Some(e)) | Err(e) => return end(format!("connect: {e}")),
             Ok(None) => {}
         }
-        match sock.peer_addr() {
+        match sock.sock.peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Go,
             Err(e) => return end(format!("connect: {e}")),
         }
-        if let Err(e) = sock.set_nodelay(true) {
+        if let Err(e) = sock.sock.set_nodelay(true) {
             return end(format!("connect: TCP_NODELAY: {e}"));
         }
         c.st = St::Handshake;
+    }
+    if let Some(sock) = c.sock.as_mut() {
+        // TLS records left over when the socket was full (a no-op for
+        // plain TCP).
+        if let Err(e) = sock.flush_records() {
+            let phase = if c.ws.is_some() {
+                "write"
+            } else {
+                "handshake: write"
+            };
+            return end(format!("{phase}: {e}"));
+        }
     }
     if c.st == St::Handshake {
         let (Some(sock), Some(hs)) = (c.sock.as_mut(), c.hs.as_mut()) else {
@@ -757,8 +842,10 @@ fn drive(
             if let Err(kind) = input(c, id, &mut buf[..n], plan, win, stats, now) {
                 return Step::End(Some(kind));
             }
-            if n < buf.len() && !to_eof {
-                // Drained for now: the next arrival is a new edge.
+            if n < buf.len() && !to_eof && !c.sock.as_ref().is_some_and(Stream::is_tls) {
+                // Drained for now: the next arrival is a new edge. (Not
+                // with TLS: a short read may leave records in the socket
+                // that rustls has not taken yet.)
                 break;
             }
         }
@@ -985,7 +1072,7 @@ impl<'a> Worker<'a> {
 
     fn start(&mut self, i: usize, now: Instant) {
         let plan = self.plan;
-        let mut sock = match TcpStream::connect(plan.addr) {
+        let tcp = match TcpStream::connect(plan.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.conns[i].st = St::Done;
@@ -994,8 +1081,17 @@ impl<'a> Worker<'a> {
                 return;
             }
         };
+        let mut sock = match plan.stream(tcp) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conns[i].st = St::Done;
+                self.stats.failed += 1;
+                self.stats.error(e);
+                return;
+            }
+        };
         if let Err(e) = self.poll.registry().register(
-            &mut sock,
+            &mut sock.sock,
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -1053,7 +1149,11 @@ impl<'a> Worker<'a> {
             None => self.stats.failed += 1,
         }
         if let Some(mut s) = c.sock.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            if s.is_tls() {
+                // close_notify, best effort.
+                s.shutdown_write();
+            }
+            let _ = self.poll.registry().deregister(&mut s.sock);
             self.live -= 1;
         }
         c.st = St::Done;
@@ -1343,7 +1443,25 @@ pub fn run(o: Options) -> i32 {
         warmup: o.warmup,
         duration: o.duration,
         hold: o.hold,
+        #[cfg(feature = "tls")]
+        tls: match &o.tls {
+            Some(cfg) => match wsloop::tls::server_name(&url.host) {
+                Ok(name) => Some((cfg.clone(), name)),
+                Err(e) => {
+                    eprintln!("wsloop bench: {e}");
+                    return 2;
+                }
+            },
+            None => None,
+        },
     };
+    // The first TLS client connection in a process pays a one-time setup
+    // of the crypto provider (tens of ms): pay it before the clock starts,
+    // so it is not counted in the first handshakes.
+    #[cfg(feature = "tls")]
+    if let Some((cfg, name)) = &plan.tls {
+        let _ = rustls::ClientConnection::new(cfg.clone(), name.clone());
+    }
     let rss_before = o.server_pid.and_then(read_rss_kib);
     let shared = Shared {
         start: Instant::now(),
@@ -1554,7 +1672,7 @@ fn group(n: u64) -> String {
     let d = n.to_string();
     let mut out = String::with_capacity(d.len() + d.len() / 3);
     for (i, ch) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i) % 3 == 0 {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -1582,9 +1700,9 @@ fn dur(ns: u64) -> String {
 }
 
 fn bytes(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} B")
@@ -1874,6 +1992,8 @@ mod tests {
                 warmup: Duration::ZERO,
                 duration: Duration::from_secs(1),
                 hold: Duration::ZERO,
+                #[cfg(feature = "tls")]
+                tls: None,
             };
             for seq in 0..40 {
                 let off = Plan::offset(3, seq);
@@ -1892,7 +2012,7 @@ mod tests {
                     let caught = !plan.verify(&mid, false, 3, seq);
                     assert_eq!(
                         caught,
-                        size <= FULL_CHECK_MAX || seq % FULL_CHECK_EVERY == 0
+                        size <= FULL_CHECK_MAX || seq.is_multiple_of(FULL_CHECK_EVERY)
                     );
                 }
             }

@@ -1,0 +1,91 @@
+"""Interop check over TLS: Python's ssl + `websockets` client against
+`wsloop serve --tls-cert FILE --tls-key FILE`.
+
+Usage: tls_echo_client.py wss://localhost:PORT/ CA_FILE
+
+Verifies the server's certificate against CA_FILE (hostname checked),
+then: GET /healthz over HTTPS; text and binary echo at 0, 125, 126, 65535,
+65536 bytes and 16 MiB; 20 pipelined messages; a fragmented message; a
+ping; close 1000 and the server's close reply. Also checks that Python's
+default trust store rejects the test certificate. Prints one line per
+check; exits 0 only if all pass.
+"""
+
+import os
+import ssl
+import sys
+import time
+import urllib.request
+
+from websockets.sync.client import connect
+
+SIZES = [0, 125, 126, 65535, 65536, 16 << 20]
+
+
+def main():
+    uri, cafile = sys.argv[1], sys.argv[2]
+    start = time.monotonic()
+    failures = []
+
+    def check(name, ok, detail=""):
+        print(("ok   " if ok else "FAIL ") + name + (f" ({detail})" if detail and not ok else ""), flush=True)
+        if not ok:
+            failures.append(name)
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    check("verification on", ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname)
+
+    health = uri.replace("wss://", "https://").rstrip("/") + "/healthz"
+    with urllib.request.urlopen(health, timeout=5, context=ctx) as r:
+        body = r.read().decode()
+        check("GET /healthz over HTTPS", r.status == 200 and body.strip() == "ok", f"{r.status} {body!r}")
+
+    # The system trust store does not know the test CA.
+    try:
+        with connect(uri, ssl=ssl.create_default_context(), open_timeout=5):
+            check("default trust rejects the test certificate", False, "connected")
+    except ssl.SSLCertVerificationError as e:
+        check("default trust rejects the test certificate", True)
+        print(f"     ({e.verify_message})")
+
+    with connect(uri, ssl=ctx, max_size=None, open_timeout=5, close_timeout=5) as ws:
+        tls = ws.socket
+        print(f"     TLS: {tls.version()} {tls.cipher()[0]} ALPN={tls.selected_alpn_protocol()}")
+        for i, n in enumerate(SIZES):
+            t = ("héllo ✓ " * (n // 8 + 1)).encode()[:n].decode("utf-8", "ignore")
+            t += "x" * (n - len(t.encode()))
+            ws.send(t)
+            got = ws.recv(timeout=30)
+            check(f"text {n} bytes", got == t, f"got {type(got).__name__} of {len(got)}")
+            b = os.urandom(n)
+            ws.send(b)
+            got = ws.recv(timeout=30)
+            check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
+
+        msgs = [os.urandom(1000 + i) for i in range(20)]
+        for m in msgs:
+            ws.send(m)
+        got = [ws.recv(timeout=10) for _ in msgs]
+        check("20 pipelined messages", got == msgs)
+
+        ws.send(["frag", "mént", "ed ✓"])
+        got = ws.recv(timeout=10)
+        check("fragmented text", got == "fragménted ✓", repr(got))
+
+        pong = ws.ping(b"are you there")
+        check("ping answered", pong.wait(5))
+
+        ws.close(1000, "tls interop done")
+        rcvd = ws.protocol.close_rcvd
+        check("close 1000 echoed", rcvd is not None and rcvd.code == 1000, f"close_rcvd={rcvd!r}")
+
+    took = time.monotonic() - start
+    if failures:
+        print(f"{len(failures)} checks failed: {failures}")
+        return 1
+    print(f"all TLS interop checks passed in {took:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1140 @@
+//! wss:// end to end (feature `tls`): certificates made here with rcgen (a
+//! test CA and leaves signed by it), the in-process server with
+//! `Server::with_tls` and the `wsloop serve --tls-*` binary, the library
+//! client and `wsloop client`, and a raw rustls client over std sockets
+//! for what the library client hides (close_notify, HTTP over TLS, a peer
+//! that never starts TLS).
+//!
+//! Covered: echo at the frame-length boundaries up to 16 MiB; name
+//! mismatch, unknown issuer and expiry rejected with errors that name the
+//! reason; a plain ws:// client on the TLS port; GET /healthz over TLS;
+//! the handshake timeout before and after the TLS handshake; backpressure
+//! and the overflow policy over TLS; the close handshake both ways, with
+//! close_notify.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{frame_bytes, pattern, text_pattern, BinServer, ServerThread};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use wsloop::client::{connect_with, ClientOptions, WebSocket};
+use wsloop::frame::{parse_header, OpCode};
+use wsloop::handshake::{Head, ResponseReader};
+use wsloop::server::{ConnId, Ctx, Handler, Server};
+use wsloop::{CloseCode, CloseInfo, Config, Error, Event, Message, OverflowPolicy, SendStatus};
+
+// ------------------------------------------------------------ certificates
+
+/// PEM files made once per test binary under the target's tmp dir:
+/// - `ca.pem`: a test CA (the only trust anchor the clients get);
+/// - `localhost.{pem,key}`: a leaf for DNS name `localhost` only;
+/// - `expired.{pem,key}`: a leaf for `localhost` that expired in 2021;
+/// - `selfsigned.{pem,key}`: a self-signed CA certificate for `localhost`
+///   (what `openssl req -x509` makes by default), used as a server cert.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn get() -> &'static Pki {
+        static PKI: OnceLock<Pki> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("tls-test-certs-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.distinguished_name
+                .push(DnType::CommonName, "wsloop test CA");
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            write("ca.pem", &ca.self_signed(&ca_key).unwrap().pem());
+            let issuer = Issuer::new(ca, ca_key);
+
+            let leaf = |name: &str, expired: bool| {
+                let key = KeyPair::generate().unwrap();
+                let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+                p.distinguished_name.push(DnType::CommonName, "localhost");
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                if expired {
+                    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+                }
+                let cert = p.signed_by(&key, &issuer).unwrap();
+                write(&format!("{name}.pem"), &cert.pem());
+                write(&format!("{name}.key"), &key.serialize_pem());
+            };
+            leaf("localhost", false);
+            leaf("expired", true);
+
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            write("selfsigned.pem", &p.self_signed(&key).unwrap().pem());
+            write("selfsigned.key", &key.serialize_pem());
+            Pki { dir }
+        })
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+}
+
+fn server_tls(name: &str) -> Arc<rustls::ServerConfig> {
+    let pki = Pki::get();
+    wsloop::tls::server_config_from_pem(&pki.cert(name), &pki.key(name))
+        .unwrap_or_else(|e| panic!("server config for {name}: {e}"))
+}
+
+/// A rustls client config trusting only the test CA.
+fn client_tls() -> Arc<rustls::ClientConfig> {
+    wsloop::tls::client_config(Some(&Pki::get().ca())).expect("client config with the test CA")
+}
+
+// ------------------------------------------------------------------ server
+
+/// Runs `handler` with TLS (certificate `cert`) on 127.0.0.1:0 on a thread.
+fn start_tls<H: Handler + Send + 'static>(
+    config: Config,
+    handler: H,
+    cert: &str,
+) -> ServerThread<H> {
+    let tls = server_tls(cert);
+    let (tx, rx) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("wsloop-tls-server".into())
+        .spawn(move || {
+            let server = Server::bind("127.0.0.1:0", config, handler)
+                .expect("bind test server")
+                .with_tls(tls);
+            tx.send((server.local_addr(), server.handle())).unwrap();
+            server.run().expect("server run")
+        })
+        .unwrap();
+    let (addr, handle) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server thread did not start");
+    ServerThread {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    opened: Mutex<Vec<ConnId>>,
+    closes: Mutex<Vec<CloseInfo>>,
+}
+
+impl Log {
+    fn closes(&self) -> Vec<CloseInfo> {
+        self.closes.lock().unwrap().clone()
+    }
+}
+
+/// Echoes; "bye" makes the server close with 4000 "bye".
+struct Echo(Arc<Log>);
+
+impl Handler for Echo {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.0.opened.lock().unwrap().push(id);
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
+        if matches!(&msg, Message::Text(t) if t == "bye") {
+            ctx.close(id, CloseCode(4000), "bye");
+            return;
+        }
+        let _ = ctx.send(id, msg);
+    }
+    fn on_http(&mut self, req: &wsloop::handshake::Request) -> wsloop::server::HttpResponse {
+        match req.target.as_str() {
+            "/healthz" => wsloop::server::HttpResponse::text(200, "ok\n"),
+            _ => wsloop::server::HttpResponse::text(404, "no\n"),
+        }
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, info: &CloseInfo) {
+        self.0.closes.lock().unwrap().push(info.clone());
+    }
+}
+
+fn echo_server(config: Config) -> (ServerThread<Echo>, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    (start_tls(config, Echo(log.clone()), "localhost"), log)
+}
+
+/// Waits until `f` holds, polling; panics with `what` after `within`.
+fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ------------------------------------------------------------------ client
+
+fn opts(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions {
+    let mut o = ClientOptions::default();
+    o.config.handshake_timeout = Duration::from_secs(10);
+    o.config.max_message_size = 32 << 20;
+    o.config.max_frame_size = 32 << 20;
+    o.tls = tls;
+    o
+}
+
+/// `wss://localhost:PORT/` trusting the test CA.
+fn connect_wss(addr: SocketAddr) -> WebSocket {
+    let url = format!("wss://localhost:{}/", addr.port());
+    let mut ws = connect_with(&url, &opts(Some(client_tls())))
+        .unwrap_or_else(|e| panic!("connect {url}: {e} ({e:?})"));
+    ws.set_read_timeout(Some(Duration::from_secs(20)));
+    ws
+}
+
+fn next_message(ws: &mut WebSocket) -> Message<'static> {
+    loop {
+        match ws.recv() {
+            Ok(Event::Message(m)) => return m,
+            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+fn echo_round(ws: &mut WebSocket, sizes: &[usize]) {
+    for (i, &n) in sizes.iter().enumerate() {
+        let text = text_pattern(n, i as u8);
+        ws.send_text(&text).unwrap();
+        match next_message(ws) {
+            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
+            other => panic!("text {n}: got binary of {} bytes", other.as_bytes().len()),
+        }
+        let bin = pattern(n, i as u8);
+        ws.send_binary(&bin).unwrap();
+        match next_message(ws) {
+            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
+            other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
+        }
+    }
+}
+
+/// A connect that must fail: returns the error's Display.
+fn connect_err(url: &str, o: &ClientOptions) -> (String, Error) {
+    match connect_with(url, o) {
+        Ok(_) => panic!("{url}: connected, but it must be rejected"),
+        Err(e) => (e.to_string(), e),
+    }
+}
+
+// -------------------------------------------------------- raw TLS client
+
+type RawTls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A blocking rustls client over a std socket, trusting the test CA.
+fn raw_tls(addr: SocketAddr) -> RawTls {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let name = wsloop::tls::server_name("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_tls(), name).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// Reads to the end of the TLS stream. `Ok` means the server sent
+/// close_notify: rustls reports a bare TCP EOF as `UnexpectedEof`.
+fn read_to_close_notify(s: &mut RawTls) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map(|_| out)
+}
+
+/// The upgrade over `s`; returns bytes read past the 101 response.
+fn raw_upgrade(s: &mut RawTls, addr: SocketAddr) -> Vec<u8> {
+    let (req, bytes) = common::upgrade_request(addr, "/");
+    s.write_all(&bytes).unwrap();
+    let mut reader = ResponseReader::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("read the 101 over TLS");
+        assert!(n > 0, "EOF before the 101");
+        if let Head::Complete(resp, rest) = reader.feed(&chunk[..n], 8192, 64).unwrap() {
+            resp.validate(&req).expect("a valid 101");
+            return rest;
+        }
+    }
+}
+
+/// The next frame from the server (opcode and payload).
+fn raw_frame(s: &mut RawTls, buf: &mut Vec<u8>) -> (OpCode, Vec<u8>) {
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        if let Some((h, n)) = parse_header(buf).expect("a valid frame") {
+            assert!(h.mask.is_none(), "the server masked a frame");
+            let len = h.payload_len as usize;
+            if buf.len() >= n + len {
+                let payload = buf[n..n + len].to_vec();
+                buf.drain(..n + len);
+                return (h.opcode, payload);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read a frame over TLS");
+        assert!(n > 0, "EOF while waiting for a frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+// ------------------------------------------------------------------- echo
+
+#[test]
+fn echo_over_wss_at_frame_length_boundaries() {
+    let (srv, log) = echo_server(Config::default());
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[0, 125, 126, 65535, 65536, 16 << 20]);
+
+    // Pipelined: many TLS records arrive per readiness event; nothing may
+    // be left undecrypted in rustls when the socket is drained.
+    let msgs: Vec<Vec<u8>> = (0..300).map(|k| pattern(7_000 + k * 13, k as u8)).collect();
+    for m in &msgs {
+        ws.send_binary(m).unwrap();
+    }
+    for (k, m) in msgs.iter().enumerate() {
+        match next_message(&mut ws) {
+            Message::Binary(b) => assert!(b == *m, "pipelined message {k} differs"),
+            other => panic!("pipelined {k}: got {other:?}"),
+        }
+    }
+    let info = ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!(
+        (info.code, info.clean),
+        (CloseCode::NORMAL, true),
+        "{info:?}"
+    );
+    wait_for(Duration::from_secs(5), "on_close", || {
+        !log.closes().is_empty()
+    });
+    let c = &log.closes()[0];
+    assert_eq!((c.code, c.clean), (CloseCode::NORMAL, true), "{c:?}");
+}
+
+/// Several TLS clients at once, each with small messages in flight: the
+/// server's edge-triggered reads must drain rustls as well as the socket.
+#[test]
+fn concurrent_wss_clients() {
+    let (srv, _log) = echo_server(Config::default());
+    let addr = srv.addr;
+    let workers: Vec<_> = (0..12)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut ws = connect_wss(addr);
+                for round in 0..10 {
+                    for k in 0..10 {
+                        ws.send_text(&format!("{w}-{round}-{k}")).unwrap();
+                    }
+                    for k in 0..10 {
+                        assert_eq!(
+                            next_message(&mut ws),
+                            Message::Text(format!("{w}-{round}-{k}").into())
+                        );
+                    }
+                }
+                let info = ws.close(CloseCode::NORMAL, "").unwrap();
+                assert!(info.clean, "{info:?}");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+}
+
+/// `wsloop serve --tls-cert/--tls-key` and `wsloop client --ca`.
+#[test]
+fn binary_server_and_client_over_wss() {
+    let pki = Pki::get();
+    let cert = pki.cert("localhost");
+    let key = pki.key("localhost");
+    let srv = BinServer::spawn(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[0, 125, 126, 65535, 65536, 1 << 20]);
+    let info = ws.close(CloseCode::NORMAL, "").unwrap();
+    assert!(info.clean, "{info:?}\nserver log:\n{}", srv.log_text());
+    assert!(
+        srv.log_text().contains("wss://"),
+        "the server log does not say wss://:\n{}",
+        srv.log_text()
+    );
+
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let ca = pki.ca();
+    let out = run_client(&[&url, "--ca", ca.to_str().unwrap()], "one\ntwo ✓\n");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "one\ntwo ✓\n", "{out:?}");
+    assert!(out.stderr.contains("closed: 1000"), "{out:?}");
+
+    // --insecure connects without the CA (and says so).
+    let out = run_client(&[&url, "--insecure"], "three\n");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "three\n", "{out:?}");
+    assert!(out.stderr.contains("NOT verified"), "{out:?}");
+}
+
+#[derive(Debug)]
+struct ClientRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `wsloop client ARGS` with `input` on stdin, then EOF. The echo server
+/// answers each line before it sees the close that follows stdin's end
+/// (one TLS connection, in order), so all lines come back.
+fn run_client(args: &[&str], input: &str) -> ClientRun {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("client")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("wsloop client did not exit within 20 s")
+        .unwrap();
+    ClientRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+// ------------------------------------------------------ certificate errors
+
+#[test]
+fn wrong_hostname_is_rejected() {
+    let (srv, log) = echo_server(Config::default());
+    // The certificate names `localhost` only; 127.0.0.1 is not in it.
+    let url = format!("wss://127.0.0.1:{}/", srv.addr.port());
+    let (msg, _) = connect_err(&url, &opts(Some(client_tls())));
+    eprintln!("wrong name: {msg}");
+    assert!(
+        msg.contains("not valid for name")
+            && msg.contains("127.0.0.1")
+            && msg.contains("localhost"),
+        "the error does not name the mismatch: {msg}"
+    );
+    // The same from the command line: exit 3, reason on stderr.
+    let ca = Pki::get().ca();
+    let out = run_client(&[&url, "--ca", ca.to_str().unwrap()], "");
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("not valid for name"), "{out:?}");
+    // The server is unharmed and saw no WebSocket.
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[5]);
+    assert_eq!(log.opened.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn untrusted_certificate_is_rejected() {
+    let (srv, _log) = echo_server(Config::default());
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    // Default trust: the bundled Mozilla roots, which do not know our CA.
+    let (msg, _) = connect_err(&url, &opts(None));
+    eprintln!("default roots: {msg}");
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+    let out = run_client(&[&url], "");
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("UnknownIssuer"), "{out:?}");
+    // Trusting some other CA is no better: here, the leaf itself as "CA".
+    let other = wsloop::tls::client_config(Some(&Pki::get().cert("expired"))).unwrap();
+    let (msg, _) = connect_err(&url, &opts(Some(other)));
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[5]);
+}
+
+#[test]
+fn expired_certificate_is_rejected() {
+    let log = Arc::new(Log::default());
+    let srv = start_tls(Config::default(), Echo(log), "expired");
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let (msg, _) = connect_err(&url, &opts(Some(client_tls())));
+    eprintln!("expired: {msg}");
+    assert!(msg.contains("certificate expired"), "{msg}");
+}
+
+/// What `openssl req -x509` makes by default is a CA certificate; webpki
+/// refuses it as a server certificate even when it is the trust anchor
+/// (hence the CA + leaf recipe in the README).
+#[test]
+fn self_signed_ca_as_server_certificate_is_rejected() {
+    let log = Arc::new(Log::default());
+    let srv = start_tls(Config::default(), Echo(log), "selfsigned");
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let trust = wsloop::tls::client_config(Some(&Pki::get().cert("selfsigned"))).unwrap();
+    let (msg, _) = connect_err(&url, &opts(Some(trust)));
+    eprintln!("self-signed CA as end entity: {msg}");
+    assert!(msg.contains("CaUsedAsEndEntity"), "{msg}");
+    // --insecure (tests only) accepts anything.
+    let mut ws = connect_with(&url, &opts(Some(wsloop::tls::insecure_client_config())))
+        .expect("insecure connect");
+    ws.set_read_timeout(Some(Duration::from_secs(10)));
+    echo_round(&mut ws, &[100]);
+}
+
+/// A rejected certificate is an `Error::Tls`, as its doc says ("TLS setup
+/// or verification failed (the reason is named)"), so a program can tell
+/// it from a network error.
+///
+/// Fails (bug in src/stream.rs `Stream::read` + src/client.rs
+/// `Client::read_input`): the rustls error is turned into an
+/// `io::Error(InvalidData, "TLS: …")` and reaches the caller as
+/// `Error::Io`, Display "I/O error: TLS: invalid peer certificate: …".
+#[test]
+fn verification_failure_is_a_tls_error() {
+    let (srv, _log) = echo_server(Config::default());
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let (msg, e) = connect_err(&url, &opts(None));
+    assert!(
+        matches!(e, Error::Tls(_)),
+        "certificate rejected, but reported as {e:?} (Display: {msg}), not Error::Tls"
+    );
+}
+
+#[test]
+fn bad_server_files_are_named() {
+    let pki = Pki::get();
+    let missing = pki.dir.join("nope.pem");
+    let e = wsloop::tls::server_config_from_pem(&missing, &pki.key("localhost")).unwrap_err();
+    assert!(e.to_string().contains("nope.pem"), "{e}");
+    // A key that is not the certificate's.
+    let e = wsloop::tls::server_config_from_pem(&pki.cert("localhost"), &pki.key("expired"))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("localhost.pem") && e.to_string().contains("expired.key"),
+        "{e}"
+    );
+    // A key file given as the certificate.
+    let e = wsloop::tls::server_config_from_pem(&pki.key("localhost"), &pki.key("localhost"))
+        .unwrap_err();
+    assert!(e.to_string().contains("no certificate"), "{e}");
+}
+
+// ------------------------------------------------- plain peers, HTTP, timers
+
+#[test]
+fn plain_ws_client_on_the_tls_port_fails_cleanly() {
+    let (srv, log) = echo_server(Config::default());
+    let url = format!("ws://localhost:{}/", srv.addr.port());
+    let mut o = opts(None);
+    o.config.handshake_timeout = Duration::from_secs(5);
+    let t = Instant::now();
+    let (msg, _) = connect_err(&url, &o);
+    eprintln!("plain ws:// on the TLS port: {msg} after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}: the server did not refuse at once",
+        t.elapsed()
+    );
+    // Plain HTTP on the TLS port gets no HTTP answer, only a TLS alert and
+    // EOF.
+    let mut s = common::tcp_connect(srv.addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    assert!(
+        common::read_until_eof(&mut s, Duration::from_secs(3), &mut raw),
+        "no EOF after plain HTTP on the TLS port"
+    );
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    // The server goes on serving wss://.
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[10, 70_000]);
+    assert_eq!(log.opened.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn http_healthz_over_tls() {
+    let (srv, _log) = echo_server(Config::default());
+    let mut s = raw_tls(srv.addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let raw = read_to_close_notify(&mut s)
+        .expect("the HTTP response must end with close_notify, not a bare TCP EOF");
+    let reply = common::parse_http(&raw);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body_text(), "ok\n");
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ALPN");
+
+    // The binary answers /healthz over TLS too.
+    let pki = Pki::get();
+    let (cert, key) = (pki.cert("localhost"), pki.key("localhost"));
+    let bin = BinServer::spawn(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let mut s = raw_tls(bin.addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let raw = read_to_close_notify(&mut s).expect("close_notify after the response");
+    let reply = common::parse_http(&raw);
+    assert_eq!((reply.status, reply.body_text().as_str()), (200, "ok\n"));
+}
+
+/// A peer that connects TCP and never starts TLS is dropped at the
+/// handshake timeout, and so is one that finishes TLS but sends no
+/// request (it gets a 408 over TLS).
+#[test]
+fn handshake_timeout_covers_tls() {
+    let mut cfg = Config::default();
+    cfg.handshake_timeout = Duration::from_millis(400);
+    cfg.close_timeout = Duration::from_secs(2);
+    let (srv, log) = echo_server(cfg);
+
+    let t = Instant::now();
+    let mut silent = common::tcp_connect(srv.addr);
+    let mut tls = raw_tls(srv.addr);
+    tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    assert!(!tls.conn.is_handshaking());
+
+    let mut raw = Vec::new();
+    assert!(
+        common::read_until_eof(&mut silent, Duration::from_secs(4), &mut raw),
+        "no EOF for a peer that never started TLS"
+    );
+    let took = t.elapsed();
+    eprintln!("silent TCP peer: EOF after {took:?}, {} bytes", raw.len());
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+        "EOF after {took:?} (handshake timeout 400 ms)"
+    );
+
+    let resp = read_to_close_notify(&mut tls).expect("408 then close_notify");
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(t.elapsed() < Duration::from_millis(2500));
+    assert!(log.opened.lock().unwrap().is_empty());
+    // Still serving.
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[3]);
+}
+
+// ------------------------------------------------------------ close
+
+/// Both ways, at the WebSocket and the TLS level: close frames exchanged,
+/// close_notify sent by the server before its FIN, and both sides report
+/// a clean close.
+#[test]
+fn close_handshake_over_tls_is_clean_both_ways() {
+    let (srv, log) = echo_server(Config::default());
+
+    // Library client closes first.
+    let mut ws = connect_wss(srv.addr);
+    echo_round(&mut ws, &[10]);
+    let info = ws.close(CloseCode::NORMAL, "client done").unwrap();
+    assert_eq!(
+        (info.code, info.clean),
+        (CloseCode::NORMAL, true),
+        "{info:?}"
+    );
+
+    // Server closes first ("bye" -> 4000).
+    let mut ws = connect_wss(srv.addr);
+    ws.send_text("bye").unwrap();
+    match ws.recv() {
+        Ok(Event::Close(code, reason)) => {
+            assert_eq!((code, &*reason), (CloseCode(4000), "bye"));
+        }
+        other => panic!("expected the server's close, got {other:?}"),
+    }
+    let t = Instant::now();
+    loop {
+        match ws.recv() {
+            Err(Error::ConnectionClosed) => break,
+            Ok(Event::Ping(_) | Event::Pong(_)) => {}
+            other => panic!("after the close: {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    let info = ws.close_info().cloned().expect("close info");
+    assert_eq!((info.code, info.clean), (CloseCode(4000), true), "{info:?}");
+
+    // Raw TLS, client first: close frame, the echo, then close_notify.
+    let mut s = raw_tls(srv.addr);
+    let mut buf = raw_upgrade(&mut s, srv.addr);
+    s.write_all(&frame_bytes(
+        OpCode::Close,
+        &common::close_payload(1000, "raw"),
+        true,
+        true,
+    ))
+    .unwrap();
+    let (op, payload) = raw_frame(&mut s, &mut buf);
+    assert_eq!(op, OpCode::Close);
+    assert_eq!(&payload[..2], &1000u16.to_be_bytes());
+    let rest = read_to_close_notify(&mut s)
+        .expect("after the close handshake the server must send close_notify, then FIN");
+    assert!(rest.is_empty() && buf.is_empty(), "bytes after the close");
+    s.conn.send_close_notify();
+    let _ = s.flush();
+    let _ = s.sock.shutdown(std::net::Shutdown::Write);
+
+    // Raw TLS, server first.
+    let mut s = raw_tls(srv.addr);
+    let mut buf = raw_upgrade(&mut s, srv.addr);
+    s.write_all(&frame_bytes(OpCode::Text, b"bye", true, true))
+        .unwrap();
+    let (op, payload) = raw_frame(&mut s, &mut buf);
+    assert_eq!(op, OpCode::Close);
+    assert_eq!(&payload[..2], &4000u16.to_be_bytes());
+    s.write_all(&frame_bytes(OpCode::Close, &payload[..2], true, true))
+        .unwrap();
+    let rest = read_to_close_notify(&mut s).expect("close_notify after the server's close");
+    assert!(rest.is_empty());
+    s.conn.send_close_notify();
+    let _ = s.flush();
+
+    wait_for(Duration::from_secs(5), "four on_close calls", || {
+        log.closes().len() == 4
+    });
+    for c in log.closes() {
+        assert!(c.clean, "server saw an unclean close: {c:?}");
+    }
+}
+
+// ---------------------------------------------------------- backpressure
+
+/// Size of each pushed message.
+const CHUNK: usize = 64 * 1024;
+/// Largest frame header.
+const HDR: usize = 14;
+
+#[derive(Default)]
+struct Stats {
+    max_buffered: AtomicUsize,
+    accepted: AtomicUsize,
+    full: AtomicUsize,
+    errors: AtomicUsize,
+    drains: AtomicUsize,
+    closes: Mutex<Vec<CloseInfo>>,
+    opened: Mutex<Vec<ConnId>>,
+}
+
+/// "flood N": N chunks, stopping at `Full` and going on in `on_drain`;
+/// "burst N": N chunks in one callback, ignoring `Full` (the overflow
+/// policy applies). Each chunk starts with its index. Other messages are
+/// echoed.
+struct Pusher {
+    stats: Arc<Stats>,
+    streams: HashMap<ConnId, (usize, usize)>,
+}
+
+fn chunk(i: usize) -> Vec<u8> {
+    let mut v = pattern(CHUNK, i as u8);
+    v[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    v
+}
+
+impl Pusher {
+    fn send_one(&mut self, ctx: &mut Ctx<'_>, id: ConnId, i: usize) -> Option<SendStatus> {
+        let r = ctx.send_binary(id, &chunk(i));
+        match &r {
+            Ok(st) => {
+                self.stats.accepted.fetch_add(1, Ordering::SeqCst);
+                if *st == SendStatus::Full {
+                    self.stats.full.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Err(_) => {
+                self.stats.errors.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        if let Some(b) = ctx.buffered(id) {
+            self.stats.max_buffered.fetch_max(b, Ordering::SeqCst);
+        }
+        r.ok()
+    }
+
+    fn pump(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let Some(&(mut next, end)) = self.streams.get(&id) else {
+            return;
+        };
+        while next < end {
+            match self.send_one(ctx, id, next) {
+                Some(st) => {
+                    next += 1;
+                    if st == SendStatus::Full {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        self.streams.insert(id, (next, end));
+    }
+}
+
+impl Handler for Pusher {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.stats.opened.lock().unwrap().push(id);
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
+        if let Message::Text(t) = &msg {
+            if let Some(n) = t.strip_prefix("flood ") {
+                self.streams.insert(id, (0, n.parse().unwrap()));
+                self.pump(ctx, id);
+                return;
+            }
+            if let Some(n) = t.strip_prefix("burst ") {
+                for i in 0..n.parse().unwrap() {
+                    let _ = self.send_one(ctx, id, i);
+                }
+                return;
+            }
+        }
+        let _ = ctx.send(id, msg);
+    }
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        self.stats.drains.fetch_add(1, Ordering::SeqCst);
+        self.pump(ctx, id);
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, info: &CloseInfo) {
+        self.streams.remove(&id);
+        self.stats.closes.lock().unwrap().push(info.clone());
+    }
+}
+
+fn small_queue_config(overflow: OverflowPolicy) -> Config {
+    let mut c = Config::default();
+    c.write_buffer_high = 256 << 10;
+    c.write_buffer_low = 64 << 10;
+    c.write_buffer_limit = 1 << 20;
+    c.overflow = overflow;
+    c
+}
+
+/// Waits until `counter` has not moved for 300 ms.
+fn wait_stall(counter: &AtomicUsize, within: Duration) -> usize {
+    let mut last = usize::MAX;
+    let mut stable_since = Instant::now();
+    let start = Instant::now();
+    loop {
+        let now = counter.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_millis(300) {
+            return now;
+        }
+        assert!(start.elapsed() < within, "never stalled");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_pushed(ws: &mut WebSocket, n: usize) {
+    for i in 0..n {
+        match next_message(ws) {
+            Message::Binary(b) => assert!(b == chunk(i), "pushed message {i} differs"),
+            other => panic!("pushed message {i}: got {other:?}"),
+        }
+    }
+}
+
+/// A reader that stops reading while the server streams 16 MiB: the TLS
+/// layer absorbs at most its 64 KiB, so the handler sees `Full`, the
+/// queue stays bounded, other clients are served, and `on_drain` restarts
+/// the stream once the reader reads again.
+#[test]
+fn backpressure_over_tls() {
+    const TOTAL: usize = 256;
+    let stats = Arc::new(Stats::default());
+    let h = Pusher {
+        stats: stats.clone(),
+        streams: HashMap::new(),
+    };
+    let cfg = small_queue_config(OverflowPolicy::Close(CloseCode::POLICY));
+    let limit = cfg.write_buffer_limit;
+    let srv = start_tls(cfg, h, "localhost");
+
+    let mut flood = connect_wss(srv.addr);
+    flood.send_text(&format!("flood {TOTAL}")).unwrap();
+    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(10));
+    eprintln!(
+        "stalled after {stalled_at} of {TOTAL} ({} KiB), max buffered {} KiB",
+        (stalled_at * CHUNK) >> 10,
+        stats.max_buffered.load(Ordering::SeqCst) >> 10
+    );
+    assert!(stalled_at < TOTAL, "the non-reading client absorbed 16 MiB");
+    assert!(
+        stats.full.load(Ordering::SeqCst) >= 1,
+        "no send reported Full"
+    );
+
+    // Another TLS client is served meanwhile.
+    let t = Instant::now();
+    let mut other = connect_wss(srv.addr);
+    echo_round(&mut other, &[10, 1000]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "other client took {:?}",
+        t.elapsed()
+    );
+
+    let drains_before = stats.drains.load(Ordering::SeqCst);
+    read_pushed(&mut flood, TOTAL);
+    assert!(
+        stats.drains.load(Ordering::SeqCst) > drains_before,
+        "on_drain was not called after the reader resumed"
+    );
+    let max = stats.max_buffered.load(Ordering::SeqCst);
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
+    assert_eq!(stats.errors.load(Ordering::SeqCst), 0);
+    flood.send_text("done?").unwrap();
+    assert_eq!(next_message(&mut flood), Message::Text("done?".into()));
+    assert!(flood.close(CloseCode::NORMAL, "").unwrap().clean);
+    assert!(other.close(CloseCode::NORMAL, "").unwrap().clean);
+}
+
+/// An app that ignores `Full` over TLS: past write_buffer_limit the
+/// overflow policy closes with 1008 after what was queued.
+#[test]
+fn overflow_policy_over_tls() {
+    const BURST: usize = 40; // 2.5 MiB in one callback, limit 1 MiB
+    let stats = Arc::new(Stats::default());
+    let h = Pusher {
+        stats: stats.clone(),
+        streams: HashMap::new(),
+    };
+    let cfg = small_queue_config(OverflowPolicy::Close(CloseCode::POLICY));
+    let limit = cfg.write_buffer_limit;
+    let srv = start_tls(cfg, h, "localhost");
+    let mut ws = connect_wss(srv.addr);
+    ws.send_text(&format!("burst {BURST}")).unwrap();
+    wait_for(Duration::from_secs(5), "the burst", || {
+        stats.accepted.load(Ordering::SeqCst) + stats.errors.load(Ordering::SeqCst) == BURST
+    });
+    let accepted = stats.accepted.load(Ordering::SeqCst);
+    eprintln!("accepted {accepted} of {BURST}");
+    assert!(
+        accepted < BURST && accepted >= limit / (CHUNK + HDR) - 1,
+        "accepted {accepted}"
+    );
+    let max = stats.max_buffered.load(Ordering::SeqCst);
+    assert!(
+        max <= limit + CHUNK + HDR,
+        "buffered {max} > limit {limit} + one message"
+    );
+    read_pushed(&mut ws, accepted);
+    match ws.recv() {
+        Ok(Event::Close(code, _)) => assert_eq!(code, CloseCode::POLICY),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    wait_for(Duration::from_secs(5), "on_close", || {
+        !stats.closes.lock().unwrap().is_empty()
+    });
+    assert_eq!(stats.closes.lock().unwrap()[0].code, CloseCode::POLICY);
+}
+
+// ------------------------------------------------------------- README
+
+/// The openssl recipe in README.md (the ```sh block after the marker line)
+/// makes certificates that rustls accepts for `localhost` and 127.0.0.1.
+#[test]
+fn readme_certificate_recipe_works() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let marker = "(readme_certificate_recipe_works) runs the next block";
+    let after = &readme[readme
+        .find(marker)
+        .expect("README.md lost the certificate recipe marker")..];
+    let start = after
+        .find("```sh\n")
+        .expect("a ```sh block after the marker")
+        + 6;
+    let script = &after[start..start + after[start..].find("```").expect("end of the block")];
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl is not installed: skipping the README recipe");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tls-readme-recipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("sh")
+        .args(["-e", "-c", script])
+        .current_dir(&dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "the README recipe failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tls = wsloop::tls::server_config_from_pem(&dir.join("server.pem"), &dir.join("server.key"))
+        .expect("server.pem + server.key");
+    let log = Arc::new(Log::default());
+    let (tx, rx) = mpsc::channel();
+    let echo = Echo(log);
+    thread::spawn(move || {
+        let server = Server::bind("127.0.0.1:0", Config::default(), echo)
+            .unwrap()
+            .with_tls(tls);
+        tx.send((server.local_addr(), server.handle())).unwrap();
+        let _ = server.run();
+    });
+    let (addr, handle) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let ca = wsloop::tls::client_config(Some(&dir.join("ca.pem"))).unwrap();
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("wss://{host}:{}/", addr.port());
+        let mut ws = connect_with(&url, &opts(Some(ca.clone())))
+            .unwrap_or_else(|e| panic!("{url} with the README certificate: {e}"));
+        ws.set_read_timeout(Some(Duration::from_secs(10)));
+        echo_round(&mut ws, &[1, 200]);
+        assert!(ws.close(CloseCode::NORMAL, "").unwrap().clean);
+    }
+    handle.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------- bench
+
+fn run_bench(args: &[&str]) -> ClientRun {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("bench")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop bench");
+    let (tx, rx) = mpsc::channel();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    thread::spawn(move || {
+        let mut o = String::new();
+        let _ = out.read_to_string(&mut o);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        let _ = tx.send((o, e, child.wait()));
+    });
+    let (stdout, stderr, status) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("wsloop bench did not exit within 60 s");
+    ClientRun {
+        code: status.unwrap().code(),
+        stdout,
+        stderr,
+    }
+}
+
+/// `wsloop bench wss://… --ca FILE` against the TLS echo server: every echo
+/// verified, clean closes; without the CA it names the reason; --ca and
+/// --insecure do not go with ws://.
+#[test]
+fn bench_over_wss() {
+    let (srv, _log) = echo_server(Config::default());
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let ca = Pki::get().ca();
+    let ca = ca.to_str().unwrap();
+    let common = [
+        "--conns",
+        "4",
+        "--pipeline",
+        "4",
+        "--size",
+        "2000",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0",
+    ];
+    let mut args = vec![url.as_str(), "--ca", ca, "--json"];
+    args.extend(common);
+    let out = run_bench(&args);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let json = out.stdout.trim();
+    for want in ["\"open\":4", "\"errors\":0", "\"clean_closes\":4"] {
+        assert!(json.contains(want), "{want} not in {json}");
+    }
+    assert!(!json.contains("\"msgs\":0,"), "no echo measured: {json}");
+    assert!(json.contains(&format!("\"url\":\"{url}\"")), "{json}");
+
+    // The text summary too, with --insecure.
+    let out = run_bench(&[
+        &url,
+        "--insecure",
+        "--mode",
+        "latency",
+        "--conns",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("closed cleanly"), "{out:?}");
+    assert!(out.stderr.contains("NOT verified"), "{out:?}");
+
+    // Default roots: no connection opens; the reason is counted.
+    let out = run_bench(&[&url, "--conns", "2", "--duration", "200ms", "--warmup", "0"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stdout.contains("UnknownIssuer"), "{out:?}");
+
+    let plain = format!("ws://127.0.0.1:{}/", srv.addr.port());
+    let out = run_bench(&[&plain, "--ca", ca]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("only apply to wss://"), "{out:?}");
+}

@@ -1,0 +1,390 @@
+//! Interop over TLS (feature `tls`) with Python's ssl module and the
+//! `websockets` package:
+//! - tests/py/tls_echo_client.py against `wsloop serve --tls-cert/--tls-key`;
+//! - the wsloop client (library and `wsloop client --ca`) against
+//!   tests/py/tls_echo_server.py.
+//!
+//! Certificates are made here with rcgen: a test CA and a leaf for
+//! `localhost` signed by it; both sides verify against the CA. The venv
+//! comes from scripts/python-venv.sh (target/py-venv, needs PyPI once).
+//! Set WSLOOP_SKIP_PYTHON=1 to skip explicitly; otherwise a missing venv is
+//! a failure, not a pass.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{pattern, text_pattern, BinServer};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use wsloop::client::{connect_with, ClientOptions, WebSocket};
+use wsloop::{CloseCode, Event, Message};
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn skip() -> bool {
+    let skip = std::env::var("WSLOOP_SKIP_PYTHON").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("WSLOOP_SKIP_PYTHON=1: skipping the Python TLS interop test");
+    }
+    skip
+}
+
+/// The venv's python, created once.
+fn python() -> PathBuf {
+    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut cached = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cached.as_ref() {
+        return p.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = Command::new("sh")
+        .arg(root.join("scripts/python-venv.sh"))
+        .env("WSLOOP_PY_VENV", root.join("target/py-venv"))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run scripts/python-venv.sh");
+    if !venv.status.success() {
+        panic!(
+            "could not create the Python venv with `websockets` (scripts/python-venv.sh \
+             exited {}; no network?). Set WSLOOP_SKIP_PYTHON=1 to skip this test.\n{}",
+            venv.status,
+            String::from_utf8_lossy(&venv.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&venv.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("python-venv.sh printed no path")
+            .trim(),
+    );
+    *cached = Some(path.clone());
+    path
+}
+
+/// `ca.pem`, `localhost.pem` and `localhost.key` in a directory made once.
+fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tls-interop-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, "wsloop test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("localhost.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("localhost.key"), key.serialize_pem()).unwrap();
+        dir
+    })
+}
+
+fn cert_path(name: &str) -> String {
+    certs().join(name).to_str().unwrap().to_owned()
+}
+
+/// Runs `python script args` to completion (bounded); returns its status
+/// and combined output.
+fn run_script(script: &str, args: &[String]) -> (Option<std::process::ExitStatus>, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "py-tls-{}-{:?}.out",
+        std::process::id(),
+        thread::current().id()
+    ));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(python())
+        .arg(root.join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("run the Python script");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > SCRIPT_TIMEOUT {
+            let _ = child.kill(); // this child's PID only
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let report = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    (status, report)
+}
+
+#[test]
+fn python_ssl_websockets_client_against_wsloop_serve_tls() {
+    if skip() {
+        return;
+    }
+    let _ = python();
+    let srv = BinServer::spawn(&[
+        "--tls-cert",
+        &cert_path("localhost.pem"),
+        "--tls-key",
+        &cert_path("localhost.key"),
+    ]);
+    let (status, report) = run_script(
+        "tests/py/tls_echo_client.py",
+        &[
+            format!("wss://localhost:{}/", srv.addr.port()),
+            cert_path("ca.pem"),
+        ],
+    );
+    eprintln!("{report}");
+    match status {
+        None => panic!(
+            "tls_echo_client.py did not finish within {SCRIPT_TIMEOUT:?}:\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
+        Some(st) => assert!(
+            st.success() && report.contains("all TLS interop checks passed"),
+            "tls_echo_client.py failed ({st}):\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
+    }
+}
+
+/// tests/py/tls_echo_server.py on a free port; killed when dropped.
+struct PyTlsServer {
+    child: Child,
+    _stdin: ChildStdin,
+    addr: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl PyTlsServer {
+    fn spawn() -> PyTlsServer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let stderr = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "py-tls-echo-server-{}-{:?}.err",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let mut child = Command::new(python())
+            .arg(root.join("tests/py/tls_echo_server.py"))
+            .arg(cert_path("localhost.pem"))
+            .arg(cert_path("localhost.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("run tls_echo_server.py");
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        let mut srv = PyTlsServer {
+            child,
+            _stdin: stdin,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+        };
+        let port: u16 = match line.as_deref().map(str::trim) {
+            Ok(l) if l.starts_with("PORT ") => l[5..].parse().expect("port number"),
+            other => panic!(
+                "tls_echo_server.py did not report its port ({other:?}); stderr:\n{}",
+                srv.stderr_text()
+            ),
+        };
+        srv.addr.set_port(port);
+        srv
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for PyTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // this child's PID only
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+fn client_opts(ca: Option<&Path>) -> ClientOptions {
+    let mut o = ClientOptions::default();
+    o.config.handshake_timeout = Duration::from_secs(10);
+    o.tls = Some(wsloop::tls::client_config(ca).unwrap());
+    o
+}
+
+fn next_message(ws: &mut WebSocket, srv: &PyTlsServer) -> Message<'static> {
+    loop {
+        match ws.recv() {
+            Ok(Event::Message(m)) => return m,
+            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
+            other => panic!(
+                "expected a message, got {other:?}; server stderr:\n{}",
+                srv.stderr_text()
+            ),
+        }
+    }
+}
+
+#[test]
+fn wsloop_client_against_python_tls_server() {
+    if skip() {
+        return;
+    }
+    let srv = PyTlsServer::spawn();
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+
+    // Not trusted without the CA.
+    let Err(e) = connect_with(&url, &client_opts(None)) else {
+        panic!("{url}: connected without the CA");
+    };
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+
+    let ca = certs().join("ca.pem");
+    let mut ws = connect_with(&url, &client_opts(Some(&ca)))
+        .unwrap_or_else(|e| panic!("connect {url}: {e}; server stderr:\n{}", srv.stderr_text()));
+    ws.set_read_timeout(Some(Duration::from_secs(30)));
+    for (i, &n) in [0usize, 125, 126, 65535, 65536, 1 << 20, 16 << 20]
+        .iter()
+        .enumerate()
+    {
+        let text = text_pattern(n, i as u8);
+        ws.send_text(&text).unwrap();
+        match next_message(&mut ws, &srv) {
+            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
+            other => panic!("text {n}: got binary of {}", other.as_bytes().len()),
+        }
+        let bin = pattern(n, i as u8);
+        ws.send_binary(&bin).unwrap();
+        match next_message(&mut ws, &srv) {
+            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
+            other => panic!("binary {n}: got text of {}", other.as_bytes().len()),
+        }
+    }
+    for k in 0..50 {
+        ws.send_binary(&pattern(3000 + k, k as u8)).unwrap();
+    }
+    for k in 0..50 {
+        assert_eq!(
+            next_message(&mut ws, &srv),
+            Message::Binary(pattern(3000 + k, k as u8).into()),
+            "pipelined message {k}"
+        );
+    }
+    let info = ws.close(CloseCode::NORMAL, "tls interop done").unwrap();
+    assert_eq!(
+        (info.code, info.clean),
+        (CloseCode::NORMAL, true),
+        "{info:?}; server stderr:\n{}",
+        srv.stderr_text()
+    );
+}
+
+/// `wsloop client wss://… --ca FILE` used interactively against the
+/// Python server: lines go out, echoes come back, ^D closes with 1000.
+#[test]
+fn wsloop_client_binary_against_python_tls_server() {
+    if skip() {
+        return;
+    }
+    let srv = PyTlsServer::spawn();
+    let url = format!("wss://localhost:{}/", srv.addr.port());
+    let ca = cert_path("ca.pem");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["client", &url, "--ca", &ca])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop client");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let (tx, rx) = mpsc::channel();
+    let out = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    let lines = ["over TLS", "second line ✓"];
+    for l in lines {
+        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut got = 0;
+    while got < lines.len() && rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+        got += 1;
+    }
+    // The echoes are in (Python answers a close at once, dropping echoes
+    // it has not sent yet): now end stdin like ^D.
+    thread::sleep(Duration::from_millis(100));
+    drop(stdin);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill(); // this child's PID only
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(got, lines.len(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nserver stderr:\n{}",
+        srv.stderr_text()
+    );
+    assert_eq!(stdout, "over TLS\nsecond line ✓\n", "stderr:\n{stderr}");
+    assert!(stderr.contains("closed: 1000"), "stderr:\n{stderr}");
+}
