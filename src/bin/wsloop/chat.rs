@@ -215,7 +215,12 @@ impl LocalHistory {
             let victim = self
                 .rooms
                 .iter()
-                .filter(|(k, r)| !r.kept.is_empty() && !(&***k == current && r.kept.len() == 1))
+                .filter(|(k, r)| {
+                    // Keep at least the newest message of the room just
+                    // appended to.
+                    let floor = if &***k == current { 1 } else { 0 };
+                    r.kept.len() > floor
+                })
                 .min_by_key(|(_, r)| r.used)
                 .map(|(k, _)| k.clone());
             let Some(k) = victim else { return };
