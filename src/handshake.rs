@@ -206,6 +206,33 @@ fn may_end_head(buf: &[u8], from: usize) -> bool {
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && buf.get(start + i + 2) == Some(&b'\n')))
 }
 
+/// Adds `data` to `buf` and parses the head with `parse` once an empty
+/// line may have arrived; shared by the request and response readers.
+fn accumulate<T>(
+    buf: &mut Vec<u8>,
+    data: &[u8],
+    max_bytes: usize,
+    parse: impl FnOnce(&[u8]) -> Result<Option<(T, usize)>, HandshakeError>,
+) -> Result<Head<T>, HandshakeError> {
+    let from = buf.len();
+    buf.extend_from_slice(data);
+    let parsed = if may_end_head(buf, from) {
+        parse(buf)?
+    } else {
+        None
+    };
+    match parsed {
+        Some((head, end)) if end <= max_bytes => {
+            let rest = buf.split_off(end);
+            *buf = Vec::new();
+            Ok(Head::Complete(head, rest))
+        }
+        Some(_) => Err(HandshakeError::TooLarge { max: max_bytes }),
+        None if buf.len() >= max_bytes => Err(HandshakeError::TooLarge { max: max_bytes }),
+        None => Ok(Head::Partial),
+    }
+}
+
 /// Accumulates a request head across reads.
 #[derive(Debug, Default)]
 pub struct RequestReader {
@@ -241,32 +268,17 @@ impl RequestReader {
         max_bytes: usize,
         max_headers: usize,
     ) -> Result<Head<Request>, HandshakeError> {
-        let from = self.buf.len();
-        self.buf.extend_from_slice(data);
-        let parsed = if may_end_head(&self.buf, from) {
-            parse_request(&self.buf, max_headers)?
-        } else {
-            None
-        };
-        match parsed {
-            Some((req, end)) if end <= max_bytes => {
-                let rest = self.buf.split_off(end);
-                self.buf = Vec::new();
-                Ok(Head::Complete(req, rest))
-            }
-            Some(_) => Err(HandshakeError::TooLarge { max: max_bytes }),
-            None if self.buf.len() >= max_bytes => Err(HandshakeError::TooLarge { max: max_bytes }),
-            None => {
-                if !self.probed {
-                    // Catch garbage (say, a TLS ClientHello) at once instead of
-                    // waiting for the timeout; done once so slow senders cost
-                    // no re-parsing.
-                    self.probed = true;
-                    probe_request(&self.buf)?;
-                }
-                Ok(Head::Partial)
-            }
+        let head = accumulate(&mut self.buf, data, max_bytes, |b| {
+            parse_request(b, max_headers)
+        })?;
+        if matches!(head, Head::Partial) && !self.probed {
+            // Catch garbage (say, a TLS ClientHello) at once instead of
+            // waiting for the timeout; done once so slow senders cost no
+            // re-parsing.
+            self.probed = true;
+            probe_request(&self.buf)?;
         }
+        Ok(head)
     }
 }
 
@@ -525,23 +537,9 @@ impl ResponseReader {
         max_bytes: usize,
         max_headers: usize,
     ) -> Result<Head<Response>, HandshakeError> {
-        let from = self.buf.len();
-        self.buf.extend_from_slice(data);
-        let parsed = if may_end_head(&self.buf, from) {
-            parse_response(&self.buf, max_headers)?
-        } else {
-            None
-        };
-        match parsed {
-            Some((resp, end)) if end <= max_bytes => {
-                let rest = self.buf.split_off(end);
-                self.buf = Vec::new();
-                Ok(Head::Complete(resp, rest))
-            }
-            Some(_) => Err(HandshakeError::TooLarge { max: max_bytes }),
-            None if self.buf.len() >= max_bytes => Err(HandshakeError::TooLarge { max: max_bytes }),
-            None => Ok(Head::Partial),
-        }
+        accumulate(&mut self.buf, data, max_bytes, |b| {
+            parse_response(b, max_headers)
+        })
     }
 }
 
