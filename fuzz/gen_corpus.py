@@ -138,6 +138,59 @@ def roundtrip_msg(flags, payload, *cut_positions):
     return bytes([flags]) + u16(len(payload)) + payload + cuts(*cut_positions)
 
 
+# ---- extension_offer (fuzz_targets/extension_offer.rs) ----
+def ext_seed(flags, sbits, cbits, c_sbits, c_cbits, *values):
+    return bytes([flags, sbits, cbits, c_sbits, c_cbits]) + "\n".join(values).encode()
+
+
+# ---- deflate_connection (fuzz_targets/deflate_connection.rs) ----
+def dc_setup(flags=0, sbits=6, cbits=6, level=6):
+    # window bits are 9 + b % 7: 6 -> 15, 0 -> 9
+    return bytes([flags, sbits, cbits, level])
+
+
+def dc_payload(data=b"", text=False, fill=None, noise=None):
+    kind = 1 if text else 0
+    if fill is not None:
+        byte, n = fill
+        return bytes([kind | 2 << 1, byte]) + u24(n)
+    if noise is not None:
+        seed, n = noise
+        return bytes([kind | 3 << 1, seed]) + u24(n)
+    return bytes([kind]) + u16(len(data)) + data
+
+
+def dc_reads(max_piece=0, seed=0):
+    return u16(max_piece) + bytes([seed])
+
+
+def dc_msg(payload, cut_at=(), mutate=None, clear_rsv1=False, rsv1_second=False,
+           ping=False, key=b"\x37\xfa\x21\x3d", reads=dc_reads()):
+    shape = len(cut_at) | (8 if mutate else 0) | (16 if clear_rsv1 else 0) \
+        | (32 if rsv1_second else 0) | (64 if ping else 0)
+    out = bytes([0]) + payload + bytes([shape]) + b"".join(u16(c) for c in cut_at)
+    if mutate:
+        what, pos, b = mutate
+        out += bytes([what]) + u16(pos) + bytes([b])
+    return out + key + reads
+
+
+def dc_raw_frame(b0, body, key=b"\x01\x02\x03\x04", reads=dc_reads()):
+    return bytes([1, b0]) + u16(len(body)) + body + key + reads
+
+
+def dc_bytes(data):
+    return bytes([2]) + u16(len(data)) + data
+
+
+def dc_server_send(payload):
+    return bytes([3]) + payload
+
+
+def dc_close(code, reads=dc_reads()):
+    return bytes([4]) + u16(code) + reads
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -187,6 +240,46 @@ def main():
           + roundtrip_msg(1 | 2 | 4, b"owned text"))
     write("roundtrip", "big-owned", b"\x00\x02" + bytes([2 | 16, 0xAB]) + u24(70000) + cuts()
           + bytes([16 | 4, 0xCD]) + u24(40000) + cuts(1, 20000, 39999))
+
+
+    ext = [
+        ("chrome", ext_seed(0, 15, 15, 6, 6, "permessage-deflate; client_max_window_bits")),
+        ("firefox", ext_seed(8, 15, 15, 6, 6, "permessage-deflate")),
+        ("python-websockets", ext_seed(8, 15, 15, 6, 6,
+                                       "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")),
+        ("all-params", ext_seed(0x3b, 10, 11, 1, 2,
+                                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                                "server_max_window_bits=9; client_max_window_bits=10")),
+        ("several-offers", ext_seed(2, 12, 9, 3, 0,
+                                    "x-webkit-deflate-frame, permessage-deflate; foo",
+                                    "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits=\"9\"")),
+        ("client-bits-8", ext_seed(0, 15, 15, 6, 6, "permessage-deflate; client_max_window_bits=8")),
+        ("invalid", ext_seed(4, 0, 255, 0, 0, "permessage-deflate; server_max_window_bits=09; =; ;;, ,")),
+    ]
+    for name, data in ext:
+        write("extension_offer", name, data)
+
+    hello = "Hello, hello, hello! " * 8
+    dc = [
+        ("hello-text", dc_setup() + dc_msg(dc_payload(b"Hello", text=True))),
+        ("context-takeover", dc_setup(level=9) + dc_msg(dc_payload(hello.encode(), text=True))
+         + dc_msg(dc_payload(hello.encode(), text=True))),
+        ("no-context-small-windows", dc_setup(1 | 2, 0, 0, 1) + dc_msg(dc_payload(bytes(range(256)) * 4))
+         + dc_msg(dc_payload(bytes(range(256)) * 4))),
+        ("fragmented-ping-trickle", dc_setup(16) + dc_msg(dc_payload(hello.encode(), text=True), cut_at=(3, 10),
+                                                       ping=True, reads=dc_reads(5, 7))),
+        ("bomb", dc_setup(1) + dc_msg(dc_payload(fill=(0, 90000)))),
+        ("noise-near-limit", dc_setup() + dc_msg(dc_payload(noise=(1, 65000)))),
+        ("corrupt", dc_setup() + dc_msg(dc_payload(hello.encode()), mutate=(0, 5, 0xff))),
+        ("truncated", dc_setup() + dc_msg(dc_payload(hello.encode()), mutate=(1, 4, 0))),
+        ("rsv1-on-continuation", dc_setup() + dc_msg(dc_payload(hello.encode()), cut_at=(4,), rsv1_second=True)),
+        ("uncompressed-and-control", dc_setup() + dc_raw_frame(0x81, b"plain") + dc_raw_frame(0xc9, b"rsv1 ping")),
+        ("server-sends-then-close", dc_setup(16, 2, 3) + dc_server_send(dc_payload(hello.encode(), text=True))
+         + dc_server_send(dc_payload(b"tiny")) + dc_close(1000)),
+        ("small-frames-few-fragments", dc_setup(4 | 8) + dc_msg(dc_payload(noise=(2, 3000)), cut_at=(500, 1000, 1500, 2000))),
+    ]
+    for name, data in dc:
+        write("deflate_connection", name, data)
 
 
 if __name__ == "__main__":

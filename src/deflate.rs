@@ -174,6 +174,13 @@ mod imp {
             if out.ends_with(&TAIL) {
                 out.truncate(out.len() - 4);
             }
+            if out.is_empty() {
+                // Nothing new to emit (an empty message): the stripped sync
+                // flush lost the stored block's header bits, so send the
+                // single 0x00 of RFC 7692 §7.2.3.6, which the receiver's
+                // appended tail completes into an empty stored block.
+                out.push(0x00);
+            }
             if self.own_reset {
                 give_compressor(self.own_bits, self.level, c);
             } else {
@@ -357,6 +364,26 @@ mod tests {
                 tx.compress(text, &mut a);
                 tx.compress(text, &mut b);
                 assert_eq!(b.len() < a.len(), !no_ctx, "no_ctx {no_ctx}");
+            }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/deflate_connection-1.bin): empty
+    /// messages after others, with context takeover, must decode as empty.
+    #[test]
+    fn empty_messages_between_others() {
+        for no_ctx in [false, true] {
+            let mut tx = DeflateState::new(Role::Server, &params(no_ctx, 15), &cfg());
+            let mut rx = DeflateState::new(Role::Client, &params(no_ctx, 15), &cfg());
+            for msg in [&b"plain"[..], b"", b"", b"x", b""] {
+                let mut out = Vec::new();
+                tx.compress(msg, &mut out);
+                assert!(!out.is_empty());
+                assert_eq!(
+                    inflate(&mut rx, &out, 1000).unwrap(),
+                    msg,
+                    "no_ctx {no_ctx}"
+                );
             }
         }
     }

@@ -10,10 +10,11 @@ use crate::error::HandshakeError;
 /// How a side wants permessage-deflate. Part of [`Config`](crate::Config).
 ///
 /// Window bits are 9–15 (zlib cannot compress with an 8-bit raw window; an
-/// offer asking us for 8 is declined). Memory per connection: a compressor
-/// with context takeover holds about 2^(bits+2) + 64 KiB, a decompressor
-/// about 2^bits + 7 KiB; without context takeover they are borrowed from a
-/// per-thread pool for one message and hold nothing while idle.
+/// offer asking us for 8 is declined). Memory per connection: with context
+/// takeover a compressor and a decompressor stay allocated once used (about
+/// 346 KiB per connection measured with 15-bit windows); without context
+/// takeover they are borrowed from a per-thread pool for one message and
+/// hold nothing while idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeflateConfig {
@@ -60,7 +61,8 @@ pub struct DeflateParams {
     pub client_no_context_takeover: bool,
     /// Window the server compresses with (9–15).
     pub server_max_window_bits: u8,
-    /// Window the client compresses with (9–15).
+    /// Window the client compresses with (8–15: a client may offer 8; our
+    /// decompressor uses at least 9 bits, which reads 8-bit streams).
     pub client_max_window_bits: u8,
 }
 

@@ -471,7 +471,12 @@ impl Connection {
             _ => {}
         }
         let so_far = self.rx.as_ref().map_or(0, |rx| rx.msg.len() as u64);
-        if so_far + h.payload_len > c.max_message_size as u64 {
+        // A compressed message's limit applies to what it decompresses to
+        // (checked while inflating); its wire size is bounded per frame.
+        let message_compressed = compressed
+            || (h.opcode == OpCode::Continuation
+                && self.rx.as_ref().is_some_and(|rx| rx.compressed));
+        if !message_compressed && so_far + h.payload_len > c.max_message_size as u64 {
             return Err(ProtocolError::Capacity(CapacityError::MessageTooLarge {
                 size: so_far + h.payload_len,
                 max: c.max_message_size,
