@@ -295,20 +295,22 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.state {
             State::Open => {
-                let c = self.config.clone();
+                let c = &*self.config;
+                let (pong_timeout, idle_timeout, ping_interval) =
+                    (c.pong_timeout, c.idle_timeout, c.ping_interval);
                 if let Some(sent) = self.ping_sent {
-                    if now >= sent + c.pong_timeout {
+                    if now >= sent + pong_timeout {
                         self.abort(CloseCode::ABNORMAL, "no pong within pong_timeout");
                         return;
                     }
                 }
-                if let Some(idle) = c.idle_timeout {
+                if let Some(idle) = idle_timeout {
                     if now >= self.last_recv + idle {
                         self.close(CloseCode::GOING_AWAY, "idle timeout", now);
                         return;
                     }
                 }
-                if let (None, Some(interval)) = (self.ping_sent, c.ping_interval) {
+                if let (None, Some(interval)) = (self.ping_sent, ping_interval) {
                     if now >= self.last_recv + interval {
                         self.ping_sent = Some(now);
                         self.out.push_frame(&self.header(OpCode::Ping, 0), &[]);

@@ -643,6 +643,7 @@ fn read_conn<H: Handler>(
                 return;
             }
         }
+        let tls = e.stream.is_tls();
         let n = match e.stream.read(scratch) {
             Ok(0) => {
                 let e = &mut core.slab[key];
@@ -671,16 +672,13 @@ fn read_conn<H: Handler>(
             }
         };
         process(core, handler, &mut scratch[..n], key);
-        if n < scratch.len() && !to_eof && !e_is_tls(core, key) {
-            // The socket is empty for now; the next arrival is a new edge.
+        if n < scratch.len() && !to_eof && !tls {
+            // The socket is empty for now; the next arrival is a new edge
+            // (over TLS, rustls may hold records it has not handed out).
             return;
         }
     }
     core.pending_reads.push(key);
-}
-
-fn e_is_tls(core: &Core, key: usize) -> bool {
-    core.slab.get(key).is_some_and(|e| e.stream.is_tls())
 }
 
 /// The peer's TCP side ended (EOF or error).
@@ -759,20 +757,18 @@ fn start_draining(core: &mut Core, key: usize, bytes: &[u8]) {
 }
 
 fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: usize) {
-    let cfg = core.config.clone();
+    let (max_bytes, max_headers) = (core.config.max_handshake_bytes, core.config.max_headers);
     match &mut core.slab[key].phase {
-        Phase::Handshake { reader, .. } => {
-            match reader.feed(data, cfg.max_handshake_bytes, cfg.max_headers) {
-                Ok(Head::Partial) => {}
-                Ok(Head::Complete(req, rest)) => handshake_done(core, handler, key, req, rest),
-                Err(err) => {
-                    debug!("bad handshake: {err}");
-                    let mut bytes = Vec::new();
-                    handshake::write_error_response(err, &mut bytes);
-                    start_draining(core, key, &bytes);
-                }
+        Phase::Handshake { reader, .. } => match reader.feed(data, max_bytes, max_headers) {
+            Ok(Head::Partial) => {}
+            Ok(Head::Complete(req, rest)) => handshake_done(core, handler, key, req, rest),
+            Err(err) => {
+                debug!("bad handshake: {err}");
+                let mut bytes = Vec::new();
+                handshake::write_error_response(err, &mut bytes);
+                start_draining(core, key, &bytes);
             }
-        }
+        },
         Phase::Open { .. } => feed_frames(core, handler, key, data),
         Phase::Draining { .. } => {}
     }
@@ -900,7 +896,7 @@ fn flush_dirty<H: Handler>(core: &mut Core, handler: &mut H) {
 }
 
 fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
-    let cfg = core.config.clone();
+    let (high, low) = (core.config.write_buffer_high, core.config.write_buffer_low);
     let drain_deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     match &mut e.phase {
@@ -923,10 +919,10 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             // at or below low.
             let buffered = conn.buffered();
             let mut drained = false;
-            if buffered > cfg.write_buffer_high {
+            if buffered > high {
                 e.above_high = true;
                 e.paused = true;
-            } else if buffered <= cfg.write_buffer_low {
+            } else if buffered <= low {
                 if e.paused {
                     e.paused = false;
                     core.pending_reads.push(key);
