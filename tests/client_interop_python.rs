@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,45 +19,11 @@ use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::{CloseCode, Event, Message};
 
 fn skip() -> bool {
-    let skip = std::env::var("WSLOOP_SKIP_PYTHON").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("WSLOOP_SKIP_PYTHON=1: skipping the Python interop test");
-    }
-    skip
+    common::skip_python("the Python interop test")
 }
 
-/// The venv's python, created once (tests in this file share it).
 fn python() -> PathBuf {
-    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut cached = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = cached.as_ref() {
-        return p.clone();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = Command::new("sh")
-        .arg(root.join("scripts/python-venv.sh"))
-        .env("WSLOOP_PY_VENV", root.join("target/py-venv"))
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run scripts/python-venv.sh");
-    if !venv.status.success() {
-        panic!(
-            "could not create the Python venv with `websockets` (scripts/python-venv.sh \
-             exited {}; no network?). Set WSLOOP_SKIP_PYTHON=1 to skip this test.\n{}",
-            venv.status,
-            String::from_utf8_lossy(&venv.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&venv.stdout);
-    let path = PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("python-venv.sh printed no path")
-            .trim(),
-    );
-    *cached = Some(path.clone());
-    path
+    common::python_venv()
 }
 
 /// tests/py/echo_server.py on a free loopback port; killed when dropped

@@ -948,3 +948,50 @@ pub fn peer_socket_queues(port: u16) -> Vec<(u64, u64)> {
         })
         .collect()
 }
+
+// ------------------------------------------------------------ Python venv
+
+/// True (and says so) when `WSLOOP_SKIP_PYTHON=1` asks to skip `what`.
+pub fn skip_python(what: &str) -> bool {
+    let skip = std::env::var("WSLOOP_SKIP_PYTHON").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("WSLOOP_SKIP_PYTHON=1: skipping {what}");
+    }
+    skip
+}
+
+/// The python of the venv with `websockets` (scripts/python-venv.sh,
+/// target/py-venv), created once per test process. Panics with a clear
+/// message if it cannot be created.
+pub fn python_venv() -> PathBuf {
+    static CACHED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut cached = CACHED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cached.as_ref() {
+        return p.clone();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = Command::new("sh")
+        .arg(root.join("scripts/python-venv.sh"))
+        .env("WSLOOP_PY_VENV", root.join("target/py-venv"))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run scripts/python-venv.sh");
+    if !venv.status.success() {
+        panic!(
+            "could not create the Python venv with `websockets` (scripts/python-venv.sh \
+             exited {}; no network?). Set WSLOOP_SKIP_PYTHON=1 to skip this test.\n{}",
+            venv.status,
+            String::from_utf8_lossy(&venv.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&venv.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("python-venv.sh printed no path")
+            .trim(),
+    );
+    *cached = Some(path.clone());
+    path
+}
