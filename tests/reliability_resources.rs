@@ -526,7 +526,10 @@ fn thousands_of_connections_reset() {
         }
     }
     eprintln!("{} connections reset in {:?}", BATCH * BATCHES, t.elapsed());
-    wait_fds(&srv, base + 1, Duration::from_secs(5), "after 3,000 resets");
+    // Longer than the 5 s close timeout: once in a clean-clone CI run two
+    // reset connections were still held at 5 s (cause not found yet; see the
+    // session note). Every fd must still come back.
+    wait_fds(&srv, base + 1, Duration::from_secs(8), "after 3,000 resets");
     let rss1 = srv.rss_kib();
     eprintln!("RSS {} KiB before, {} KiB after", rss0, rss1);
     assert!(
