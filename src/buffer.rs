@@ -136,15 +136,46 @@ impl WriteQueue {
         self.len == 0
     }
 
-    /// The owned buffer at the back, to append small data to.
-    fn tail(&mut self) -> &mut Vec<u8> {
-        if !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
-            self.chunks.push_back(Chunk::Owned(pool_take()));
+    /// The owned buffer at the back with room for `need` more bytes.
+    ///
+    /// A buffer grows only up to the pooled size ([`POOL_MAX_CAPACITY`]);
+    /// past that a new chunk starts, so buffers go back to the pool instead
+    /// of growing by `realloc` (a copy and fresh pages) and being freed. A
+    /// single write larger than that gets a buffer of its own from the large
+    /// pool.
+    fn tail(&mut self, need: usize) -> &mut Vec<u8> {
+        let grow_to = match self.chunks.back() {
+            Some(Chunk::Owned(v)) if v.capacity() - v.len() >= need => None,
+            Some(Chunk::Owned(v)) if v.len() + need <= POOL_MAX_CAPACITY => {
+                // Double, at least 4 KiB, never past the pooled size.
+                Some(
+                    (v.capacity() * 2)
+                        .clamp(4096, POOL_MAX_CAPACITY)
+                        .max(v.len() + need),
+                )
+            }
+            _ => {
+                let v = if need > POOL_MAX_CAPACITY {
+                    message_buffer(need, need)
+                } else {
+                    pool_take()
+                };
+                self.chunks.push_back(Chunk::Owned(v));
+                None
+            }
+        };
+        let Some(Chunk::Owned(v)) = self.chunks.back_mut() else {
+            unreachable!("the back chunk is owned");
+        };
+        match grow_to {
+            Some(cap) => v.reserve_exact(cap - v.len()),
+            None if v.capacity() - v.len() < need => {
+                let cap = need.clamp(4096, POOL_MAX_CAPACITY).max(need);
+                v.reserve_exact(cap - v.len());
+            }
+            None => {}
         }
-        match self.chunks.back_mut() {
-            Some(Chunk::Owned(v)) => v,
-            _ => unreachable!("an owned chunk was just pushed"),
-        }
+        v
     }
 
     /// Appends bytes (copied).
@@ -152,7 +183,7 @@ impl WriteQueue {
         if data.is_empty() {
             return;
         }
-        self.tail().extend_from_slice(data);
+        self.tail(data.len()).extend_from_slice(data);
         self.len += data.len();
     }
 
@@ -161,8 +192,7 @@ impl WriteQueue {
     pub fn push_frame(&mut self, header: &FrameHeader, payload: &[u8]) {
         let mut hdr = [0u8; MAX_HEADER_LEN];
         let n = encode_header(header, &mut hdr);
-        let tail = self.tail();
-        tail.reserve(n + payload.len());
+        let tail = self.tail(n + payload.len());
         tail.extend_from_slice(&hdr[..n]);
         let start = tail.len();
         tail.extend_from_slice(payload);
