@@ -199,9 +199,9 @@ def get(res, key):
 
 # (scenario, metric label, json key, higher is better, format)
 METRICS = {
-    "small": [("msgs/s", "msgs_per_s", True)],
-    "medium": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True)],
-    "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True)],
+    "small": [("msgs/s", "msgs_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
+    "medium": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
+    "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "latency": [("rtt p50 µs", "rtt_us.p50", False), ("rtt p99 µs", "rtt_us.p99", False)],
     "connect": [("handshakes/s", "handshakes_per_s", True), ("KiB/conn", "kib_per_conn", False)],
 }
@@ -240,7 +240,8 @@ except OSError:
 runs = max((r["run"] for r in rows), default=0)
 print(f"\n## wsloop vs. peers ({runs} run(s); commit {rev}; {path})\n")
 print("Cell: median (min–max) over runs, then the median over runs of the ratio to raw-echo")
-print("in the same run (for µs and KiB lower is better, for rates higher is better).\n")
+print("in the same run (for µs, ns and KiB lower is better, for rates higher is better).")
+print("Server CPU: all the server's threads over the measured window, per echoed message.\n")
 print("| scenario | metric | " + " | ".join(servers) + " |")
 print("|---|---|" + "---|" * len(servers))
 problems = []

@@ -383,6 +383,49 @@ mod tests {
         assert!(q.chunks.capacity() == 0, "drained queue keeps no storage");
     }
 
+    /// A burst of 16 KiB frames fills buffers of at most the pooled size
+    /// (so they are reused, not reallocated and freed); a single frame
+    /// larger than that gets one buffer of its own. Bytes stay in order.
+    #[test]
+    fn owned_chunks_stay_within_the_pooled_size() {
+        let mut q = WriteQueue::new();
+        let mut expect = Vec::new();
+        let payload = vec![5u8; 16 * 1024];
+        let h = FrameHeader::new(OpCode::Binary, payload.len() as u64);
+        for _ in 0..40 {
+            q.push_frame(&h, &payload);
+            crate::frame::write_frame(&h, &payload, &mut expect);
+        }
+        assert!(q.chunks.len() >= 40 * payload.len() / POOL_MAX_CAPACITY);
+        for c in &q.chunks {
+            let Chunk::Owned(v) = c else { panic!("owned") };
+            assert!(v.capacity() <= POOL_MAX_CAPACITY, "{}", v.capacity());
+        }
+        let big = vec![6u8; 3 * POOL_MAX_CAPACITY];
+        let hb = FrameHeader::new(OpCode::Binary, big.len() as u64);
+        q.push_frame(&hb, &big);
+        crate::frame::write_frame(&hb, &big, &mut expect);
+        q.push_slice(b"tail");
+        expect.extend_from_slice(b"tail");
+        let n = q.chunks.len();
+        let Chunk::Owned(v) = &q.chunks[n - 2] else {
+            panic!("owned")
+        };
+        assert_eq!(
+            v.len(),
+            big.len() + 10,
+            "the big frame (10-byte header) has a chunk of its own"
+        );
+        let Chunk::Owned(v) = &q.chunks[n - 1] else {
+            panic!("owned")
+        };
+        assert_eq!(v.as_slice(), b"tail");
+        assert_eq!(q.len(), expect.len());
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert_eq!(out, expect);
+    }
+
     #[test]
     fn masked_frame_is_masked() {
         let mut q = WriteQueue::new();

@@ -103,7 +103,11 @@ OPTIONS:
                              before connecting, once all are open, and after
                              closing; connect mode reports KiB per connection
                              (start the server afresh: memory it freed is
-                             reused, so a second run shows little growth)
+                             reused, so a second run shows little growth).
+                             Echo and latency modes also report the server's
+                             CPU over the measured window (all its threads,
+                             from /proc/PID/task/*/schedstat): share of a
+                             core and CPU time per echoed message
     --json                   One machine-readable line on stdout
     --ca FILE                For wss://: trust only the CA certificates in
                              this PEM file [default: the bundled Mozilla
@@ -456,6 +460,20 @@ fn check_port_range(conns: u64) -> Result<(), ArgError> {
         )));
     }
     Ok(())
+}
+
+/// CPU time used so far by all threads of `pid`, in nanoseconds (the first
+/// field of each /proc/PID/task/TID/schedstat).
+fn read_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(t) = t else { continue };
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// The resident set size of `pid`, in KiB.
@@ -1578,6 +1596,7 @@ pub fn run(o: Options) -> i32 {
     }
     let tty = io::stderr().is_terminal();
     let mut total = Stats::new();
+    let mut cpu_marks: [Option<(Instant, u64)>; 2] = [None, None];
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
             .into_iter()
@@ -1590,7 +1609,24 @@ pub fn run(o: Options) -> i32 {
             .collect();
         let mut meter = Meter::new(&o, &shared);
         while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(50));
+            let mut nap = Duration::from_millis(50);
+            if let (Some(pid), true) = (o.server_pid, o.mode != Mode::Connect) {
+                // Server CPU at the start and the end of the measured window.
+                let go = *shared.go.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(go) = go {
+                    let now = Instant::now();
+                    let marks = [go + o.warmup, go + o.warmup + o.duration];
+                    let i = usize::from(cpu_marks[0].is_some());
+                    if i < 2 && cpu_marks[i].is_none() {
+                        if now >= marks[i] {
+                            cpu_marks[i] = read_cpu_ns(pid).map(|ns| (now, ns));
+                        } else {
+                            nap = nap.min(marks[i] - now);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(nap);
             if tty {
                 meter.tick();
             }
@@ -1629,6 +1665,12 @@ pub fn run(o: Options) -> i32 {
             open: *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()),
             after: read_rss_kib(pid),
         }),
+        server_cpu: match cpu_marks {
+            [Some((t0, c0)), Some((t1, c1))] if t1 > t0 => {
+                Some(c1.saturating_sub(c0) as f64 / t1.duration_since(t0).as_nanos() as f64)
+            }
+            _ => None,
+        },
     };
     if o.json {
         println!("{}", report.json());
@@ -1756,6 +1798,9 @@ struct Report<'a> {
     measured_secs: f64,
     close_secs: f64,
     rss: Option<Rss>,
+    /// Cores' worth of server CPU over the measured window (1.0 = one core
+    /// busy all the time), from --server-pid.
+    server_cpu: Option<f64>,
 }
 
 /// 1234567 → "1,234,567".
@@ -1832,6 +1877,12 @@ impl Report<'_> {
         let r = self.rss.as_ref()?;
         let (b, a) = (r.before?, r.open?);
         (self.s.opened > 0).then(|| (a as f64 - b as f64) / self.s.opened as f64)
+    }
+
+    /// Server CPU nanoseconds per echoed message.
+    fn cpu_ns_per_msg(&self) -> Option<f64> {
+        let cores = self.server_cpu?;
+        (self.s.msgs > 0).then(|| cores * self.measured_secs * 1e9 / self.s.msgs as f64)
     }
 
     fn text(&self) -> String {
@@ -1916,6 +1967,14 @@ impl Report<'_> {
                     dur(r.mean())
                 );
             }
+        }
+        if let (Some(cores), Some(per)) = (self.server_cpu, self.cpu_ns_per_msg()) {
+            let _ = writeln!(
+                t,
+                "  server cpu {:.0}% of a core, {} per message",
+                cores * 100.0,
+                dur(per.round() as u64)
+            );
         }
         if let Some(r) = &self.rss {
             let kib = |v: Option<u64>| v.map_or("?".to_owned(), |k| format!("{} KiB", group(k)));
@@ -2018,6 +2077,14 @@ impl Report<'_> {
                 n(r.open),
                 n(r.after),
                 self.kib_per_conn().map_or("null".to_owned(), |k| format!("{k:.3}"))
+            );
+        }
+        if let Some(cores) = self.server_cpu {
+            let _ = write!(
+                j,
+                ",\"server_cpu_cores\":{cores:.4},\"server_cpu_ns_per_msg\":{}",
+                self.cpu_ns_per_msg()
+                    .map_or("null".to_owned(), |n| format!("{n:.1}"))
             );
         }
         let _ = write!(
