@@ -128,8 +128,8 @@ fn echo_reports_server_cpu_per_message() {
     assert!(out.stdout.contains("per message"), "{out:?}");
 }
 
-/// Connect mode with --server-pid: handshakes/s and server memory per
-/// connection; no CPU figure (nothing is echoed).
+/// Connect mode with --server-pid: handshakes/s, server memory per
+/// connection and server CPU per handshake.
 #[test]
 fn connect_reports_memory_per_connection() {
     let srv = BinServer::spawn(&[]);
@@ -154,7 +154,10 @@ fn connect_reports_memory_per_connection() {
     assert!(num(json, "handshakes_per_s").unwrap_or(0.0) > 0.0, "{json}");
     assert!(num(json, "kib_per_conn").is_some(), "{json}");
     assert!(num(json, "rss_kib_open").unwrap_or(0.0) > 0.0, "{json}");
-    assert!(!json.contains("server_cpu"), "{json}");
+    // Server CPU per handshake over the connect phase, not per message.
+    let per = num(json, "server_cpu_ns_per_handshake").expect("server_cpu_ns_per_handshake");
+    assert!(per > 0.0, "{json}");
+    assert!(!json.contains("server_cpu_ns_per_msg"), "{json}");
 }
 
 /// Bad values are refused before anything connects, naming the value.

@@ -191,6 +191,33 @@ fn close_initiated_by_client() {
     c.expect_eof(Duration::from_secs(2));
 }
 
+/// After a clean close handshake the server closes its socket at once: it
+/// does not hold the descriptor until the client's FIN, which a client may
+/// send late or never.
+#[test]
+fn socket_released_right_after_a_clean_close() {
+    let srv = BinServer::spawn(&[]);
+    let pid = srv.pid();
+    let base = proc_fd_count(pid);
+    let mut c = connect(srv.addr);
+    c.send_text("one");
+    c.expect_text("one");
+    assert_eq!(
+        proc_fd_count(pid),
+        base + 1,
+        "one connection, one descriptor"
+    );
+    c.close(1000, "");
+    assert_eq!(c.expect_close().0, Some(1000));
+    // Well before the 5 s close timeout, with our side still open.
+    wait_until(
+        Duration::from_secs(2),
+        "the server to close its socket",
+        || proc_fd_count(pid) == base,
+    );
+    c.expect_eof(Duration::from_secs(1));
+}
+
 #[test]
 fn close_initiated_by_server() {
     let echo = Echo::default();

@@ -452,6 +452,19 @@ impl<H: Handler> Server<H> {
                 core.mark_dirty(key);
             }
             core.schedule(key);
+            if !over {
+                // The request has usually arrived by the time the connection
+                // is accepted: answer it in this pass rather than after one
+                // more poll. (Registration already queued the socket's
+                // readiness, so nothing is missed if it has not.)
+                read_conn(
+                    &mut self.core,
+                    &mut self.handler,
+                    &mut self.scratch,
+                    key,
+                    false,
+                );
+            }
         }
     }
 
@@ -976,9 +989,23 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             let empty = out.is_empty()
                 && conn.as_ref().is_none_or(|c| !c.wants_write())
                 && !e.stream.has_pending();
+            let handshake_done = conn
+                .as_ref()
+                .and_then(|c| c.close_info())
+                .is_some_and(|i| i.clean);
+            if empty && !*shut && handshake_done && !e.stream.is_tls() {
+                // Both close frames are through and the peer sends nothing
+                // after its own: close the socket now (we close first, RFC
+                // 6455 §7.1.1) instead of waiting for its EOF.
+                e.dead = true;
+                core.dead.push(key);
+                return;
+            }
             if empty && !*shut {
                 // We close first (RFC 6455 §7.1.1); the peer's EOF, or the
-                // deadline, ends the entry.
+                // deadline, ends the entry. (An HTTP response, or a close
+                // frame not answered yet: the peer may still be sending, and
+                // closing with unread input would reset the connection.)
                 *shut = true;
                 e.stream.shutdown_write();
                 *conn = None;

@@ -104,10 +104,11 @@ OPTIONS:
                              closing; connect mode reports KiB per connection
                              (start the server afresh: memory it freed is
                              reused, so a second run shows little growth).
-                             Echo and latency modes also report the server's
-                             CPU over the measured window (all its threads,
-                             from /proc/PID/task/*/schedstat): share of a
-                             core and CPU time per echoed message
+                             All modes also report the server's CPU (all its
+                             threads, from /proc/PID/task/*/schedstat): share
+                             of a core and CPU time per echoed message over
+                             the measured window, or per handshake over the
+                             connect phase
     --json                   One machine-readable line on stdout
     --ca FILE                For wss://: trust only the CA certificates in
                              this PEM file [default: the bundled Mozilla
@@ -1597,6 +1598,12 @@ pub fn run(o: Options) -> i32 {
     let tty = io::stderr().is_terminal();
     let mut total = Stats::new();
     let mut cpu_marks: [Option<(Instant, u64)>; 2] = [None, None];
+    if o.mode == Mode::Connect {
+        cpu_marks[0] = o
+            .server_pid
+            .and_then(read_cpu_ns)
+            .map(|ns| (shared.start, ns));
+    }
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
             .into_iter()
@@ -1610,7 +1617,18 @@ pub fn run(o: Options) -> i32 {
         let mut meter = Meter::new(&o, &shared);
         while !handles.iter().all(|h| h.is_finished()) {
             let mut nap = Duration::from_millis(50);
-            if let (Some(pid), true) = (o.server_pid, o.mode != Mode::Connect) {
+            if let (Some(pid), Mode::Connect) = (o.server_pid, o.mode) {
+                // Server CPU for the handshakes: from before the first
+                // connect until all are open.
+                let go = shared
+                    .go
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some();
+                if go && cpu_marks[1].is_none() {
+                    cpu_marks[1] = read_cpu_ns(pid).map(|ns| (Instant::now(), ns));
+                }
+            } else if let Some(pid) = o.server_pid {
                 // Server CPU at the start and the end of the measured window.
                 let go = *shared.go.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(go) = go {
@@ -1646,15 +1664,16 @@ pub fn run(o: Options) -> i32 {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or(shared.start);
+    let measured_secs = total
+        .run_end
+        .min(go + o.warmup + o.duration)
+        .saturating_duration_since(go + o.warmup)
+        .as_secs_f64();
     let report = Report {
         o: &o,
         s: &total,
         connect_secs: go.saturating_duration_since(shared.start).as_secs_f64(),
-        measured_secs: total
-            .run_end
-            .min(go + o.warmup + o.duration)
-            .saturating_duration_since(go + o.warmup)
-            .as_secs_f64(),
+        measured_secs,
         close_secs: total
             .finished
             .saturating_duration_since(total.run_end)
@@ -1667,7 +1686,15 @@ pub fn run(o: Options) -> i32 {
         }),
         server_cpu: match cpu_marks {
             [Some((t0, c0)), Some((t1, c1))] if t1 > t0 => {
-                Some(c1.saturating_sub(c0) as f64 / t1.duration_since(t0).as_nanos() as f64)
+                let wall = t1.duration_since(t0);
+                let cores = c1.saturating_sub(c0) as f64 / wall.as_nanos() as f64;
+                // Per message over the measured window; per handshake over
+                // the connect phase sampled.
+                let secs = match o.mode {
+                    Mode::Connect => wall.as_secs_f64(),
+                    _ => measured_secs,
+                };
+                Some((cores, secs))
             }
             _ => None,
         },
@@ -1798,9 +1825,10 @@ struct Report<'a> {
     measured_secs: f64,
     close_secs: f64,
     rss: Option<Rss>,
-    /// Cores' worth of server CPU over the measured window (1.0 = one core
-    /// busy all the time), from --server-pid.
-    server_cpu: Option<f64>,
+    /// Cores' worth of server CPU (1.0 = one core busy all the time) and
+    /// the seconds it is averaged over: the measured window, or in connect
+    /// mode the connect phase. From --server-pid.
+    server_cpu: Option<(f64, f64)>,
 }
 
 /// 1234567 → "1,234,567".
@@ -1879,10 +1907,15 @@ impl Report<'_> {
         (self.s.opened > 0).then(|| (a as f64 - b as f64) / self.s.opened as f64)
     }
 
-    /// Server CPU nanoseconds per echoed message.
+    /// Server CPU nanoseconds per echoed message (echo and latency modes)
+    /// or per handshake (connect mode).
     fn cpu_ns_per_msg(&self) -> Option<f64> {
-        let cores = self.server_cpu?;
-        (self.s.msgs > 0).then(|| cores * self.measured_secs * 1e9 / self.s.msgs as f64)
+        let (cores, secs) = self.server_cpu?;
+        let n = match self.o.mode {
+            Mode::Connect => self.s.opened,
+            _ => self.s.msgs,
+        };
+        (n > 0).then(|| cores * secs * 1e9 / n as f64)
     }
 
     fn text(&self) -> String {
@@ -1968,12 +2001,17 @@ impl Report<'_> {
                 );
             }
         }
-        if let (Some(cores), Some(per)) = (self.server_cpu, self.cpu_ns_per_msg()) {
+        if let (Some((cores, _)), Some(per)) = (self.server_cpu, self.cpu_ns_per_msg()) {
             let _ = writeln!(
                 t,
-                "  server cpu {:.0}% of a core, {} per message",
+                "  server cpu {:.0}% of a core, {} per {}",
                 cores * 100.0,
-                dur(per.round() as u64)
+                dur(per.round() as u64),
+                if o.mode == Mode::Connect {
+                    "handshake"
+                } else {
+                    "message"
+                }
             );
         }
         if let Some(r) = &self.rss {
@@ -2079,10 +2117,15 @@ impl Report<'_> {
                 self.kib_per_conn().map_or("null".to_owned(), |k| format!("{k:.3}"))
             );
         }
-        if let Some(cores) = self.server_cpu {
+        if let Some((cores, _)) = self.server_cpu {
+            let key = if o.mode == Mode::Connect {
+                "server_cpu_ns_per_handshake"
+            } else {
+                "server_cpu_ns_per_msg"
+            };
             let _ = write!(
                 j,
-                ",\"server_cpu_cores\":{cores:.4},\"server_cpu_ns_per_msg\":{}",
+                ",\"server_cpu_cores\":{cores:.4},\"{key}\":{}",
                 self.cpu_ns_per_msg()
                     .map_or("null".to_owned(), |n| format!("{n:.1}"))
             );
