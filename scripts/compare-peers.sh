@@ -203,7 +203,7 @@ METRICS = {
     "medium": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "latency": [("rtt p50 µs", "rtt_us.p50", False), ("rtt p99 µs", "rtt_us.p99", False)],
-    "connect": [("handshakes/s", "handshakes_per_s", True), ("KiB/conn", "kib_per_conn", False)],
+    "connect": [("handshakes/s", "handshakes_per_s", True), ("server CPU ns/handshake", "server_cpu_ns_per_handshake", False), ("KiB/conn", "kib_per_conn", False)],
 }
 DESC = {
     "small": "100×16×32 B",
