@@ -452,19 +452,6 @@ impl<H: Handler> Server<H> {
                 core.mark_dirty(key);
             }
             core.schedule(key);
-            if !over {
-                // The request has usually arrived by the time the connection
-                // is accepted: answer it in this pass rather than after one
-                // more poll. (Registration already queued the socket's
-                // readiness, so nothing is missed if it has not.)
-                read_conn(
-                    &mut self.core,
-                    &mut self.handler,
-                    &mut self.scratch,
-                    key,
-                    false,
-                );
-            }
         }
     }
 
