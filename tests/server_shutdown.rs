@@ -235,3 +235,55 @@ fn sigterm_with_a_client_that_never_reads() {
     drop(stuck);
     let _ = writer.join();
 }
+
+/// `--threads 2`: two event loops share the port; every connection is
+/// served, and SIGTERM shuts both loops down (close 1001 to each client,
+/// exit 0). Bad values are refused with the value named.
+#[test]
+fn threads_share_the_port_and_shut_down_together() {
+    let mut srv = BinServer::spawn(&["--threads", "2", "--shutdown-timeout", "5s"]);
+    let loops: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("loop-"))
+        .collect();
+    assert_eq!(loops.len(), 2, "event loop threads: {loops:?}");
+
+    let mut clients: Vec<TestClient> = (0..40).map(|_| connect(srv.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_text(&message(i, 1));
+        c.expect_text(&message(i, 1));
+    }
+    srv.signal("TERM");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let (code, reason) = c.expect_close();
+        assert_eq!(code, Some(1001), "client {i}: reason {reason:?}");
+        c.close(1001, "");
+    }
+    let status = srv.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; log:\n{}",
+        srv.log_text()
+    );
+
+    for (args, want) in [
+        (&["--threads", "0"][..], "--threads must be at least 1"),
+        (&["--threads", "two"][..], "two"),
+        (
+            &["--threads", "2", "--app", "chat"][..],
+            "--threads needs --app echo",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

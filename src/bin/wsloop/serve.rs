@@ -56,6 +56,10 @@ OPTIONS:
                              certificate chain (needs the `tls` feature)
     --tls-key FILE           The PEM private key for --tls-cert
     --app APP                echo or chat [default: echo]
+    --threads N              Echo only: N event loops, each on its own
+                             thread, sharing the listening socket (each
+                             accepts what it wins; a connection stays on the
+                             loop that accepted it) [default: 1]
     --redis URL              Chat only: share rooms with every server using
                              this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]);
                              history is kept there (needs the `redis`
@@ -86,6 +90,8 @@ pub struct Options {
     pub tls: TlsSetting,
     /// `--redis URL` (only accepted when built with the `redis` feature).
     pub redis: Option<String>,
+    /// `--threads N`: event loops sharing the listener (echo only).
+    pub threads: usize,
 }
 
 /// The loaded TLS configuration (`--tls-cert`/`--tls-key`).
@@ -165,6 +171,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         access: Access::default(),
         tls: None,
         redis: None,
+        threads: 1,
     };
     let mut tls_cert: Option<String> = None;
     let mut tls_key: Option<String> = None;
@@ -302,6 +309,19 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 }
                 n => rate_bytes = Some(n),
             },
+            "threads" => match args.num("threads")? {
+                0 => {
+                    return Err(ArgError(
+                        "wsloop serve: --threads must be at least 1".into(),
+                    ))
+                }
+                n if n > MAX_THREADS => {
+                    return Err(ArgError(format!(
+                        "wsloop serve: --threads {n} is above the most allowed, {MAX_THREADS}"
+                    )))
+                }
+                n => opts.threads = n,
+            },
             "rate-action" => {
                 let v = args.value("rate-action")?;
                 rate_action = Some(match v.as_str() {
@@ -336,6 +356,11 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     }
     if let Err(e) = opts.config.validate() {
         return Err(ArgError(format!("wsloop serve: {e}")));
+    }
+    if opts.threads > 1 && opts.app != App::Echo {
+        return Err(ArgError(
+            "wsloop serve: --threads needs --app echo (chat rooms live in one event loop)".into(),
+        ));
     }
     if opts.redis.is_some() && opts.app != App::Chat {
         return Err(ArgError(
@@ -408,7 +433,7 @@ impl Handler for Echo {
 
 /// Starts a thread that turns SIGTERM/SIGINT into a graceful shutdown; a
 /// second signal exits at once.
-pub fn shutdown_on_signals(handle: wsloop::server::Handle) {
+pub fn shutdown_on_signals(handles: Vec<wsloop::server::Handle>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
@@ -426,12 +451,17 @@ pub fn shutdown_on_signals(handle: wsloop::server::Handle) {
                 std::process::exit(130);
             }
             info!("signal {sig}: graceful shutdown");
-            let _ = handle.shutdown();
+            for h in &handles {
+                let _ = h.shutdown();
+            }
         }
     });
 }
 
 pub fn run(opts: Options) -> i32 {
+    if opts.threads > 1 {
+        return serve_threads(opts);
+    }
     match opts.app {
         App::Echo => serve(
             &opts.addr,
@@ -502,7 +532,7 @@ fn serve<H: Handler>(
         eprintln!("wsloop serve: cannot start: {e}");
         return 1;
     }
-    shutdown_on_signals(server.handle());
+    shutdown_on_signals(vec![server.handle()]);
     match server.run() {
         Ok(_) => 0,
         Err(e) => {
@@ -510,4 +540,82 @@ fn serve<H: Handler>(
             1
         }
     }
+}
+
+/// Most `--threads`: more loops than cores only add contention.
+const MAX_THREADS: usize = 64;
+
+/// `--threads N` with the echo app: one listening socket, N event loops on
+/// N threads, each polling its own copy of the socket's descriptor. Every
+/// loop woken by a connection tries to accept it; the one that wins owns
+/// the connection for its lifetime.
+fn serve_threads(opts: Options) -> i32 {
+    let listener = match std::net::TcpListener::bind(&opts.addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("wsloop serve: cannot listen on {}: {e}", opts.addr);
+            return 1;
+        }
+    };
+    let mut servers = Vec::with_capacity(opts.threads);
+    for i in 0..opts.threads {
+        let made = listener
+            .try_clone()
+            .map_err(wsloop::Error::from)
+            .and_then(|l| {
+                Server::from_listener(
+                    mio::net::TcpListener::from_std(l),
+                    opts.config.clone(),
+                    Echo {
+                        access: opts.access.clone(),
+                    },
+                )
+            });
+        let server = match made {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("wsloop serve: cannot start event loop {i}: {e}");
+                return 1;
+            }
+        };
+        #[cfg(feature = "tls")]
+        let server = match &opts.tls {
+            Some(cfg) => server.with_tls(cfg.clone()),
+            None => server,
+        };
+        servers.push(server);
+    }
+    drop(listener);
+    let scheme = if opts.tls.is_some() { "wss" } else { "ws" };
+    info!(
+        "listening on {scheme}://{} with {} event loops",
+        servers[0].local_addr(),
+        servers.len()
+    );
+    shutdown_on_signals(servers.iter().map(|s| s.handle()).collect());
+    let loops: Vec<_> = servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, server)| {
+            std::thread::Builder::new()
+                .name(format!("loop-{i}"))
+                .spawn(move || server.run().map(|_| ()))
+        })
+        .collect();
+    let mut code = 0;
+    for (i, l) in loops.into_iter().enumerate() {
+        let result = match l {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(wsloop::Error::Io(std::io::Error::other("thread panicked")))
+            }),
+            Err(e) => Err(wsloop::Error::from(e)),
+        };
+        if let Err(e) = result {
+            error!("event loop {i} failed: {e}");
+            code = 1;
+        }
+    }
+    code
 }
