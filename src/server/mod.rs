@@ -267,6 +267,13 @@ impl<H: Handler> Server<H> {
                 return Err(e.into());
             }
             self.core.now = Instant::now();
+            // Reads owed from before this poll. Those owed from now on
+            // (a connection that just drained its queue below the low
+            // water mark) wait for the next pass, after every dirty queue
+            // has been flushed: a connection reads at most about once per
+            // pass, so one that broadcasts cannot outrun its receivers by
+            // being written to sooner than they are.
+            let pending = std::mem::take(&mut self.core.pending_reads);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -283,11 +290,16 @@ impl<H: Handler> Server<H> {
                                 key,
                                 ev.is_read_closed(),
                             );
+                            // Its replies go out now, not after the rest of
+                            // the batch has been read (other connections
+                            // marked by a broadcast still wait for the end
+                            // of the batch, to share one write).
+                            flush_now(&mut self.core, &mut self.handler, key);
                         }
                     }
                 }
             }
-            for key in std::mem::take(&mut self.core.pending_reads) {
+            for key in pending {
                 read_conn(
                     &mut self.core,
                     &mut self.handler,
@@ -886,7 +898,15 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
 
 fn flush_dirty<H: Handler>(core: &mut Core, handler: &mut H) {
     while let Some(key) = core.dirty.pop() {
-        if let Some(e) = core.slab.get_mut(key) {
+        flush_now(core, handler, key);
+    }
+}
+
+/// Writes what `key` has queued if it is marked dirty (it may also still
+/// be on the dirty list: that entry is then skipped).
+fn flush_now<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
+    if let Some(e) = core.slab.get_mut(key) {
+        if e.dirty {
             e.dirty = false;
             if !e.dead {
                 flush_one(core, handler, key);
