@@ -4,57 +4,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use common::*;
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn bench(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .arg("bench")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop bench");
-    let (tx, rx) = mpsc::channel();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    thread::spawn(move || {
-        let mut o = String::new();
-        let _ = out.read_to_string(&mut o);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send((o, e, child.wait()));
-    });
-    let (stdout, stderr, status) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("wsloop bench did not exit within 60 s");
-    Run {
-        code: status.unwrap().code(),
-        stdout,
-        stderr,
-    }
+fn bench(args: &[&str]) -> BinRun {
+    run_wsloop("bench", args, None, Duration::from_secs(60))
 }
 
 /// The number after `"key":` in a one-line JSON object (`None` for null or

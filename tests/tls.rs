@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{frame_bytes, pattern, text_pattern, BinServer, ServerThread};
+use common::{frame_bytes, pattern, run_wsloop, text_pattern, BinRun, BinServer, ServerThread};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -413,42 +413,11 @@ fn binary_server_and_client_over_wss() {
     assert!(out.stderr.contains("NOT verified"), "{out:?}");
 }
 
-#[derive(Debug)]
-struct ClientRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// `wsloop client ARGS` with `input` on stdin, then EOF. The echo server
 /// answers each line before it sees the close that follows stdin's end
 /// (one TLS connection, in order), so all lines come back.
-fn run_client(args: &[&str], input: &str) -> ClientRun {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .arg("client")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop client");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("wsloop client did not exit within 20 s")
-        .unwrap();
-    ClientRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn run_client(args: &[&str], input: &str) -> BinRun {
+    run_wsloop("client", args, Some(input), Duration::from_secs(20))
 }
 
 // ------------------------------------------------------ certificate errors
@@ -1050,33 +1019,8 @@ fn readme_certificate_recipe_works() {
 
 // ------------------------------------------------------------- bench
 
-fn run_bench(args: &[&str]) -> ClientRun {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .arg("bench")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop bench");
-    let (tx, rx) = mpsc::channel();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    thread::spawn(move || {
-        let mut o = String::new();
-        let _ = out.read_to_string(&mut o);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        let _ = tx.send((o, e, child.wait()));
-    });
-    let (stdout, stderr, status) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("wsloop bench did not exit within 60 s");
-    ClientRun {
-        code: status.unwrap().code(),
-        stdout,
-        stderr,
-    }
+fn run_bench(args: &[&str]) -> BinRun {
+    run_wsloop("bench", args, None, Duration::from_secs(60))
 }
 
 /// `wsloop bench wss://… --ca FILE` against the TLS echo server: every echo

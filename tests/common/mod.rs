@@ -995,3 +995,54 @@ pub fn python_venv() -> PathBuf {
     *cached = Some(path.clone());
     path
 }
+
+/// What a run of the `wsloop` binary printed, and its exit code.
+pub struct BinRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for BinRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `wsloop SUB ARGS`, with `input` on stdin then EOF (no stdin at all for
+/// `None`); panics if it has not exited `within`.
+pub fn run_wsloop(sub: &str, args: &[&str], input: Option<&str>, within: Duration) -> BinRun {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg(sub)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn wsloop {sub}: {e}"));
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(within)
+        .unwrap_or_else(|_| panic!("wsloop {sub} did not exit within {within:?}"))
+        .unwrap();
+    BinRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

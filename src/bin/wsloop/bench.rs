@@ -1652,6 +1652,14 @@ pub fn run(o: Options) -> i32 {
         if tty {
             meter.clear();
         }
+        // The threads may end (the window over, every connection closed)
+        // before this thread, if it was slow to wake, sampled the end of
+        // the window: sample now, a few milliseconds of closing late.
+        if let (Some(pid), [Some(_), None]) = (o.server_pid, cpu_marks) {
+            if o.mode != Mode::Connect {
+                cpu_marks[1] = read_cpu_ns(pid).map(|ns| (Instant::now(), ns));
+            }
+        }
         for h in handles {
             match h.join() {
                 Ok(st) => total.merge(st),
