@@ -144,36 +144,26 @@ impl WriteQueue {
     /// single write larger than that gets a buffer of its own from the large
     /// pool.
     fn tail(&mut self, need: usize) -> &mut Vec<u8> {
-        let grow_to = match self.chunks.back() {
-            Some(Chunk::Owned(v)) if v.capacity() - v.len() >= need => None,
-            Some(Chunk::Owned(v)) if v.len() + need <= POOL_MAX_CAPACITY => {
-                // Double, at least 4 KiB, never past the pooled size.
-                Some(
-                    (v.capacity() * 2)
-                        .clamp(4096, POOL_MAX_CAPACITY)
-                        .max(v.len() + need),
-                )
-            }
-            _ => {
-                let v = if need > POOL_MAX_CAPACITY {
-                    message_buffer(need, need)
-                } else {
-                    pool_take()
-                };
-                self.chunks.push_back(Chunk::Owned(v));
-                None
-            }
-        };
+        let fits = matches!(self.chunks.back(),
+            Some(Chunk::Owned(v)) if v.len() + need <= v.capacity().max(POOL_MAX_CAPACITY));
+        if !fits {
+            let v = if need > POOL_MAX_CAPACITY {
+                message_buffer(need, need)
+            } else {
+                pool_take()
+            };
+            self.chunks.push_back(Chunk::Owned(v));
+        }
         let Some(Chunk::Owned(v)) = self.chunks.back_mut() else {
             unreachable!("the back chunk is owned");
         };
-        match grow_to {
-            Some(cap) => v.reserve_exact(cap - v.len()),
-            None if v.capacity() - v.len() < need => {
-                let cap = need.clamp(4096, POOL_MAX_CAPACITY).max(need);
-                v.reserve_exact(cap - v.len());
-            }
-            None => {}
+        if v.capacity() - v.len() < need {
+            // Double, at least 4 KiB, never past the pooled size unless one
+            // write needs more.
+            let cap = (v.capacity() * 2)
+                .clamp(4096, POOL_MAX_CAPACITY)
+                .max(v.len() + need);
+            v.reserve_exact(cap - v.len());
         }
         v
     }
