@@ -288,6 +288,8 @@ fn a_peer_that_never_reads_is_dropped_by_the_heartbeat() {
     ]);
     let base = srv.fds();
     let c = connect(srv.addr);
+    let inode = srv.server_side_inode(&c.stream);
+    assert!(srv.socket_inodes().contains(&inode), "server side {inode}");
     let mut w = c.stream.try_clone().unwrap();
     let writer = thread::spawn(move || {
         let f = frame_bytes(OpCode::Binary, &pattern(64 << 10, 3), true, true);
@@ -303,9 +305,10 @@ fn a_peer_that_never_reads_is_dropped_by_the_heartbeat() {
     wait_until(
         Duration::from_secs(4),
         "the non-reader to be dropped",
-        || srv.fds() <= base,
+        || !srv.socket_inodes().contains(&inode),
     );
     eprintln!("non-reader dropped after {:?}", t.elapsed());
+    assert!(srv.fds() <= base, "{} fds, {base} before", srv.fds());
     drop(c);
     assert!(writer.join().unwrap(), "the writer was never cut off");
     srv.assert_no_panic();

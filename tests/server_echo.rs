@@ -197,42 +197,18 @@ fn close_initiated_by_client() {
 #[test]
 fn socket_released_right_after_a_clean_close() {
     let srv = BinServer::spawn(&[]);
-    let pid = srv.pid();
-    // The server's open connections: its descriptors that are TCP sockets
-    // on its port, other than the listener (`spawn`'s own probe connection
-    // may take a moment to go).
-    let port = format!(":{:04X}", srv.addr.port());
-    let sockets = || {
-        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
-            .filter_map(|l| {
-                let l = l.to_string_lossy().into_owned();
-                Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-            })
-            .collect();
-        std::fs::read_to_string("/proc/net/tcp")
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .filter(|f| f.len() > 9 && f[1].ends_with(&port) && f[3] != "0A")
-            .filter(|f| inodes.iter().any(|i| i == f[9]))
-            .count()
-    };
     let mut c = connect(srv.addr);
     c.send_text("one");
     c.expect_text("one");
-    wait_until(Duration::from_secs(2), "our connection alone", || {
-        sockets() == 1
-    });
+    let inode = srv.server_side_inode(&c.stream);
+    assert!(srv.socket_inodes().contains(&inode), "server side {inode}");
     c.close(1000, "");
     assert_eq!(c.expect_close().0, Some(1000));
     // Well before the 5 s close timeout, with our side still open.
     wait_until(
         Duration::from_secs(2),
         "the server to close its socket",
-        || sockets() == 0,
+        || !srv.socket_inodes().contains(&inode),
     );
     c.expect_eof(Duration::from_secs(1));
 }

@@ -242,13 +242,20 @@ fn sigterm_with_a_client_that_never_reads() {
 #[test]
 fn threads_share_the_port_and_shut_down_together() {
     let mut srv = BinServer::spawn(&["--threads", "2", "--shutdown-timeout", "5s"]);
-    let loops: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim().to_owned())
-        .filter(|c| c.starts_with("loop-"))
-        .collect();
-    assert_eq!(loops.len(), 2, "event loop threads: {loops:?}");
+    let loops = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_owned())
+            .filter(|c| c.starts_with("loop-"))
+            .collect()
+    };
+    // The port accepts as soon as it is bound, a moment before the loop
+    // threads start.
+    wait_until(Duration::from_secs(5), "two event loop threads", || {
+        loops().len() >= 2
+    });
+    assert_eq!(loops().len(), 2, "event loop threads: {:?}", loops());
 
     let mut clients: Vec<TestClient> = (0..40).map(|_| connect(srv.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {

@@ -654,25 +654,8 @@ impl BinServer {
                 .spawn()
                 .expect("spawn wsloop serve");
             let mut srv = BinServer { child, addr, log };
-            let start = Instant::now();
-            loop {
-                if let Ok(Some(status)) = srv.child.try_wait() {
-                    // Most likely the port was taken between probe and bind.
-                    eprintln!(
-                        "wsloop serve exited early ({status}), attempt {attempt}: {}",
-                        srv.log_text()
-                    );
-                    break;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return srv;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "wsloop serve did not accept within 10 s: {}",
-                    srv.log_text()
-                );
-                thread::sleep(Duration::from_millis(10));
+            if srv.wait_ready(attempt) {
+                return srv;
             }
         }
         panic!("could not start wsloop serve");
@@ -680,6 +663,78 @@ impl BinServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until the server accepts connections and has closed the
+    /// connections that showed it. False if the server exited (most likely
+    /// the port was taken between probe and bind).
+    fn wait_ready(&mut self, attempt: usize) -> bool {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!(
+                    "wsloop serve exited early ({status}), attempt {attempt}: {}",
+                    self.log_text()
+                );
+                return false;
+            }
+            if let Ok(probe) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                self.hang_up(probe);
+                return true;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "wsloop serve did not accept within 10 s: {}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Hangs up the readiness probe and waits for the server to close its
+    /// side, so that counts of its descriptors taken next do not include
+    /// the probe. Panics if it does not within 10 s.
+    fn hang_up(&self, mut probe: TcpStream) {
+        probe
+            .shutdown(Shutdown::Write)
+            .expect("shut down the probe");
+        probe
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        match probe.read(&mut [0u8; 64]) {
+            // EOF, or a reset: the server has let go of it either way.
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!(
+                "readiness probe: wanted the server to close it, got {other:?}: {}",
+                self.log_text()
+            ),
+        }
+    }
+
+    /// Inodes of the sockets the server holds a descriptor for (cheap to
+    /// poll, unlike /proc/net/tcp on a host with many sockets).
+    pub fn socket_inodes(&self) -> Vec<u64> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| {
+                d.filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+                    .filter_map(|l| {
+                        let l = l.to_string_lossy().into_owned();
+                        l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The inode of the server's side of `client`'s connection (0 until
+    /// the server has accepted it).
+    pub fn server_side_inode(&self, client: &TcpStream) -> u64 {
+        let ours = client.local_addr().expect("client address").port();
+        tcp_sockets(self.addr.port())
+            .into_iter()
+            .find(|s| s.peer_port == ours && s.state != TCP_LISTEN)
+            .map_or(0, |s| s.inode)
     }
 
     /// Sends a signal by name (TERM, INT, KILL) with kill(1).
@@ -765,25 +820,76 @@ pub fn proc_cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
-/// socket on this host whose local port is `port` (the server's side of
-/// its connections), from /proc/net/tcp.
-pub fn server_socket_queues(port: u16) -> Vec<(u64, u64)> {
+/// `st` of /proc/net/tcp: established, listening, waiting out TIME_WAIT.
+pub const TCP_ESTABLISHED: u8 = 0x01;
+pub const TCP_LISTEN: u8 = 0x0A;
+pub const TCP_TIME_WAIT: u8 = 0x06;
+
+/// One IPv4 TCP socket of this host, from /proc/net/tcp.
+#[derive(Debug, Clone)]
+pub struct TcpSocket {
+    pub local_port: u16,
+    pub peer_port: u16,
+    /// `st`: 0x01 established, 0x0A listening, ... (include/net/tcp_states.h).
+    pub state: u8,
+    /// Bytes in the send and receive queues.
+    pub tx: u64,
+    pub rx: u64,
+    /// 0 while a connection waits in the listen queue, unaccepted.
+    pub inode: u64,
+}
+
+/// Every IPv4 TCP socket of this host.
+pub fn all_tcp_sockets() -> Vec<TcpSocket> {
     let tcp = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    let want = format!(":{port:04X}");
+    let port_of = |a: &str| u16::from_str_radix(a.rsplit_once(':')?.1, 16).ok();
+    let hex = |v: &str| u64::from_str_radix(v, 16).ok();
     tcp.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || !f[1].ends_with(&want) || f[3] != "01" {
+            if f.len() < 10 {
                 return None;
             }
             let (tx, rx) = f[4].split_once(':')?;
-            Some((
-                u64::from_str_radix(rx, 16).ok()?,
-                u64::from_str_radix(tx, 16).ok()?,
-            ))
+            Some(TcpSocket {
+                local_port: port_of(f[1])?,
+                peer_port: port_of(f[2])?,
+                state: u8::from_str_radix(f[3], 16).ok()?,
+                tx: hex(tx)?,
+                rx: hex(rx)?,
+                inode: f[9].parse().ok()?,
+            })
         })
+        .collect()
+}
+
+/// The IPv4 TCP sockets of this host whose local port is `port`.
+pub fn tcp_sockets(port: u16) -> Vec<TcpSocket> {
+    let mut all = all_tcp_sockets();
+    all.retain(|s| s.local_port == port);
+    all
+}
+
+/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
+/// socket on this host whose local port is `port` (the server's side of
+/// its connections).
+pub fn server_socket_queues(port: u16) -> Vec<(u64, u64)> {
+    tcp_sockets(port)
+        .into_iter()
+        .filter(|s| s.state == TCP_ESTABLISHED)
+        .map(|s| (s.rx, s.tx))
+        .collect()
+}
+
+/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
+/// socket on this host connected to remote port `port` (the clients' side
+/// of a server's connections).
+pub fn peer_socket_queues(port: u16) -> Vec<(u64, u64)> {
+    all_tcp_sockets()
+        .into_iter()
+        .filter(|s| s.peer_port == port && s.state == TCP_ESTABLISHED)
+        .map(|s| (s.rx, s.tx))
         .collect()
 }
 
@@ -838,24 +944,8 @@ impl BinServer {
                 .spawn()
                 .expect("spawn sh -c 'ulimit -n ...; exec wsloop serve'");
             let mut srv = BinServer { child, addr, log };
-            let start = Instant::now();
-            loop {
-                if let Ok(Some(status)) = srv.child.try_wait() {
-                    eprintln!(
-                        "wsloop serve exited early ({status}), attempt {attempt}: {}",
-                        srv.log_text()
-                    );
-                    break;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return srv;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "wsloop serve did not accept within 10 s: {}",
-                    srv.log_text()
-                );
-                thread::sleep(Duration::from_millis(10));
+            if srv.wait_ready(attempt) {
+                return srv;
             }
         }
         panic!("could not start wsloop serve with ulimit -n {nofile}");
@@ -925,28 +1015,6 @@ impl Handler for Recorder {
     ) {
         self.closes.lock().unwrap().push(info.clone());
     }
-}
-
-/// Receive and send queue bytes (`rx`, `tx`) of every established TCP
-/// socket on this host connected to remote port `port` (the clients' side
-/// of a server's connections), from /proc/net/tcp.
-pub fn peer_socket_queues(port: u16) -> Vec<(u64, u64)> {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    let want = format!(":{port:04X}");
-    tcp.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || !f[2].ends_with(&want) || f[3] != "01" {
-                return None;
-            }
-            let (tx, rx) = f[4].split_once(':')?;
-            Some((
-                u64::from_str_radix(rx, 16).ok()?,
-                u64::from_str_radix(tx, 16).ok()?,
-            ))
-        })
-        .collect()
 }
 
 // ------------------------------------------------------------ Python venv
