@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -738,56 +738,6 @@ fn client_piped(args: &[&str], input: &[u8], limit: Duration) -> Run {
     run
 }
 
-/// `wsloop client URL` used interactively: writes `lines`, waits until as
-/// many lines came back on stdout, then ends stdin (like ^D) and waits for
-/// the exit.
-fn client_interactive(url: &str, lines: &[&str]) -> Run {
-    let mut child = client_cmd(&[url])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop client");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let err = read_all(child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let out = thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
-    for l in lines {
-        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-    stdin.flush().unwrap();
-    for i in 0..lines.len() {
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "only {i} of {} lines came back; stdout:\n{}\nstderr:\n{}",
-                lines.len(),
-                out.join().unwrap(),
-                err.join().unwrap()
-            );
-        }
-    }
-    // The echoes are in; the client is idle. Now end stdin.
-    thread::sleep(Duration::from_millis(100));
-    drop(stdin);
-    wait_exit(
-        &mut child,
-        Duration::from_secs(5),
-        "stdin closed after the echoes",
-        out,
-        err,
-    )
-}
-
 #[test]
 fn binary_client_echoes_piped_stdin() {
     let srv = BinServer::spawn(&[]);
@@ -808,8 +758,12 @@ fn binary_client_echoes_piped_stdin() {
 #[test]
 fn binary_client_exits_when_stdin_ends_after_the_echoes() {
     let srv = BinServer::spawn(&[]);
-    let run = client_interactive(&ws_url(srv.addr), &["hello", "wörld ✓"]);
-    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    let run = client_session(
+        &[&ws_url(srv.addr)],
+        &["hello", "wörld ✓"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_eq!(run.stdout, "hello\nwörld ✓\n", "stderr:\n{}", run.stderr);
 }
 

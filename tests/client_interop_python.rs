@@ -6,15 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{pattern, text_pattern};
+use common::{client_session, pattern, text_pattern, BinRun};
 use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::{CloseCode, Event, Message};
 
@@ -172,88 +172,23 @@ fn wsloop_client_against_python_websockets_server() {
     );
 }
 
-/// `wsloop client URL` used interactively: writes `lines`, waits until as
-/// many lines came back on stdout, then ends stdin (like ^D) and waits for
-/// the exit. (Not `printf … | wsloop client`: the client sends its close as
-/// soon as stdin ends, and `websockets` answers a close at once, dropping
-/// echoes it has not sent yet, as RFC 6455 §5.5.1 allows.)
-fn client_interactive(url: &str, lines: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["client", url])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop client");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let (tx, rx) = mpsc::channel();
-    let out = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
-    for l in lines {
-        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-    stdin.flush().unwrap();
-    let mut fail = None;
-    for i in 0..lines.len() {
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            fail = Some(format!("only {i} of {} lines came back", lines.len()));
-            break;
-        }
-    }
-    if fail.is_none() {
-        // The echoes are in and the client is idle: now end stdin.
-        thread::sleep(Duration::from_millis(100));
-        drop(stdin);
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return (st, out.join().unwrap(), err.join().unwrap());
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                fail = Some("did not exit within 5 s after stdin ended".into());
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let _ = child.kill(); // this child's PID only
-    let _ = child.wait();
-    panic!(
-        "wsloop client {url}: {}; stdout:\n{}\nstderr:\n{}",
-        fail.unwrap(),
-        out.join().unwrap(),
-        err.join().unwrap()
-    );
-}
-
 #[test]
 fn wsloop_client_binary_against_python_websockets_server() {
     if skip() {
         return;
     }
     let srv = PyServer::spawn();
-    let (status, stdout, stderr) = client_interactive(
-        &format!("ws://{}/", srv.addr),
+    let BinRun {
+        code,
+        stdout,
+        stderr,
+    } = client_session(
+        &[&format!("ws://{}/", srv.addr)],
         &["first line", "second line ✓"],
+        Duration::from_secs(5),
     );
     assert_eq!(
-        status.code(),
+        code,
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}\nserver stderr:\n{}",
         srv.stderr_text()

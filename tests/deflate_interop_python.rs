@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, text_pattern, BinServer};
+use common::{client_session, pattern, text_pattern, BinRun, BinServer};
 use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::{CloseCode, Event, Message};
 
@@ -380,66 +380,23 @@ fn wsloop_client_binary_deflate_against_python_websockets_server() {
         return;
     }
     let srv = PyServer::spawn();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["client", "--deflate", &format!("ws://{}/", srv.addr)])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop client");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let (tx, rx) = mpsc::channel();
-    let out = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
     let long = compressible(5000, 7).replace('\n', " ");
     let lines = ["short line", long.as_str(), long.as_str()];
-    for l in lines {
-        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-    stdin.flush().unwrap();
+    let BinRun {
+        code,
+        stdout,
+        stderr,
+    } = client_session(
+        &["--deflate", &format!("ws://{}/", srv.addr)],
+        &lines,
+        Duration::from_secs(5),
+    );
     let (_, answer) = srv.negotiated();
-    let mut got = 0;
-    while got < lines.len() && rx.recv_timeout(Duration::from_secs(10)).is_ok() {
-        got += 1;
-    }
-    // The echoes are in and the client is idle: now end stdin (like ^D).
-    thread::sleep(Duration::from_millis(100));
-    drop(stdin);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill(); // this child's PID only
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
     assert!(
         answer.starts_with("permessage-deflate"),
         "answer {answer:?}; stderr:\n{stderr}"
     );
-    assert_eq!(got, lines.len(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "stderr:\n{stderr}");
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
     let want: String = lines.iter().map(|l| format!("{l}\n")).collect();
     assert_eq!(stdout, want, "stderr:\n{stderr}");
     assert!(stderr.contains("closed: 1000"), "stderr:\n{stderr}");

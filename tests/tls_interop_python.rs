@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -21,7 +21,7 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, text_pattern, BinServer};
+use common::{client_session, pattern, text_pattern, BinRun, BinServer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -291,62 +291,14 @@ fn wsloop_client_binary_against_python_tls_server() {
     let srv = PyTlsServer::spawn();
     let url = format!("wss://localhost:{}/", srv.addr.port());
     let ca = cert_path("ca.pem");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["client", &url, "--ca", &ca])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsloop client");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let (tx, rx) = mpsc::channel();
-    let out = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
     let lines = ["over TLS", "second line ✓"];
-    for l in lines {
-        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-    stdin.flush().unwrap();
-    let mut got = 0;
-    while got < lines.len() && rx.recv_timeout(Duration::from_secs(10)).is_ok() {
-        got += 1;
-    }
-    // The echoes are in (Python answers a close at once, dropping echoes
-    // it has not sent yet): now end stdin like ^D.
-    thread::sleep(Duration::from_millis(100));
-    drop(stdin);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill(); // this child's PID only
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-    assert_eq!(got, lines.len(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let BinRun {
+        code,
+        stdout,
+        stderr,
+    } = client_session(&[&url, "--ca", &ca], &lines, Duration::from_secs(10));
     assert_eq!(
-        status.and_then(|s| s.code()),
+        code,
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}\nserver stderr:\n{}",
         srv.stderr_text()

@@ -6,7 +6,7 @@
 //! long panics with what it was waiting for.
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1113,4 +1113,84 @@ pub fn run_wsloop(sub: &str, args: &[&str], input: Option<&str>, within: Duratio
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// `wsloop client ARGS` used interactively: writes `lines` to its stdin,
+/// waits until as many lines came back on stdout (10 s each), then ends
+/// stdin like ^D and waits up to `exit_within` for the exit. Panics, with
+/// both outputs, if the lines do not come back or it does not exit (then
+/// it is killed: this child's PID only). (Not `printf … | wsloop client`:
+/// the client sends its close as soon as stdin ends, and a peer may answer
+/// a close at once, dropping echoes it has not sent yet, as RFC 6455
+/// §5.5.1 allows.)
+pub fn client_session(args: &[&str], lines: &[&str], exit_within: Duration) -> BinRun {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("client")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop client");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let (tx, rx) = mpsc::channel();
+    let out = thread::spawn(move || {
+        let mut all = String::new();
+        for line in io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    for l in lines {
+        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut fail = None;
+    for i in 0..lines.len() {
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            fail = Some(format!("only {i} of {} lines came back", lines.len()));
+            break;
+        }
+    }
+    if fail.is_none() {
+        // The echoes are in and the client is idle: now end stdin.
+        thread::sleep(Duration::from_millis(100));
+        drop(stdin);
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return BinRun {
+                    code: st.code(),
+                    stdout: out.join().unwrap(),
+                    stderr: err.join().unwrap(),
+                };
+            }
+            if start.elapsed() > exit_within {
+                fail = Some(format!(
+                    "did not exit within {exit_within:?} after stdin ended"
+                ));
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill(); // this child's PID only
+    let _ = child.wait();
+    panic!(
+        "wsloop client {args:?}: {}; stdout:\n{}\nstderr:\n{}",
+        fail.unwrap_or_default(),
+        out.join().unwrap(),
+        err.join().unwrap()
+    );
 }
