@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{client_session, pattern, text_pattern, BinRun, BinServer};
+use common::{client_session, pattern, run_python_client, text_pattern, BinRun, BinServer};
 use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::{CloseCode, Event, Message};
 
@@ -42,51 +42,14 @@ fn python() -> PathBuf {
 
 /// Runs deflate_echo_client.py against `srv` and returns its output.
 fn run_client(srv: &BinServer, offer: &str, expect: &[&str]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "py-deflate-client-{}-{offer}-{:?}.out",
-        std::process::id(),
-        thread::current().id()
-    ));
-    let out = std::fs::File::create(&out_path).unwrap();
-    let mut child = Command::new(python())
-        .arg(root.join("tests/py/deflate_echo_client.py"))
-        .arg(format!("ws://{}/", srv.addr))
-        .arg(offer)
-        .args(expect)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("run deflate_echo_client.py");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill(); // this child's PID only
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let report = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    eprintln!("--- offer {offer}:\n{report}");
-    match status {
-        None => panic!(
-            "deflate_echo_client.py {offer} did not finish within {SCRIPT_TIMEOUT:?}:\n{report}\n\
-             server log:\n{}",
-            srv.log_text()
-        ),
-        Some(st) => assert!(
-            st.success(),
-            "deflate_echo_client.py {offer} failed ({st}):\n{report}\nserver log:\n{}",
-            srv.log_text()
-        ),
-    }
-    report
+    let mut args = vec![format!("ws://{}/", srv.addr), offer.to_owned()];
+    args.extend(expect.iter().map(|e| e.to_string()));
+    run_python_client(
+        "tests/py/deflate_echo_client.py",
+        &args,
+        SCRIPT_TIMEOUT,
+        srv,
+    )
 }
 
 #[test]

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{client_session, pattern, text_pattern, BinRun, BinServer};
+use common::{client_session, pattern, run_python_client, text_pattern, BinRun, BinServer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -75,41 +75,6 @@ fn cert_path(name: &str) -> String {
     certs().join(name).to_str().unwrap().to_owned()
 }
 
-/// Runs `python script args` to completion (bounded); returns its status
-/// and combined output.
-fn run_script(script: &str, args: &[String]) -> (Option<std::process::ExitStatus>, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "py-tls-{}-{:?}.out",
-        std::process::id(),
-        thread::current().id()
-    ));
-    let out = std::fs::File::create(&out_path).unwrap();
-    let mut child = Command::new(python())
-        .arg(root.join(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("run the Python script");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill(); // this child's PID only
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let report = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    (status, report)
-}
-
 #[test]
 fn python_ssl_websockets_client_against_wsloop_serve_tls() {
     if skip() {
@@ -122,25 +87,20 @@ fn python_ssl_websockets_client_against_wsloop_serve_tls() {
         "--tls-key",
         &cert_path("localhost.key"),
     ]);
-    let (status, report) = run_script(
+    let report = run_python_client(
         "tests/py/tls_echo_client.py",
         &[
             format!("wss://localhost:{}/", srv.addr.port()),
             cert_path("ca.pem"),
         ],
+        SCRIPT_TIMEOUT,
+        &srv,
     );
-    eprintln!("{report}");
-    match status {
-        None => panic!(
-            "tls_echo_client.py did not finish within {SCRIPT_TIMEOUT:?}:\n{report}\nserver log:\n{}",
-            srv.log_text()
-        ),
-        Some(st) => assert!(
-            st.success() && report.contains("all TLS interop checks passed"),
-            "tls_echo_client.py failed ({st}):\n{report}\nserver log:\n{}",
-            srv.log_text()
-        ),
-    }
+    assert!(
+        report.contains("all TLS interop checks passed"),
+        "tls_echo_client.py:\n{report}\nserver log:\n{}",
+        srv.log_text()
+    );
 }
 
 /// tests/py/tls_echo_server.py on a free port; killed when dropped.

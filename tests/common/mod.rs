@@ -1194,3 +1194,59 @@ pub fn client_session(args: &[&str], lines: &[&str], exit_within: Duration) -> B
         err.join().unwrap()
     );
 }
+
+/// Runs the venv's Python on `script` (a path from the crate root) with
+/// `args`, against `srv`, to completion: stdout and stderr together make
+/// the returned report (also printed). Panics, with the report and the
+/// server's log, if the script fails or runs longer than `within` (then
+/// it is killed: this child's PID only).
+pub fn run_python_client(
+    script: &str,
+    args: &[String],
+    within: Duration,
+    srv: &BinServer,
+) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "py-client-{}-{}.out",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    let out = std::fs::File::create(&out_path).expect("create the script's output file");
+    let mut child = Command::new(python_venv())
+        .arg(root.join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > within {
+            let _ = child.kill(); // this child's PID only
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let report = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    eprintln!("--- {script} {args:?}:\n{report}");
+    match status {
+        None => panic!(
+            "{script} {args:?} did not finish within {within:?}:\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
+        Some(st) => assert!(
+            st.success(),
+            "{script} {args:?} failed ({st}):\n{report}\nserver log:\n{}",
+            srv.log_text()
+        ),
+    }
+    report
+}
