@@ -5,7 +5,7 @@
 //!   library's default offer, a small-window no-context offer, and no offer;
 //! - the wsloop client with `config.deflate.enabled` (library and the
 //!   `wsloop client --deflate` binary) against a Python echo server
-//!   (tests/py/deflate_echo_server.py), which reports what it agreed to:
+//!   (tests/py/echo_server.py --report), which reports what it agreed to:
 //!   the wsloop client has no accessor for the negotiated extension, so
 //!   negotiation is checked on the Python side.
 //!
@@ -16,15 +16,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{client_session, pattern, run_python_client, text_pattern, BinRun, BinServer};
+use common::{
+    client_session, pattern, run_python_client, text_pattern, BinRun, BinServer, PyServer,
+};
 use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::{CloseCode, Event, Message};
 
@@ -116,97 +115,6 @@ fn python_client_against_wsloop_serve_without_deflate() {
 
 // ------------------------------------- wsloop client → Python server
 
-/// tests/py/deflate_echo_server.py on a free loopback port; its stdout
-/// lines (after PORT) arrive on `lines`. Killed when dropped (and it stops
-/// by itself when its stdin closes).
-struct PyServer {
-    child: Child,
-    _stdin: ChildStdin,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl PyServer {
-    fn spawn() -> PyServer {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let stderr = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "py-deflate-server-{}-{:?}.err",
-            std::process::id(),
-            thread::current().id()
-        ));
-        let mut child = Command::new(python())
-            .arg(root.join("tests/py/deflate_echo_server.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("run deflate_echo_server.py");
-        let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(30));
-        let mut srv = PyServer {
-            child,
-            _stdin: stdin,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            lines,
-            stderr,
-        };
-        let port: u16 = match first.as_deref().map(str::trim) {
-            Ok(l) if l.starts_with("PORT ") => l[5..].parse().expect("port number"),
-            other => panic!(
-                "deflate_echo_server.py did not report its port ({other:?}); stderr:\n{}",
-                srv.stderr_text()
-            ),
-        };
-        srv.addr.set_port(port);
-        srv
-    }
-
-    /// The next connection's (offer, answer) as the server printed them.
-    fn negotiated(&self) -> (String, String) {
-        let next = |what: &str| {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "no {what} line from the server ({e}): {}",
-                        self.stderr_text()
-                    )
-                });
-            l.strip_prefix(what)
-                .unwrap_or_else(|| panic!("expected {what}, got {l:?}"))
-                .trim()
-                .to_owned()
-        };
-        let offer = next("OFFER ");
-        let answer = next("EXTENSIONS ");
-        (offer, answer)
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // this child's PID only
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.stderr);
-    }
-}
-
 fn open(addr: SocketAddr, no_context: bool) -> WebSocket {
     let mut o = ClientOptions::default();
     o.config.handshake_timeout = Duration::from_secs(10);
@@ -217,19 +125,6 @@ fn open(addr: SocketAddr, no_context: bool) -> WebSocket {
         .unwrap_or_else(|e| panic!("connect to the Python server at {addr}: {e} ({e:?})"));
     ws.set_read_timeout(Some(Duration::from_secs(20)));
     ws
-}
-
-fn next_message(ws: &mut WebSocket, srv: &PyServer) -> Message<'static> {
-    loop {
-        match ws.recv() {
-            Ok(Event::Message(m)) => return m,
-            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
-            other => panic!(
-                "expected a message, got {other:?}; server stderr:\n{}",
-                srv.stderr_text()
-            ),
-        }
-    }
 }
 
 /// Repetitive JSON-like text of exactly `n` bytes.
@@ -245,13 +140,21 @@ fn compressible(n: usize, seed: usize) -> String {
     s
 }
 
+/// The next connection's (offer, answer) as `echo_server.py --report`
+/// printed them.
+fn negotiated(srv: &PyServer) -> (String, String) {
+    let offer = srv.next_line("OFFER ");
+    let answer = srv.next_line("EXTENSIONS ");
+    (offer, answer)
+}
+
 fn echo_all(ws: &mut WebSocket, srv: &PyServer) {
     let sizes = [0usize, 1, 63, 64, 125, 126, 65535, 65536, 65537, 1 << 20];
     for (i, &n) in sizes.iter().enumerate() {
         let text = compressible(n, i);
         for rep in 0..2 {
             ws.send_text(&text).unwrap();
-            match next_message(ws, srv) {
+            match srv.next_message(ws) {
                 Message::Text(t) => {
                     assert!(
                         t == text,
@@ -265,12 +168,12 @@ fn echo_all(ws: &mut WebSocket, srv: &PyServer) {
         let text = text_pattern(n, i as u8);
         ws.send_text(&text).unwrap();
         assert!(
-            next_message(ws, srv) == Message::Text(text.as_str().into()),
+            srv.next_message(ws) == Message::Text(text.as_str().into()),
             "text pattern {n}: echo differs"
         );
         let bin = pattern(n, i as u8);
         ws.send_binary(&bin).unwrap();
-        match next_message(ws, srv) {
+        match srv.next_message(ws) {
             Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
             other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
         }
@@ -289,7 +192,7 @@ fn echo_all(ws: &mut WebSocket, srv: &PyServer) {
         } else {
             Message::Text(compressible(1000 + k, k).into())
         };
-        assert!(next_message(ws, srv) == want, "pipelined message {k}");
+        assert!(srv.next_message(ws) == want, "pipelined message {k}");
     }
     ws.ping(b"from wsloop").unwrap();
     loop {
@@ -309,10 +212,10 @@ fn wsloop_client_deflate_against_python_websockets_server() {
     if skip() {
         return;
     }
-    let srv = PyServer::spawn();
+    let srv = PyServer::spawn("tests/py/echo_server.py", &["--report".into()]);
     for no_context in [false, true] {
         let mut ws = open(srv.addr, no_context);
-        let (offer, answer) = srv.negotiated();
+        let (offer, answer) = negotiated(&srv);
         eprintln!("no_context {no_context}: offer {offer:?}, answer {answer:?}");
         assert!(offer.starts_with("permessage-deflate"), "offer {offer:?}");
         assert!(
@@ -342,7 +245,7 @@ fn wsloop_client_binary_deflate_against_python_websockets_server() {
     if skip() {
         return;
     }
-    let srv = PyServer::spawn();
+    let srv = PyServer::spawn("tests/py/echo_server.py", &["--report".into()]);
     let long = compressible(5000, 7).replace('\n', " ");
     let lines = ["short line", long.as_str(), long.as_str()];
     let BinRun {
@@ -354,7 +257,7 @@ fn wsloop_client_binary_deflate_against_python_websockets_server() {
         &lines,
         Duration::from_secs(5),
     );
-    let (_, answer) = srv.negotiated();
+    let (_, answer) = negotiated(&srv);
     assert!(
         answer.starts_with("permessage-deflate"),
         "answer {answer:?}; stderr:\n{stderr}"

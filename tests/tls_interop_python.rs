@@ -2,7 +2,7 @@
 //! `websockets` package:
 //! - tests/py/tls_echo_client.py against `wsloop serve --tls-cert/--tls-key`;
 //! - the wsloop client (library and `wsloop client --ca`) against
-//!   tests/py/tls_echo_server.py.
+//!   tests/py/echo_server.py --tls.
 //!
 //! Certificates are made here with rcgen: a test CA and a leaf for
 //! `localhost` signed by it; both sides verify against the CA. The venv
@@ -13,21 +13,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{client_session, pattern, run_python_client, text_pattern, BinRun, BinServer};
+use common::{
+    client_session, pattern, run_python_client, text_pattern, BinRun, BinServer, PyServer,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use wsloop::client::{connect_with, ClientOptions, WebSocket};
-use wsloop::{CloseCode, Event, Message};
+use wsloop::client::{connect_with, ClientOptions};
+use wsloop::{CloseCode, Message};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -103,68 +101,16 @@ fn python_ssl_websockets_client_against_wsloop_serve_tls() {
     );
 }
 
-/// tests/py/tls_echo_server.py on a free port; killed when dropped.
-struct PyTlsServer {
-    child: Child,
-    _stdin: ChildStdin,
-    addr: SocketAddr,
-    stderr: PathBuf,
-}
-
-impl PyTlsServer {
-    fn spawn() -> PyTlsServer {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let stderr = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "py-tls-echo-server-{}-{:?}.err",
-            std::process::id(),
-            thread::current().id()
-        ));
-        let mut child = Command::new(python())
-            .arg(root.join("tests/py/tls_echo_server.py"))
-            .arg(cert_path("localhost.pem"))
-            .arg(cert_path("localhost.key"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("run tls_echo_server.py");
-        let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30));
-        let mut srv = PyTlsServer {
-            child,
-            _stdin: stdin,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            stderr,
-        };
-        let port: u16 = match line.as_deref().map(str::trim) {
-            Ok(l) if l.starts_with("PORT ") => l[5..].parse().expect("port number"),
-            other => panic!(
-                "tls_echo_server.py did not report its port ({other:?}); stderr:\n{}",
-                srv.stderr_text()
-            ),
-        };
-        srv.addr.set_port(port);
-        srv
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for PyTlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // this child's PID only
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.stderr);
-    }
+/// tests/py/echo_server.py over TLS with the test CA's `localhost` leaf.
+fn py_tls_server() -> PyServer {
+    PyServer::spawn(
+        "tests/py/echo_server.py",
+        &[
+            "--tls".into(),
+            cert_path("localhost.pem"),
+            cert_path("localhost.key"),
+        ],
+    )
 }
 
 fn client_opts(ca: Option<&Path>) -> ClientOptions {
@@ -174,25 +120,12 @@ fn client_opts(ca: Option<&Path>) -> ClientOptions {
     o
 }
 
-fn next_message(ws: &mut WebSocket, srv: &PyTlsServer) -> Message<'static> {
-    loop {
-        match ws.recv() {
-            Ok(Event::Message(m)) => return m,
-            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
-            other => panic!(
-                "expected a message, got {other:?}; server stderr:\n{}",
-                srv.stderr_text()
-            ),
-        }
-    }
-}
-
 #[test]
 fn wsloop_client_against_python_tls_server() {
     if skip() {
         return;
     }
-    let srv = PyTlsServer::spawn();
+    let srv = py_tls_server();
     let url = format!("wss://localhost:{}/", srv.addr.port());
 
     // Not trusted without the CA.
@@ -211,13 +144,13 @@ fn wsloop_client_against_python_tls_server() {
     {
         let text = text_pattern(n, i as u8);
         ws.send_text(&text).unwrap();
-        match next_message(&mut ws, &srv) {
+        match srv.next_message(&mut ws) {
             Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
             other => panic!("text {n}: got binary of {}", other.as_bytes().len()),
         }
         let bin = pattern(n, i as u8);
         ws.send_binary(&bin).unwrap();
-        match next_message(&mut ws, &srv) {
+        match srv.next_message(&mut ws) {
             Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
             other => panic!("binary {n}: got text of {}", other.as_bytes().len()),
         }
@@ -227,7 +160,7 @@ fn wsloop_client_against_python_tls_server() {
     }
     for k in 0..50 {
         assert_eq!(
-            next_message(&mut ws, &srv),
+            srv.next_message(&mut ws),
             Message::Binary(pattern(3000 + k, k as u8).into()),
             "pipelined message {k}"
         );
@@ -248,7 +181,7 @@ fn wsloop_client_binary_against_python_tls_server() {
     if skip() {
         return;
     }
-    let srv = PyTlsServer::spawn();
+    let srv = py_tls_server();
     let url = format!("wss://localhost:{}/", srv.addr.port());
     let ca = cert_path("ca.pem");
     let lines = ["over TLS", "second line ✓"];

@@ -1250,3 +1250,110 @@ pub fn run_python_client(
     }
     report
 }
+
+/// A Python test server (tests/py/*_server.py) on a free loopback port: it
+/// prints `PORT n` first, then any report lines, which arrive on
+/// [`PyServer::next_line`]. Killed when dropped (the scripts also stop by
+/// themselves when their stdin closes).
+pub struct PyServer {
+    child: Child,
+    _stdin: std::process::ChildStdin,
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    stderr: PathBuf,
+}
+
+impl PyServer {
+    /// Runs the venv's Python on `script` (a path from the crate root) with
+    /// `args` and waits up to 30 s for the port it reports.
+    pub fn spawn(script: &str, args: &[String]) -> PyServer {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let stderr = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "py-server-{}-{}.err",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let mut child = Command::new(python_venv())
+            .arg(root.join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("create the server's stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(30));
+        let mut srv = PyServer {
+            child,
+            _stdin: stdin,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            lines,
+            stderr,
+        };
+        let port: u16 = match first.as_deref().map(str::trim) {
+            Ok(l) if l.starts_with("PORT ") => l[5..].parse().expect("port number"),
+            other => panic!(
+                "{script} did not report its port ({other:?}); stderr:\n{}",
+                srv.stderr_text()
+            ),
+        };
+        srv.addr.set_port(port);
+        srv
+    }
+
+    /// The next line the server printed, which must start with `prefix`;
+    /// returns the rest, trimmed. Waits up to 10 s.
+    pub fn next_line(&self, prefix: &str) -> String {
+        let l = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no {prefix} line from the server ({e}): {}",
+                    self.stderr_text()
+                )
+            });
+        l.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix}, got {l:?}"))
+            .trim()
+            .to_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The next data message on `ws` (a client of this server), skipping
+    /// pings and pongs; panics with the server's stderr on anything else.
+    pub fn next_message(&self, ws: &mut wsloop::client::WebSocket) -> wsloop::Message<'static> {
+        loop {
+            match ws.recv() {
+                Ok(wsloop::Event::Message(m)) => return m,
+                Ok(wsloop::Event::Ping(_) | wsloop::Event::Pong(_)) => continue,
+                other => panic!(
+                    "expected a message, got {other:?}; server stderr:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // this child's PID only
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}

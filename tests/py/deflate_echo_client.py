@@ -18,13 +18,14 @@ fragmented, a ping, and a close with 1000. Exits 0 only if all pass.
 
 import os
 import sys
-import time
 
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
 )
 from websockets.sync.client import connect
+
+from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
 
 SIZES = [0, 1, 63, 64, 125, 126, 65535, 65536, 65537, 1 << 20]
 
@@ -37,13 +38,7 @@ def compressible(n, seed):
 
 def main():
     uri, offer, expect = sys.argv[1], sys.argv[2], sys.argv[3:]
-    start = time.monotonic()
-    failures = []
-
-    def check(name, ok, detail=""):
-        print(("ok   " if ok else "FAIL ") + name + (f" ({detail})" if detail and not ok else ""))
-        if not ok:
-            failures.append(name)
+    check = Checks()
 
     kwargs = {}
     if offer == "small":
@@ -91,34 +86,13 @@ def main():
             got = ws.recv(timeout=10)
             check(f"random binary {n} bytes", got == r, f"got {type(got).__name__} of {len(got)}")
 
-        msgs = [compressible(1000 + i, i) if i % 2 else os.urandom(1000 + i) for i in range(20)]
-        for m in msgs:
-            ws.send(m)
-        got = [ws.recv(timeout=10) for _ in msgs]
-        check("20 pipelined messages", got == msgs)
+        echo_pipelined(ws, check, [compressible(1000 + i, i) if i % 2 else os.urandom(1000 + i) for i in range(20)])
+        # Compressed fragments.
+        echo_fragmented(ws, check, "text", [compressible(3000, 1), "mént", compressible(2000, 2)])
+        echo_fragmented(ws, check, "binary", [b"\x00\x01" * 500, b"", b"\x02"])
+        ping_and_close(ws, check, "interop done")
 
-        # An iterable is sent as a fragmented (compressed) message.
-        parts = [compressible(3000, 1), "mént", compressible(2000, 2)]
-        ws.send(parts)
-        got = ws.recv(timeout=10)
-        check("fragmented text", got == "".join(parts), f"{len(got)} chars")
-        ws.send([b"\x00\x01" * 500, b"", b"\x02"])
-        got = ws.recv(timeout=10)
-        check("fragmented binary", got == b"\x00\x01" * 500 + b"\x02", f"{len(got)} bytes")
-
-        pong = ws.ping(b"are you there")
-        check("ping answered", pong.wait(5))
-
-        ws.close(1000, "interop done")
-        rcvd = ws.protocol.close_rcvd
-        check("close 1000 echoed", rcvd is not None and rcvd.code == 1000, f"close_rcvd={rcvd!r}")
-
-    took = time.monotonic() - start
-    if failures:
-        print(f"{len(failures)} checks failed: {failures}")
-        return 1
-    print(f"all deflate interop checks passed in {took:.2f}s")
-    return 0
+    return check.finish("deflate interop")
 
 
 if __name__ == "__main__":

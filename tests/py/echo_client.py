@@ -10,10 +10,11 @@ if all pass.
 
 import os
 import sys
-import time
 import urllib.request
 
 from websockets.sync.client import connect
+
+from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20]
 
@@ -29,13 +30,7 @@ def text_of(n, seed):
 
 def main():
     uri = sys.argv[1]
-    start = time.monotonic()
-    failures = []
-
-    def check(name, ok, detail=""):
-        print(("ok   " if ok else "FAIL ") + name + (f" ({detail})" if detail and not ok else ""))
-        if not ok:
-            failures.append(name)
+    check = Checks()
 
     health = uri.replace("ws://", "http://").rstrip("/") + "/healthz"
     with urllib.request.urlopen(health, timeout=5) as r:
@@ -54,38 +49,12 @@ def main():
             got = ws.recv(timeout=10)
             check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
 
-        # Several in flight at once come back in order.
-        msgs = [os.urandom(1000 + i) for i in range(20)]
-        for m in msgs:
-            ws.send(m)
-        got = [ws.recv(timeout=10) for _ in msgs]
-        check("20 pipelined messages", got == msgs)
+        echo_pipelined(ws, check, [os.urandom(1000 + i) for i in range(20)])
+        echo_fragmented(ws, check, "text", ["frag", "mént", "ed ✓"])
+        echo_fragmented(ws, check, "binary", [b"\x00\x01", b"", b"\x02"])
+        ping_and_close(ws, check, "interop done")
 
-        # An iterable is sent as a fragmented message.
-        ws.send(["frag", "mént", "ed ✓"])
-        got = ws.recv(timeout=10)
-        check("fragmented text", got == "fragménted ✓", repr(got))
-        ws.send([b"\x00\x01", b"", b"\x02"])
-        got = ws.recv(timeout=10)
-        check("fragmented binary", got == b"\x00\x01\x02", repr(got))
-
-        pong = ws.ping(b"are you there")
-        check("ping answered", pong.wait(5))
-
-        ws.close(1000, "interop done")
-        rcvd = ws.protocol.close_rcvd
-        check(
-            "close 1000 echoed",
-            rcvd is not None and rcvd.code == 1000,
-            f"close_rcvd={rcvd!r}",
-        )
-
-    took = time.monotonic() - start
-    if failures:
-        print(f"{len(failures)} checks failed: {failures}")
-        return 1
-    print(f"all interop checks passed in {took:.2f}s")
-    return 0
+    return check.finish("interop")
 
 
 if __name__ == "__main__":

@@ -14,23 +14,18 @@ check; exits 0 only if all pass.
 import os
 import ssl
 import sys
-import time
 import urllib.request
 
 from websockets.sync.client import connect
+
+from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
 
 SIZES = [0, 125, 126, 65535, 65536, 16 << 20]
 
 
 def main():
     uri, cafile = sys.argv[1], sys.argv[2]
-    start = time.monotonic()
-    failures = []
-
-    def check(name, ok, detail=""):
-        print(("ok   " if ok else "FAIL ") + name + (f" ({detail})" if detail and not ok else ""), flush=True)
-        if not ok:
-            failures.append(name)
+    check = Checks()
 
     ctx = ssl.create_default_context(cafile=cafile)
     check("verification on", ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname)
@@ -62,29 +57,11 @@ def main():
             got = ws.recv(timeout=30)
             check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
 
-        msgs = [os.urandom(1000 + i) for i in range(20)]
-        for m in msgs:
-            ws.send(m)
-        got = [ws.recv(timeout=10) for _ in msgs]
-        check("20 pipelined messages", got == msgs)
+        echo_pipelined(ws, check, [os.urandom(1000 + i) for i in range(20)])
+        echo_fragmented(ws, check, "text", ["frag", "mént", "ed ✓"])
+        ping_and_close(ws, check, "tls interop done")
 
-        ws.send(["frag", "mént", "ed ✓"])
-        got = ws.recv(timeout=10)
-        check("fragmented text", got == "fragménted ✓", repr(got))
-
-        pong = ws.ping(b"are you there")
-        check("ping answered", pong.wait(5))
-
-        ws.close(1000, "tls interop done")
-        rcvd = ws.protocol.close_rcvd
-        check("close 1000 echoed", rcvd is not None and rcvd.code == 1000, f"close_rcvd={rcvd!r}")
-
-    took = time.monotonic() - start
-    if failures:
-        print(f"{len(failures)} checks failed: {failures}")
-        return 1
-    print(f"all TLS interop checks passed in {took:.2f}s")
-    return 0
+    return check.finish("TLS interop")
 
 
 if __name__ == "__main__":
