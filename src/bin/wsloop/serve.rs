@@ -517,16 +517,7 @@ fn serve<H: Handler>(
             return 1;
         }
     };
-    #[cfg(feature = "tls")]
-    let (server, scheme) = match tls {
-        Some(cfg) => (server.with_tls(cfg), "wss"),
-        None => (server, "ws"),
-    };
-    #[cfg(not(feature = "tls"))]
-    let scheme = match tls {
-        Some(never) => match never {},
-        None => "ws",
-    };
+    let (server, scheme) = secure(server, &tls);
     info!("listening on {scheme}://{}", server.local_addr());
     if let Err(e) = started(server.handle()) {
         eprintln!("wsloop serve: cannot start: {e}");
@@ -539,6 +530,17 @@ fn serve<H: Handler>(
             error!("server failed: {e}");
             1
         }
+    }
+}
+
+/// `server` with TLS on if it is configured, and its URL scheme.
+fn secure<H: Handler>(server: Server<H>, tls: &TlsSetting) -> (Server<H>, &'static str) {
+    match tls {
+        #[cfg(feature = "tls")]
+        Some(cfg) => (server.with_tls(cfg.clone()), "wss"),
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+        None => (server, "ws"),
     }
 }
 
@@ -580,12 +582,7 @@ fn serve_threads(opts: Options) -> i32 {
                 return 1;
             }
         };
-        #[cfg(feature = "tls")]
-        let server = match &opts.tls {
-            Some(cfg) => server.with_tls(cfg.clone()),
-            None => server,
-        };
-        servers.push(server);
+        servers.push(secure(server, &opts.tls).0);
     }
     drop(listener);
     let scheme = if opts.tls.is_some() { "wss" } else { "ws" };
