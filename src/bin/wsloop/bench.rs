@@ -477,6 +477,89 @@ fn read_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// The server's CPU time (with `--server-pid`) at the two edges of what is
+/// measured: in connect mode from before the first connect until all are
+/// open, otherwise the start and the end of the measured window.
+struct CpuMarks {
+    pid: Option<u32>,
+    connect: bool,
+    warmup: Duration,
+    duration: Duration,
+    marks: [Option<(Instant, u64)>; 2],
+}
+
+impl CpuMarks {
+    fn new(o: &Options, start: Instant) -> CpuMarks {
+        let connect = o.mode == Mode::Connect;
+        let first = match (o.server_pid, connect) {
+            (Some(pid), true) => read_cpu_ns(pid).map(|ns| (start, ns)),
+            _ => None,
+        };
+        CpuMarks {
+            pid: o.server_pid,
+            connect,
+            warmup: o.warmup,
+            duration: o.duration,
+            marks: [first, None],
+        }
+    }
+
+    /// Takes the sample that is due, if any, once the load has started
+    /// (`go`); returns `nap`, shortened to wake for the next sample.
+    fn sample(&mut self, go: Option<Instant>, nap: Duration) -> Duration {
+        let (Some(pid), Some(go)) = (self.pid, go) else {
+            return nap;
+        };
+        let now = Instant::now();
+        if self.connect {
+            // All connections are open once the load starts.
+            if self.marks[1].is_none() {
+                self.marks[1] = read_cpu_ns(pid).map(|ns| (now, ns));
+            }
+            return nap;
+        }
+        let due = [go + self.warmup, go + self.warmup + self.duration];
+        let i = usize::from(self.marks[0].is_some());
+        if i < 2 && self.marks[i].is_none() {
+            if now >= due[i] {
+                self.marks[i] = read_cpu_ns(pid).map(|ns| (now, ns));
+            } else {
+                return nap.min(due[i] - now);
+            }
+        }
+        nap
+    }
+
+    /// The threads may end (the window over, every connection closed)
+    /// before the sampling thread, if it was slow to wake, sampled the end
+    /// of the window: sample now, a few milliseconds of closing late.
+    fn threads_ended(&mut self) {
+        if let (Some(pid), false, [Some(_), None]) = (self.pid, self.connect, self.marks) {
+            self.marks[1] = read_cpu_ns(pid).map(|ns| (Instant::now(), ns));
+        }
+    }
+
+    /// Server CPU in cores between the two samples, and the seconds to
+    /// spread it over: the connect phase sampled (per handshake) or the
+    /// measured window (per message).
+    fn cores_and_secs(&self, measured_secs: f64) -> Option<(f64, f64)> {
+        let [Some((t0, c0)), Some((t1, c1))] = self.marks else {
+            return None;
+        };
+        if t1 <= t0 {
+            return None;
+        }
+        let wall = t1.duration_since(t0);
+        let cores = c1.saturating_sub(c0) as f64 / wall.as_nanos() as f64;
+        let secs = if self.connect {
+            wall.as_secs_f64()
+        } else {
+            measured_secs
+        };
+        Some((cores, secs))
+    }
+}
+
 /// The resident set size of `pid`, in KiB.
 fn read_rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1597,13 +1680,7 @@ pub fn run(o: Options) -> i32 {
     }
     let tty = io::stderr().is_terminal();
     let mut total = Stats::new();
-    let mut cpu_marks: [Option<(Instant, u64)>; 2] = [None, None];
-    if o.mode == Mode::Connect {
-        cpu_marks[0] = o
-            .server_pid
-            .and_then(read_cpu_ns)
-            .map(|ns| (shared.start, ns));
-    }
+    let mut cpu = CpuMarks::new(&o, shared.start);
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
             .into_iter()
@@ -1616,34 +1693,8 @@ pub fn run(o: Options) -> i32 {
             .collect();
         let mut meter = Meter::new(&o, &shared);
         while !handles.iter().all(|h| h.is_finished()) {
-            let mut nap = Duration::from_millis(50);
-            if let (Some(pid), Mode::Connect) = (o.server_pid, o.mode) {
-                // Server CPU for the handshakes: from before the first
-                // connect until all are open.
-                let go = shared
-                    .go
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some();
-                if go && cpu_marks[1].is_none() {
-                    cpu_marks[1] = read_cpu_ns(pid).map(|ns| (Instant::now(), ns));
-                }
-            } else if let Some(pid) = o.server_pid {
-                // Server CPU at the start and the end of the measured window.
-                let go = *shared.go.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(go) = go {
-                    let now = Instant::now();
-                    let marks = [go + o.warmup, go + o.warmup + o.duration];
-                    let i = usize::from(cpu_marks[0].is_some());
-                    if i < 2 && cpu_marks[i].is_none() {
-                        if now >= marks[i] {
-                            cpu_marks[i] = read_cpu_ns(pid).map(|ns| (now, ns));
-                        } else {
-                            nap = nap.min(marks[i] - now);
-                        }
-                    }
-                }
-            }
+            let go = *shared.go.lock().unwrap_or_else(|e| e.into_inner());
+            let nap = cpu.sample(go, Duration::from_millis(50));
             std::thread::sleep(nap);
             if tty {
                 meter.tick();
@@ -1652,14 +1703,7 @@ pub fn run(o: Options) -> i32 {
         if tty {
             meter.clear();
         }
-        // The threads may end (the window over, every connection closed)
-        // before this thread, if it was slow to wake, sampled the end of
-        // the window: sample now, a few milliseconds of closing late.
-        if let (Some(pid), [Some(_), None]) = (o.server_pid, cpu_marks) {
-            if o.mode != Mode::Connect {
-                cpu_marks[1] = read_cpu_ns(pid).map(|ns| (Instant::now(), ns));
-            }
-        }
+        cpu.threads_ended();
         for h in handles {
             match h.join() {
                 Ok(st) => total.merge(st),
@@ -1692,20 +1736,7 @@ pub fn run(o: Options) -> i32 {
             open: *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()),
             after: read_rss_kib(pid),
         }),
-        server_cpu: match cpu_marks {
-            [Some((t0, c0)), Some((t1, c1))] if t1 > t0 => {
-                let wall = t1.duration_since(t0);
-                let cores = c1.saturating_sub(c0) as f64 / wall.as_nanos() as f64;
-                // Per message over the measured window; per handshake over
-                // the connect phase sampled.
-                let secs = match o.mode {
-                    Mode::Connect => wall.as_secs_f64(),
-                    _ => measured_secs,
-                };
-                Some((cores, secs))
-            }
-            _ => None,
-        },
+        server_cpu: cpu.cores_and_secs(measured_secs),
     };
     if o.json {
         println!("{}", report.json());
