@@ -151,6 +151,8 @@ try {
   await sees(bob, "Back after the server restart");
   await say(bob, "Got it, no reload needed.");
   await sees(alice, "Got it, no reload needed.");
+  // Alice may see Bob's line before the server's echo reaches Bob's own page.
+  await sees(bob, "Got it, no reload needed.");
   log("messages flow again after the reconnect");
 
   // Earlier lines are still on the page (no reload happened).
