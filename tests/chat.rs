@@ -4,7 +4,6 @@
 //! page, and (through scripts/browser-test.sh) a headless Chromium driving
 //! the page. Room membership in the library (`Ctx::join`/`publish`, leaving
 //! on close) is checked in-process too.
-#![cfg(feature = "cli")]
 
 mod common;
 

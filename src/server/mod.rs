@@ -9,6 +9,7 @@
 //! deletion. Removals wait for the end of an event batch, so stale events
 //! for a removed token are harmless.
 
+mod access;
 mod ctx;
 mod handler;
 
@@ -32,6 +33,7 @@ use crate::handshake::{self, Head, Request, RequestReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role};
 use crate::stream::Stream;
 
+pub use access::{http_common, percent_decode, Access};
 pub use ctx::{Ctx, Handle};
 pub use handler::{ConnId, Handler, HttpResponse, OriginAllowList, Upgrade};
 

@@ -64,7 +64,10 @@ use redis::{Client, Connection, RedisError, Script, Value};
 use wsloop::server::{ConnId, Ctx, Handle};
 use wsloop::Message;
 
-use crate::chat::{Out, Since, HISTORY_PER_ROOM};
+use crate::bus::{deliver, RoomBus};
+use crate::history::Since;
+use crate::wire::{unix_ms, Out};
+use crate::HISTORY_PER_ROOM;
 
 /// Every key and channel starts with this.
 pub const PREFIX: &str = "wsloop:chat:";
@@ -165,20 +168,43 @@ fn random_hex(bytes: usize) -> String {
     r.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a `--redis` value without connecting.
-pub fn check_url(url: &str) -> Result<(), String> {
-    Client::open(url).map(|_| ()).map_err(|e| e.to_string())
-}
-
 // ------------------------------------------------------------------ jobs
 
-/// A room message as the chat encodes it: the JSON is `head` + seq +
-/// `tail` when numbered, `local` when delivered without Redis.
-pub struct RoomMessage {
-    pub room: Arc<str>,
+/// A room message as the chat encodes it for a bus that numbers messages
+/// elsewhere: the JSON is `head` + seq + `tail` when numbered, `local` when
+/// delivered without the bus.
+pub(crate) struct RoomMessage {
+    pub room: std::sync::Arc<str>,
     pub head: String,
     pub tail: String,
     pub local: String,
+}
+
+/// The JSON of a room message, split around its `seq` (for a bus that
+/// numbers it elsewhere), plus its form for local-only delivery.
+pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &str) -> RoomMessage {
+    let ts = unix_ms();
+    let msg = |seq, local| Out::Message {
+        room,
+        seq,
+        from,
+        name,
+        text,
+        ts,
+        local,
+    };
+    let json = msg(Some(0), false).json();
+    // `,"seq":` right before an unescaped quote can only be the field
+    // (inside a JSON string a quote is escaped), and it precedes `text`.
+    let at = json
+        .find(",\"seq\":0,")
+        .expect("serialized message has a seq field");
+    RoomMessage {
+        room: room.into(),
+        head: json[..at + 7].to_owned(),
+        tail: json[at + 8..].to_owned(),
+        local: msg(None, true).json(),
+    }
 }
 
 /// Work for the publisher thread.
@@ -257,7 +283,7 @@ impl Sink<ConnId> for CtxSink<'_, '_> {
         self.0.join(id, room);
     }
     fn publish(&mut self, room: &str, json: &str) {
-        crate::chat::deliver(self.0, room, json);
+        deliver(self.0, room, json);
     }
     fn broadcast_all(&mut self, json: &str) {
         self.0.broadcast_all(&Message::Text(Cow::Borrowed(json)));
@@ -1319,9 +1345,9 @@ fn subscriber(client: Client, addr: String, poster: Poster) {
 
 // ------------------------------------------------------------- the handle
 
-/// The chat's handle on the backplane (lives in the handler, used on the
-/// loop thread).
-pub struct Backplane {
+/// Rooms shared through Redis: the [`RoomBus`] of a chat that runs on
+/// several servers (lives in the handler, used on the loop thread).
+pub struct RedisBus {
     state: Arc<Mutex<State<ConnId>>>,
     instance: Arc<str>,
 }
@@ -1336,26 +1362,35 @@ pub struct Starter {
     instance: Arc<str>,
 }
 
-/// Sets up the backplane for `url` (checked, not yet connected).
-pub fn new(url: &str) -> Result<(Backplane, Starter), String> {
-    let client = Client::open(url).map_err(|e| format!("invalid Redis URL '{url}': {e}"))?;
-    let addr = client.get_connection_info().addr().to_string();
-    let (tx, rx) = mpsc::sync_channel(JOB_QUEUE);
-    let state = Arc::new(Mutex::new(State::new(tx)));
-    let instance: Arc<str> = random_hex(3).into();
-    Ok((
-        Backplane {
-            state: state.clone(),
-            instance: instance.clone(),
-        },
-        Starter {
-            client,
-            addr,
-            jobs: rx,
-            state,
-            instance,
-        },
-    ))
+impl RedisBus {
+    /// Checks a Redis URL (`redis://[:PASSWORD@]HOST:PORT[/DB]`) without
+    /// connecting.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Sets up the bus for `url` (checked, not yet connected); start its
+    /// threads with [`Starter::start`] once the server's handle exists.
+    pub fn new(url: &str) -> Result<(RedisBus, Starter), String> {
+        let client = Client::open(url).map_err(|e| format!("invalid Redis URL '{url}': {e}"))?;
+        let addr = client.get_connection_info().addr().to_string();
+        let (tx, rx) = mpsc::sync_channel(JOB_QUEUE);
+        let state = Arc::new(Mutex::new(State::new(tx)));
+        let instance: Arc<str> = random_hex(3).into();
+        Ok((
+            RedisBus {
+                state: state.clone(),
+                instance: instance.clone(),
+            },
+            Starter {
+                client,
+                addr,
+                jobs: rx,
+                state,
+                instance,
+            },
+        ))
+    }
 }
 
 impl Starter {
@@ -1382,35 +1417,63 @@ impl Starter {
     }
 }
 
-impl Backplane {
-    /// This process's random id, prefixed to connection ids so they are
-    /// unique across instances.
-    pub fn instance(&self) -> &str {
-        &self.instance
+impl RoomBus for RedisBus {
+    /// Prefixed with this process's random instance id, so ids are unique
+    /// across the servers sharing Redis.
+    fn member_id(&self, n: u64) -> String {
+        format!("{}-u{n}", self.instance)
     }
 
-    pub fn is_member(&self, id: ConnId, room: &str) -> bool {
-        lock(&self.state).is_member(id, room)
+    fn is_member(&self, ctx: &Ctx<'_>, id: ConnId, room: &str) -> bool {
+        ctx.in_room(id, room) || lock(&self.state).is_member(id, room)
     }
 
-    pub fn join(&self, ctx: &mut Ctx<'_>, id: ConnId, room: &str, since: Option<&Since>) {
+    fn join(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        room: &str,
+        since: Option<&Since>,
+        _member: bool,
+    ) {
         lock(&self.state).join(&mut CtxSink(ctx), id, room, since);
     }
 
-    pub fn leave(&self, id: ConnId, room: &str) -> bool {
-        lock(&self.state).leave(id, room)
+    fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool {
+        let left = ctx.leave(id, room);
+        let left_bus = lock(&self.state).leave(id, room);
+        left || left_bus
     }
 
-    pub fn closed(&self, id: ConnId) {
+    fn closed(&mut self, id: ConnId) {
         lock(&self.state).closed(id);
     }
 
-    pub fn publish(&self, ctx: &mut Ctx<'_>, msg: RoomMessage) {
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        room: &str,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    ) {
+        let msg = room_message(room, from, name, text);
         lock(&self.state).publish(&mut CtxSink(ctx), msg);
     }
 
-    pub fn broadcast(&self, ctx: &mut Ctx<'_>, json: String, local: String) {
-        lock(&self.state).broadcast(&mut CtxSink(ctx), json, local);
+    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str) {
+        let ts = unix_ms();
+        let out = |local| {
+            Out::Broadcast {
+                from,
+                name,
+                text,
+                ts,
+                local,
+            }
+            .json()
+        };
+        lock(&self.state).broadcast(&mut CtxSink(ctx), out(false), out(true));
     }
 }
 
@@ -1738,5 +1801,28 @@ mod tests {
         }
         assert!(parse_live("r", b"ab12 x {}").is_none());
         assert!(parse_live("r", b"ab12").is_none());
+    }
+
+    #[test]
+    fn room_message_splits_around_seq() {
+        // Room and text that contain what the split looks for.
+        let room = r#"a,"seq":0,b"#;
+        let text = r#"x,"seq":0,"from":"y"#;
+        let m = room_message(room, "u1", Some("N"), text);
+        let numbered = format!("{}42{}", m.head, m.tail);
+        let v: serde_json::Value = serde_json::from_str(&numbered).unwrap();
+        assert_eq!(v["seq"], 42);
+        assert_eq!(
+            (v["room"].as_str(), v["text"].as_str()),
+            (Some(room), Some(text))
+        );
+        assert!(numbered.starts_with(r#"{"type":"message","room":"#));
+        assert!(v.get("local").is_none());
+        let v: serde_json::Value = serde_json::from_str(&m.local).unwrap();
+        assert_eq!((v["local"].as_bool(), v.get("seq")), (Some(true), None));
+        assert_eq!(
+            (v["text"].as_str(), v["name"].as_str()),
+            (Some(text), Some("N"))
+        );
     }
 }

@@ -33,113 +33,6 @@ use wsloop::handshake::{generate_key, ClientRequest, Head, ResponseReader};
 use wsloop::stream::Stream;
 use wsloop::{CloseCode, Config, Connection, Event, HandshakeError, Message, Role};
 
-use crate::args::{Arg, ArgError, Args};
-
-const HELP: &str = "\
-wsloop bench: a load generator for any WebSocket echo server
-
-USAGE:
-    wsloop bench [OPTIONS] URL
-
-Opens --conns connections to URL (ws://, or wss:// in a build with the
-`tls` feature) with real upgrade handshakes, lets messages flow for --warmup, then measures for
---duration. Every frame sent is masked. The server must send every
-message back unchanged (wsloop serve does). Each echo is checked against
-what was sent: type, length, first and last 8 bytes, and the whole
-payload for sizes up to 1 KiB and for every 16th message; a mismatch
-counts as an error.
-
-MODES (--mode):
-    echo      keep --pipeline messages in flight on each connection; each
-              echo is checked and at once replaced by a new message
-    latency   one message in flight per connection, clock read just
-              before each write and just after each read
-    connect   open --conns idle connections and report handshakes/s; hold
-              them for --hold, then close them all cleanly; with
-              --server-pid, report the server's memory per connection
-
-OUTPUT:
-    The summary gives messages/s and MB/s (echoed payload, 1 MB = 10^6
-    bytes) over the measured time, the round trip p50/p99/p99.9/max (from
-    a message being queued to its echo being read; ~1% precision), the
-    connect rate, and errors by kind. A progress line is drawn on stderr
-    when stderr is a terminal. With --json, one JSON object on one line
-    goes to stdout instead of the summary.
-
-OPTIONS:
-    --mode MODE              echo, latency or connect [default: echo]
-    --conns N                Connections [default: 100]
-    --pipeline N             Messages in flight per connection
-                             [default: 16; latency mode: 1]
-    --size SIZE              Payload bytes per message [default: 32]
-    --binary                 Send binary messages [default]
-    --text                   Send text messages (printable ASCII)
-    --deflate                Offer permessage-deflate (RFC 7692; needs the
-                             `deflate` feature) and compress what is sent
-                             when the server accepts; a server that declines
-                             is an error. Messages under 64 bytes are sent
-                             uncompressed (wsloop's default min_size, on
-                             both sides). Payloads stay pseudo-random unless
-                             --compressible is given: the worst case, CPU
-                             spent for no saving
-    --compressible           Fill payloads with repetitive JSON-like text
-                             (deflate: ~6x smaller at 4 KiB, ~2x at 256 B,
-                             more with context takeover) instead of
-                             pseudo-random bytes; works with or without
-                             --deflate, for a like-for-like comparison
-    --duration DUR           Measured time [default: 10s]
-    --warmup DUR             Unmeasured time before it; 0 = none [default: 2s]
-    --hold DUR               Connect mode: how long to hold the connections
-                             open [default: 2s]
-    --threads N              Event loops (threads) sharing the connections;
-                             statistics are merged [default: 1]
-    --max-connecting N       Connections being opened at once, so thousands
-                             do not overflow the server's listen backlog
-                             (128 for std and mio listeners); more costs
-                             1 s SYN retries [default: 128]
-    --connect-timeout DUR    Time allowed for one connection's TCP connect
-                             and upgrade [default: 10s]
-    --server-pid PID         Read the server's VmRSS from /proc/PID/status
-                             before connecting, once all are open, and after
-                             closing; connect mode reports KiB per connection
-                             (start the server afresh: memory it freed is
-                             reused, so a second run shows little growth).
-                             All modes also report the server's CPU (all its
-                             threads, from /proc/PID/task/*/schedstat): share
-                             of a core and CPU time per echoed message over
-                             the measured window, or per handshake over the
-                             connect phase
-    --json                   One machine-readable line on stdout
-    --ca FILE                For wss://: trust only the CA certificates in
-                             this PEM file [default: the bundled Mozilla
-                             roots] (needs the `tls` feature)
-    --insecure               For wss://: do not verify the server's
-                             certificate. For testing only
-    -h, --help               Print this help
-
-The run ends by itself: the connect phase (cut after 60 s), then --warmup
-plus --duration (or --hold), then a close handshake on every connection
-(at most 5 s more). One process holds at most as many connections as its
-open-file limit allows (see /proc/self/limits): run several processes for
-more, each against a different server address (ws://127.0.0.2:PORT/, ...)
-when one address runs out of local ports. On a small machine pin server
-and bench to different cores (taskset -c 0 wsloop serve ...; taskset -c 1
-wsloop bench ...).
-
-SIZE is bytes or a number with K, M or G (64K, 1M). DUR is seconds or a
-number with ms, s or m (500ms, 30s, 5m).
-
-Exit status: 0 with no errors, 1 if any error was counted, 2 for bad
-arguments, 3 when no connection could be opened.
-
-EXAMPLES:
-    wsloop bench ws://127.0.0.1:9001/ --conns 100 --pipeline 16 --size 32
-    wsloop bench ws://127.0.0.1:9001/ --mode latency --conns 50 --size 64
-    wsloop bench ws://127.0.0.1:9001/ --mode connect --conns 10000 \\
-        --server-pid $SERVER_PID --json
-    wsloop bench wss://localhost:9443/ --ca ca.pem --conns 100 --size 32
-    wsloop bench ws://127.0.0.1:9001/ --deflate --compressible --size 4K";
-
 /// Payloads of at most this size are compared whole on every echo.
 const FULL_CHECK_MAX: usize = 1024;
 /// Larger payloads are compared whole on every this-many-th echo (and by
@@ -154,24 +47,23 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connect phase is cut after this long (or --connect-timeout, if
 /// longer).
 const CONNECT_PHASE_MAX: Duration = Duration::from_secs(60);
-/// File descriptors kept aside from --conns (stdio, epoll, /proc reads).
-const FD_RESERVE: u64 = 64;
-/// Largest --size.
-const MAX_SIZE: usize = 1 << 30;
-/// Largest --conns × --pipeline × --size (bytes the bench may queue).
-const MAX_IN_FLIGHT_BYTES: u128 = 4 << 30;
 /// Loop-wide read buffer.
 const READ_BUF: usize = 256 << 10;
 
+/// What the load generator does with its connections.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
+pub enum Mode {
+    /// Keep `pipeline` messages in flight per connection; count echoes.
     Echo,
+    /// One message in flight per connection; measure round trips.
     Latency,
+    /// Open connections (handshakes per second), hold them, close them.
     Connect,
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    /// The mode's name as `--mode` takes it.
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Echo => "echo",
             Mode::Latency => "latency",
@@ -180,288 +72,38 @@ impl Mode {
     }
 }
 
+/// One run of the load generator (`wsloop bench` fills it from its flags).
 pub struct Options {
-    url: String,
-    mode: Mode,
-    conns: usize,
-    pipeline: usize,
-    size: usize,
-    text: bool,
+    pub url: String,
+    pub mode: Mode,
+    pub conns: usize,
+    pub pipeline: usize,
+    pub size: usize,
+    pub text: bool,
     /// Offer permessage-deflate (`--deflate`).
-    deflate: bool,
+    pub deflate: bool,
     /// Repetitive payloads (`--compressible`).
-    compressible: bool,
-    duration: Duration,
-    warmup: Duration,
-    hold: Duration,
-    threads: usize,
-    max_connecting: usize,
-    connect_timeout: Duration,
-    server_pid: Option<u32>,
-    json: bool,
+    pub compressible: bool,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub hold: Duration,
+    pub threads: usize,
+    pub max_connecting: usize,
+    pub connect_timeout: Duration,
+    pub server_pid: Option<u32>,
+    pub json: bool,
     /// The TLS client configuration for a wss:// URL.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    tls: TlsSetting,
+    pub tls: TlsSetting,
 }
 
 /// A wss:// URL's client configuration (`--ca`, `--insecure` or the
 /// bundled roots).
 #[cfg(feature = "tls")]
-type TlsSetting = Option<Arc<rustls::ClientConfig>>;
+pub type TlsSetting = Option<Arc<rustls::ClientConfig>>;
 /// Without the `tls` feature there is nothing to hold.
 #[cfg(not(feature = "tls"))]
-type TlsSetting = Option<std::convert::Infallible>;
-
-/// Checks `--ca`/`--insecure` against the URL and loads the trust.
-#[cfg(feature = "tls")]
-fn tls_setting(secure: bool, ca: Option<String>, insecure: bool) -> Result<TlsSetting, ArgError> {
-    if !secure {
-        if ca.is_some() || insecure {
-            return Err(err("--ca and --insecure only apply to wss:// URLs".into()));
-        }
-        return Ok(None);
-    }
-    if insecure {
-        if ca.is_some() {
-            return Err(err("--ca and --insecure do not go together".into()));
-        }
-        eprintln!(
-            "wsloop bench: --insecure: the server's certificate is NOT verified (testing only)"
-        );
-        return Ok(Some(wsloop::tls::insecure_client_config()));
-    }
-    let cfg = wsloop::tls::client_config(ca.as_deref().map(std::path::Path::new))
-        .map_err(|e| err(format!("--ca: {e}")))?;
-    Ok(Some(cfg))
-}
-
-#[cfg(not(feature = "tls"))]
-fn tls_setting(secure: bool, ca: Option<String>, insecure: bool) -> Result<TlsSetting, ArgError> {
-    if secure || ca.is_some() || insecure {
-        return Err(err(
-            "wss://, --ca and --insecure need a build with the `tls` feature (cargo build --features tls)"
-                .into(),
-        ));
-    }
-    Ok(None)
-}
-
-fn err(msg: String) -> ArgError {
-    ArgError(format!("wsloop bench: {msg}"))
-}
-
-pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
-    let mut o = Options {
-        url: String::new(),
-        mode: Mode::Echo,
-        conns: 100,
-        pipeline: 0,
-        size: 32,
-        text: false,
-        deflate: false,
-        compressible: false,
-        duration: Duration::from_secs(10),
-        warmup: Duration::from_secs(2),
-        hold: Duration::from_secs(2),
-        threads: 1,
-        max_connecting: 128,
-        connect_timeout: Duration::from_secs(10),
-        server_pid: None,
-        json: false,
-        tls: None,
-    };
-    let mut url = None;
-    let mut pipeline = None;
-    let mut ca: Option<String> = None;
-    let mut insecure = false;
-    while let Some(arg) = args.next() {
-        let flag = match arg {
-            Arg::Positional(p) if url.is_none() => {
-                url = Some(p);
-                continue;
-            }
-            Arg::Positional(p) => return Err(args.unknown(&p)),
-            Arg::Flag(f) => f,
-        };
-        match flag.as_str() {
-            "help" => {
-                println!("{HELP}");
-                return Ok(None);
-            }
-            "mode" => {
-                let v = args.value("mode")?;
-                o.mode = match v.as_str() {
-                    "echo" => Mode::Echo,
-                    "latency" => Mode::Latency,
-                    "connect" => Mode::Connect,
-                    _ => return Err(args.bad("mode", &v, "echo, latency or connect")),
-                };
-            }
-            "conns" => o.conns = at_least_one(&mut args, "conns")?,
-            "pipeline" => pipeline = Some(at_least_one(&mut args, "pipeline")?),
-            "size" => {
-                let v = args.value("size")?;
-                o.size = match crate::args::parse_size(&v) {
-                    Some(s) if s <= MAX_SIZE => s,
-                    _ => return Err(args.bad("size", &v, "a size from 0 to 1G, such as 32, 16K or 1M")),
-                };
-            }
-            "text" => o.text = true,
-            "binary" => o.text = false,
-            "deflate" => {
-                if !cfg!(feature = "deflate") {
-                    return Err(err(
-                        "--deflate needs a build with the `deflate` feature (cargo build --features deflate)"
-                            .into(),
-                    ));
-                }
-                o.deflate = true;
-            }
-            "compressible" => o.compressible = true,
-            "duration" => o.duration = args.duration("duration", false)?.unwrap_or_default(),
-            "warmup" => o.warmup = args.duration("warmup", true)?.unwrap_or_default(),
-            "hold" => o.hold = args.duration("hold", true)?.unwrap_or_default(),
-            "threads" => {
-                let v = args.value("threads")?;
-                o.threads = match v.parse::<usize>() {
-                    Ok(n @ 1..=64) => n,
-                    _ => return Err(args.bad("threads", &v, "a whole number from 1 to 64")),
-                };
-            }
-            "max-connecting" => o.max_connecting = at_least_one(&mut args, "max-connecting")?,
-            "connect-timeout" => {
-                o.connect_timeout = args.duration("connect-timeout", false)?.unwrap_or_default()
-            }
-            "server-pid" => {
-                let v = args.value("server-pid")?;
-                let pid = v.parse::<u32>().ok().filter(|&p| p > 0);
-                match pid {
-                    Some(p) if read_rss_kib(p).is_some() => o.server_pid = Some(p),
-                    _ => {
-                        return Err(args.bad(
-                            "server-pid",
-                            &v,
-                            "the PID of a running process whose /proc/PID/status shows VmRSS",
-                        ))
-                    }
-                }
-            }
-            "json" => o.json = true,
-            "ca" => ca = Some(args.value("ca")?),
-            "insecure" => insecure = true,
-            "source-ips" => {
-                return Err(err(
-                    "--source-ips is not supported: binding a local address before connecting needs a socket \
-                     API that std and mio do not offer; to get past one address's local ports, run several \
-                     bench processes against different server addresses (ws://127.0.0.2:PORT/, ...)"
-                        .into(),
-                ))
-            }
-            other => return Err(args.unknown(&format!("--{other}"))),
-        }
-    }
-    let Some(url) = url else {
-        return Err(err("missing URL (see --help)".into()));
-    };
-    match Url::parse(&url) {
-        Ok(u) => o.tls = tls_setting(u.secure, ca, insecure)?,
-        Err(e) => return Err(err(e.to_string())),
-    }
-    o.url = url;
-    o.pipeline = match (o.mode, pipeline) {
-        (Mode::Latency, Some(p)) if p > 1 => {
-            return Err(err(format!(
-                "--pipeline {p} does not go with --mode latency, which keeps one message in flight \
-                 (use --mode echo)"
-            )))
-        }
-        (Mode::Latency, _) => 1,
-        (_, Some(p)) => p,
-        (_, None) => 16,
-    };
-    if o.threads > o.conns {
-        return Err(err(format!(
-            "--threads {} is more than --conns {}",
-            o.threads, o.conns
-        )));
-    }
-    check_fd_limit(o.conns as u64)?;
-    check_port_range(o.conns as u64)?;
-    if o.mode != Mode::Connect {
-        let in_flight = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
-        if in_flight > MAX_IN_FLIGHT_BYTES {
-            return Err(err(format!(
-                "--conns {} x --pipeline {} x --size {} is {} MiB in flight, more than the {} MiB allowed",
-                o.conns,
-                o.pipeline,
-                bytes(o.size),
-                in_flight >> 20,
-                MAX_IN_FLIGHT_BYTES >> 20
-            )));
-        }
-    }
-    Ok(Some(o))
-}
-
-fn at_least_one(args: &mut Args, flag: &str) -> Result<usize, ArgError> {
-    let v = args.value(flag)?;
-    match v.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(args.bad(flag, &v, "a whole number, at least 1")),
-    }
-}
-
-/// Soft and hard "Max open files" from /proc/self/limits (`None` =
-/// unlimited or unknown).
-fn open_file_limit() -> Option<(Option<u64>, Option<u64>)> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let mut it = line["Max open files".len()..].split_whitespace();
-    let soft = it.next()?.parse().ok();
-    let hard = it.next()?.parse().ok();
-    Some((soft, hard))
-}
-
-fn check_fd_limit(conns: u64) -> Result<(), ArgError> {
-    let Some((Some(soft), hard)) = open_file_limit() else {
-        return Ok(());
-    };
-    if conns + FD_RESERVE <= soft {
-        return Ok(());
-    }
-    let max = soft.saturating_sub(FD_RESERVE);
-    let raise = match hard {
-        Some(h) if h > soft => format!(" (or raise the soft limit first: ulimit -n {h})"),
-        None => " (or raise the soft limit first with ulimit -n)".to_owned(),
-        _ => String::new(),
-    };
-    Err(err(format!(
-        "--conns {conns} needs more file descriptors than the open-file limit of this process \
-         ({soft}, 'Max open files' in /proc/self/limits); use at most {max} connections per process \
-         and run several processes{raise}"
-    )))
-}
-
-fn check_port_range(conns: u64) -> Result<(), ArgError> {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
-        return Ok(());
-    };
-    let mut it = text
-        .split_whitespace()
-        .filter_map(|s| s.parse::<u64>().ok());
-    let (Some(lo), Some(hi)) = (it.next(), it.next()) else {
-        return Ok(());
-    };
-    let ports = hi.saturating_sub(lo) + 1;
-    if conns > ports {
-        return Err(err(format!(
-            "--conns {conns} is more than the {ports} local ports one client address has for one server \
-             address (/proc/sys/net/ipv4/ip_local_port_range); split the connections over several server \
-             addresses"
-        )));
-    }
-    Ok(())
-}
+pub type TlsSetting = Option<std::convert::Infallible>;
 
 /// CPU time used so far by all threads of `pid`, in nanoseconds (the first
 /// field of each /proc/PID/task/TID/schedstat).
@@ -561,7 +203,7 @@ impl CpuMarks {
 }
 
 /// The resident set size of `pid`, in KiB.
-fn read_rss_kib(pid: u32) -> Option<u64> {
+pub fn read_rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     line["VmRSS:".len()..]
@@ -1902,7 +1544,8 @@ fn dur(ns: u64) -> String {
     }
 }
 
-fn bytes(n: usize) -> String {
+/// A byte count for people: `32 B`, `16 KiB`, `1 MiB`.
+pub fn fmt_bytes(n: usize) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
@@ -1966,7 +1609,7 @@ impl Report<'_> {
                 "{} conns x {} in flight, {} {}, {} warmup, {} measured",
                 o.conns,
                 o.pipeline,
-                bytes(o.size),
+                fmt_bytes(o.size),
                 if o.text { "text" } else { "binary" },
                 secs(o.warmup),
                 secs(o.duration)
@@ -2286,8 +1929,8 @@ mod tests {
         assert_eq!(dur(123_456), "123.5 µs");
         assert_eq!(dur(3_842_000), "3.84 ms");
         assert_eq!(dur(999_990), "1.00 ms");
-        assert_eq!(bytes(16 << 10), "16 KiB");
-        assert_eq!(bytes(32), "32 B");
+        assert_eq!(fmt_bytes(16 << 10), "16 KiB");
+        assert_eq!(fmt_bytes(32), "32 B");
         let mut s = String::new();
         json_str("a\"b\\c\n", &mut s);
         assert_eq!(s, r#""a\"b\\c\n""#.replace("\\n", "\\u000a"));

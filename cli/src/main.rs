@@ -1,10 +1,10 @@
-//! The `wsloop` command: `serve`, `client`, `bench`.
+//! The `wsloop` command: `serve` (echo, or the chat of `wsloop-chat`),
+//! `client` (stdin lines out, messages to stdout) and `bench` (the load
+//! generator of `wsloop-bench`). Argument parsing, signals and logging live
+//! here; everything else is in the library crates.
 
 mod args;
-#[cfg(feature = "redis")]
-mod backplane;
 mod bench;
-mod chat;
 mod client;
 mod serve;
 
@@ -47,7 +47,7 @@ fn main() {
             }
         },
         "bench" => match bench::parse(Args::new("bench", argv)) {
-            Ok(Some(opts)) => bench::run(opts),
+            Ok(Some(opts)) => wsloop_bench::run(opts),
             Ok(None) => 0,
             Err(e) => {
                 eprintln!("{e}");

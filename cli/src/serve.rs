@@ -3,7 +3,9 @@
 
 use log::{error, info};
 use wsloop::handshake::Request;
-use wsloop::server::{ConnId, Ctx, Handler, HttpResponse, OriginAllowList, Server, Upgrade};
+use wsloop::server::{
+    http_common, Access, ConnId, Ctx, Handler, HttpResponse, OriginAllowList, Server, Upgrade,
+};
 use wsloop::{Config, Message, OverflowPolicy, RateAction, RateLimit};
 
 use crate::args::{Arg, ArgError, Args};
@@ -108,53 +110,6 @@ pub enum App {
     Chat,
 }
 
-/// Who may upgrade: an Origin allow-list and an optional shared token.
-#[derive(Debug, Clone, Default)]
-pub struct Access {
-    pub origins: OriginAllowList,
-    pub token: Option<String>,
-}
-
-/// Compares without stopping at the first difference (no timing hint about
-/// how much of a guess was right).
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl Access {
-    /// `None` if `req` may upgrade; else the rejection: 403 for an Origin
-    /// not on the list, 401 without the token.
-    pub fn check(&self, req: &Request) -> Option<Upgrade> {
-        if let Some(no) = self.origins.check(req) {
-            return Some(no);
-        }
-        let token = self.token.as_deref()?;
-        let from_query = req
-            .query_param("token")
-            .and_then(crate::chat::percent_decode)
-            .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
-        let from_header = req
-            .header("authorization")
-            .and_then(|v| {
-                let (scheme, cred) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
-            })
-            .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
-        if from_query || from_header {
-            return None;
-        }
-        let mut no = Upgrade::reject(
-            401,
-            "a token is required: add ?token=... or 'Authorization: Bearer ...'",
-        );
-        if let Upgrade::Reject(r) = &mut no {
-            r.headers
-                .push(("WWW-Authenticate".into(), "Bearer realm=\"wsloop\"".into()));
-        }
-        Some(no)
-    }
-}
-
 pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     let port = match std::env::var("PORT") {
         Ok(p) => p.parse::<u16>().map_err(|_| {
@@ -246,7 +201,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             "redis" => {
                 let v = args.value("redis")?;
                 #[cfg(feature = "redis")]
-                if let Err(e) = crate::backplane::check_url(&v) {
+                if let Err(e) = wsloop_chat::RedisBus::check_url(&v) {
                     return Err(ArgError(format!(
                         "wsloop serve: invalid value '{v}' for --redis: expected \
                          redis://HOST:PORT ({e})"
@@ -399,24 +354,6 @@ pub struct Echo {
     pub access: Access,
 }
 
-/// Answers plain HTTP requests the same way for every app.
-pub fn http_common(req: &Request) -> HttpResponse {
-    match (req.method.as_str(), req.path()) {
-        ("GET" | "HEAD", "/healthz") => HttpResponse::text(200, "ok\n"),
-        (_, "/healthz") => HttpResponse::text(405, "use GET\n"),
-        _ => {
-            let mut r = HttpResponse::text(
-                426,
-                "this is a WebSocket endpoint; GET /healthz for health\n",
-            );
-            r.headers.push(("Upgrade".into(), "websocket".into()));
-            r.headers
-                .push(("Sec-WebSocket-Version".into(), "13".into()));
-            r
-        }
-    }
-}
-
 impl Handler for Echo {
     fn on_upgrade(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, req: &Request) -> Upgrade {
         self.access.check(req).unwrap_or_else(Upgrade::accept)
@@ -475,7 +412,7 @@ pub fn run(opts: Options) -> i32 {
         #[cfg(feature = "redis")]
         App::Chat if opts.redis.is_some() => {
             let url = opts.redis.as_deref().unwrap_or_default();
-            let (bus, starter) = match crate::backplane::new(url) {
+            let (bus, starter) = match wsloop_chat::RedisBus::new(url) {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!("wsloop serve: --redis: {e}");
@@ -486,7 +423,7 @@ pub fn run(opts: Options) -> i32 {
                 &opts.addr,
                 opts.config,
                 opts.tls,
-                crate::chat::Chat::with_backplane(opts.access, bus),
+                wsloop_chat::Chat::with_bus(opts.access, bus),
                 // The threads need the loop's handle: started once bound.
                 move |handle| starter.start(handle),
             )
@@ -495,7 +432,7 @@ pub fn run(opts: Options) -> i32 {
             &opts.addr,
             opts.config,
             opts.tls,
-            crate::chat::Chat::new(opts.access),
+            wsloop_chat::Chat::new(opts.access),
             |_| Ok(()),
         ),
     }

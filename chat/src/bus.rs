@@ -1,0 +1,191 @@
+//! How room messages travel: the [`RoomBus`] seam between the chat's
+//! protocol ([`Chat`](crate::Chat)) and where rooms, sequence numbers and
+//! history live. [`LocalBus`] keeps them in this process; `RedisBus`
+//! (feature `redis`) shares them with every server using one Redis.
+
+use std::borrow::Cow;
+
+use log::debug;
+use wsloop::server::{ConnId, Ctx};
+use wsloop::Message;
+
+use crate::history::{History, LocalHistory, Since};
+use crate::wire::{unix_ms, Out};
+use crate::{HISTORY_PER_ROOM, MAX_HISTORIES};
+
+/// Where rooms live. Every call happens on the loop thread, inside a
+/// handler callback, with that callback's [`Ctx`].
+pub trait RoomBus {
+    /// The chat id of this server's `n`th member (unique wherever this bus
+    /// delivers).
+    fn member_id(&self, n: u64) -> String;
+
+    /// Whether `id` is in `room` (or has asked to join and is being
+    /// answered).
+    fn is_member(&self, ctx: &Ctx<'_>, id: ConnId, room: &str) -> bool;
+
+    /// `id` joins `room` (`member`: it is in it already) and is sent
+    /// `joined`, a `gap` if some of what `since` asks for is gone, the kept
+    /// messages after `since`, then live messages: each `seq` once, in
+    /// order.
+    fn join(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        room: &str,
+        since: Option<&Since>,
+        member: bool,
+    );
+
+    /// `id` leaves `room`; `false` if it was not in it.
+    fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool;
+
+    /// Numbers, keeps and delivers a room message to every member.
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        room: &str,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    );
+
+    /// Delivers a message to every connection.
+    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str);
+
+    /// `id` has closed (the library has already taken it out of its rooms).
+    fn closed(&mut self, id: ConnId) {
+        let _ = id;
+    }
+}
+
+/// Hands a room message (JSON text) to every member of `room` here,
+/// encoding the frame once for all of them. The one way room messages
+/// reach connections.
+pub(crate) fn deliver(ctx: &mut Ctx<'_>, room: &str, json: &str) -> usize {
+    ctx.publish(room, &Message::Text(Cow::Borrowed(json)))
+}
+
+/// Sends one server message to one connection.
+pub(crate) fn send(ctx: &mut Ctx<'_>, id: ConnId, out: &Out<'_>) {
+    // A closed or overflowing connection is the library's business (its
+    // overflow policy); nothing more to do here.
+    let _ = ctx.send(id, Message::Text(Cow::Owned(out.json())));
+}
+
+/// Rooms in this process: membership is the library's (`Ctx::join`,
+/// `publish`), history and sequence numbers are `H`'s.
+pub struct LocalBus<H: History = LocalHistory> {
+    history: H,
+}
+
+impl LocalBus<LocalHistory> {
+    /// In-memory history with the default limits ([`HISTORY_PER_ROOM`]
+    /// messages per room, [`MAX_HISTORIES`] rooms).
+    pub fn new() -> Self {
+        LocalBus::with_history(LocalHistory::new(HISTORY_PER_ROOM, MAX_HISTORIES))
+    }
+}
+
+impl Default for LocalBus<LocalHistory> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: History> LocalBus<H> {
+    /// Rooms whose history `history` keeps.
+    pub fn with_history(history: H) -> Self {
+        LocalBus { history }
+    }
+}
+
+impl<H: History> RoomBus for LocalBus<H> {
+    fn member_id(&self, n: u64) -> String {
+        format!("u{n}")
+    }
+
+    fn is_member(&self, ctx: &Ctx<'_>, id: ConnId, room: &str) -> bool {
+        ctx.in_room(id, room)
+    }
+
+    fn join(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        room: &str,
+        since: Option<&Since>,
+        member: bool,
+    ) {
+        if !member {
+            ctx.join(id, room);
+        }
+        // Replay and join happen in this one callback: nothing can be
+        // published in between, so no gap and no duplicate.
+        let r = self.history.replay(room, since);
+        send(
+            ctx,
+            id,
+            &Out::Joined {
+                room,
+                seq: r.last,
+                epoch: &r.epoch,
+                local: false,
+            },
+        );
+        if let Some(g) = r.gap {
+            send(
+                ctx,
+                id,
+                &Out::Gap {
+                    room,
+                    from: g.from,
+                    reset: g.reset,
+                },
+            );
+        }
+        for m in r.messages {
+            let _ = ctx.send_text(id, &m);
+        }
+    }
+
+    fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool {
+        ctx.leave(id, room)
+    }
+
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        room: &str,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    ) {
+        let (seq, json) = self.history.append(room, &mut |seq| {
+            Out::Message {
+                room,
+                seq: Some(seq),
+                from,
+                name,
+                text,
+                ts: unix_ms(),
+                local: false,
+            }
+            .json()
+        });
+        let n = deliver(ctx, room, &json);
+        debug!("chat: {room}#{seq} from {from} to {n}");
+    }
+
+    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str) {
+        let json = Out::Broadcast {
+            from,
+            name,
+            text,
+            ts: unix_ms(),
+            local: false,
+        }
+        .json();
+        ctx.broadcast_all(&Message::Text(Cow::Owned(json)));
+    }
+}

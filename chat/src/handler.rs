@@ -1,0 +1,228 @@
+//! The chat [`Handler`]: the JSON protocol of the crate docs, over any
+//! [`RoomBus`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use wsloop::handshake::Request;
+use wsloop::server::{
+    http_common, percent_decode, Access, ConnId, Ctx, Handler, HttpResponse, Upgrade,
+};
+use wsloop::Message;
+
+use crate::bus::{send, LocalBus, RoomBus};
+use crate::history::{History, Since};
+use crate::wire::{room_field, str_field, text_field, Out, Refused};
+use crate::{MAX_NAME, MAX_ROOMS_PER_CONN};
+
+const PAGE: &str = include_str!("chat.html");
+
+struct Member {
+    id: Arc<str>,
+    name: Option<Arc<str>>,
+    rooms: usize,
+}
+
+/// The chat application: mount it on a [`wsloop::server::Server`]. It
+/// serves the demo page at `/`, `/healthz`, and the chat at `/ws`.
+pub struct Chat<B: RoomBus = LocalBus> {
+    access: Access,
+    bus: B,
+    members: HashMap<ConnId, Member>,
+    next_id: u64,
+}
+
+impl Chat<LocalBus> {
+    /// A chat with rooms and history in this process.
+    pub fn new(access: Access) -> Self {
+        Chat::with_bus(access, LocalBus::new())
+    }
+}
+
+impl<H: History> Chat<LocalBus<H>> {
+    /// A chat with rooms in this process and history in `history`.
+    pub fn with_history(access: Access, history: H) -> Self {
+        Chat::with_bus(access, LocalBus::with_history(history))
+    }
+}
+
+impl<B: RoomBus> Chat<B> {
+    /// A chat whose rooms travel through `bus`.
+    pub fn with_bus(access: Access, bus: B) -> Self {
+        Chat {
+            access,
+            bus,
+            members: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, text: &str) -> Result<(), Refused> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| Refused(format!("invalid JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Refused("expected a JSON object".into()))?;
+        let kind = str_field(obj, "type")?;
+        let Some(me) = self.members.get(&id) else {
+            return Ok(());
+        };
+        let (from, name) = (me.id.clone(), me.name.clone());
+        match kind {
+            "join" => {
+                let room = room_field(obj)?;
+                let since = match obj.get("since") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(Since {
+                        seq: v.as_u64().ok_or_else(|| {
+                            Refused("field \"since\" must be a whole number".into())
+                        })?,
+                        epoch: match obj.get("epoch") {
+                            None | Some(Value::Null) => None,
+                            Some(e) => Some(
+                                e.as_str()
+                                    .ok_or_else(|| {
+                                        Refused("field \"epoch\" must be a string".into())
+                                    })?
+                                    .to_owned(),
+                            ),
+                        },
+                    }),
+                };
+                let member = self.bus.is_member(ctx, id, room);
+                if !member {
+                    let me = self.members.get_mut(&id).expect("checked above");
+                    if me.rooms >= MAX_ROOMS_PER_CONN {
+                        return Err(Refused(format!(
+                            "too many rooms: at most {MAX_ROOMS_PER_CONN} per connection"
+                        )));
+                    }
+                    me.rooms += 1;
+                }
+                // Answered when the bus knows where the room stands:
+                // joined, gap, replay, then live, in that order.
+                self.bus.join(ctx, id, room, since.as_ref(), member);
+            }
+            "leave" => {
+                let room = room_field(obj)?;
+                if !self.bus.leave(ctx, id, room) {
+                    return Err(Refused(format!("not in room \"{room}\"")));
+                }
+                if let Some(me) = self.members.get_mut(&id) {
+                    me.rooms = me.rooms.saturating_sub(1);
+                }
+                send(ctx, id, &Out::Left { room });
+            }
+            "message" => {
+                let room = room_field(obj)?;
+                let text = text_field(obj)?;
+                if !self.bus.is_member(ctx, id, room) {
+                    return Err(Refused(format!("not in room \"{room}\": join it first")));
+                }
+                self.bus.publish(ctx, room, &from, name.as_deref(), text);
+            }
+            "broadcast" => {
+                let text = text_field(obj)?;
+                self.bus.broadcast(ctx, &from, name.as_deref(), text);
+            }
+            other => {
+                let mut shown: String = other.chars().take(40).collect();
+                if shown.len() < other.len() {
+                    shown.push('…');
+                }
+                return Err(Refused(format!(
+                    "unknown type \"{shown}\": expected join, leave, message or broadcast"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A display name from the upgrade's `?name=`: trimmed, control characters
+/// removed, at most [`MAX_NAME`] characters; `None` if nothing is left.
+fn display_name(req: &Request) -> Option<Arc<str>> {
+    let raw = percent_decode(req.query_param("name")?)?;
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME)
+        .collect();
+    (!name.is_empty()).then(|| name.into())
+}
+
+impl<B: RoomBus> Handler for Chat<B> {
+    fn on_upgrade(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, req: &Request) -> Upgrade {
+        if req.path() != "/ws" {
+            return Upgrade::reject(404, "the chat WebSocket endpoint is /ws");
+        }
+        if let Some(no) = self.access.check(req) {
+            return no;
+        }
+        self.next_id += 1;
+        let member_id = self.bus.member_id(self.next_id);
+        self.members.insert(
+            id,
+            Member {
+                id: member_id.into(),
+                name: display_name(req),
+                rooms: 0,
+            },
+        );
+        Upgrade::accept()
+    }
+
+    fn on_http(&mut self, req: &Request) -> HttpResponse {
+        match (req.method.as_str(), req.path()) {
+            ("GET" | "HEAD", "/" | "/index.html") => {
+                let mut r = HttpResponse::with_type(200, "text/html; charset=utf-8", PAGE);
+                r.headers.extend([
+                    ("Cache-Control".into(), "no-store".into()),
+                    ("X-Content-Type-Options".into(), "nosniff".into()),
+                    (
+                        "Content-Security-Policy".into(),
+                        "default-src 'none'; script-src 'unsafe-inline'; \
+                         style-src 'unsafe-inline'; connect-src 'self' ws: wss:; \
+                         img-src 'self' data:; base-uri 'none'; form-action 'none'"
+                            .into(),
+                    ),
+                ]);
+                r
+            }
+            (_, "/healthz" | "/ws") => http_common(req),
+            _ => HttpResponse::text(404, "not found: the chat is at /, its WebSocket at /ws\n"),
+        }
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if let Some(m) = self.members.get(&id) {
+            let json = Out::Welcome {
+                id: &m.id,
+                name: m.name.as_deref(),
+            }
+            .json();
+            let _ = ctx.send(id, Message::Text(Cow::Owned(json)));
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
+        let result = match &msg {
+            Message::Text(t) => self.handle(ctx, id, t),
+            Message::Binary(_) => Err(Refused(
+                "binary messages are not understood: send JSON in text messages".into(),
+            )),
+        };
+        if let Err(Refused(m)) = result {
+            send(ctx, id, &Out::Error { message: &m });
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &wsloop::CloseInfo) {
+        // The library has already taken the connection out of its rooms.
+        self.members.remove(&id);
+        self.bus.closed(id);
+    }
+}

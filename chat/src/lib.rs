@@ -1,0 +1,80 @@
+//! # wsloop-chat
+//!
+//! Chat rooms for a [`wsloop`] server: rooms over JSON text frames, with
+//! per-room sequence numbers and replay so no message is lost across
+//! reconnects. `wsloop serve --app chat` runs it; [`Chat`] is a
+//! [`Handler`](wsloop::server::Handler) you can mount on your own
+//! [`Server`](wsloop::server::Server).
+//!
+//! Protocol (one JSON object per text frame):
+//!
+//! ```text
+//! client → server                          server → client
+//! {"type":"join","room":R}                 {"type":"welcome","id":ID}             on open
+//! {"type":"join","room":R,"since":N}       {"type":"joined","room":R,"seq":LAST,"epoch":E}
+//!   (optional "epoch":E from "joined")     {"type":"gap","room":R,"from":OLDEST}  N older than kept
+//! {"type":"leave","room":R}                {"type":"left","room":R}
+//! {"type":"message","room":R,"text":T}     {"type":"message","room":R,"seq":S,"from":ID,"text":T,"ts":MS}
+//! {"type":"broadcast","text":T}            {"type":"broadcast","from":ID,"text":T,"ts":MS}
+//!                                          {"type":"error","message":M}           connection stays open
+//! ```
+//!
+//! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
+//! everything the connection sends.
+//!
+//! Where the state lives:
+//! - [`Chat`] speaks the protocol: it parses what clients send, checks
+//!   limits and access, and hands room work to a [`RoomBus`].
+//! - [`LocalBus`] keeps rooms in this process: *membership* is the
+//!   library's (`Ctx::join`/`leave`/`publish`; connections leave their
+//!   rooms when they close), *history and sequence numbers* are behind the
+//!   [`History`] trait ([`LocalHistory`] keeps them in memory).
+//! - `RedisBus` (feature `redis`, `--redis URL`) keeps history and
+//!   sequence numbers in Redis, so several servers share rooms. It is
+//!   asynchronous, since the loop never waits on Redis (a join is answered
+//!   when Redis has said where the room stands). Member ids then start
+//!   with a random per-process instance id. Messages delivered without
+//!   Redis (while it is unreachable) carry `"local":true` and no `seq`.
+//!
+//! ```no_run
+//! use wsloop::server::{Access, Server};
+//! use wsloop::Config;
+//! use wsloop_chat::Chat;
+//!
+//! let server = Server::bind("127.0.0.1:10000", Config::default(), Chat::new(Access::default()))?;
+//! server.run()?;
+//! # Ok::<(), wsloop::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bus;
+mod handler;
+mod history;
+#[cfg(feature = "redis")]
+mod redis;
+mod wire;
+
+pub use bus::{LocalBus, RoomBus};
+pub use handler::Chat;
+pub use history::{Gap, History, LocalHistory, Replay, Since};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBus, Starter as RedisStarter};
+
+/// Messages kept per room for replay.
+pub const HISTORY_PER_ROOM: usize = 1000;
+/// Rooms whose history is kept; past this the least recently used room's
+/// history is dropped (a later `since` for it gets a reset gap).
+pub const MAX_HISTORIES: usize = 1024;
+/// Bytes of kept messages across all rooms (local history): past this the
+/// oldest messages of the least recently used rooms are dropped, so room
+/// history cannot grow past 64 MiB whatever clients do.
+pub const HISTORY_MAX_BYTES: usize = 64 << 20;
+/// Longest `text`, in bytes (bounds history memory: 1,000 × 4 KiB a room).
+pub const MAX_TEXT: usize = 4096;
+/// Longest room name, in bytes.
+pub const MAX_ROOM: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME: usize = 32;
+/// Most rooms one connection may be in.
+pub const MAX_ROOMS_PER_CONN: usize = 32;
