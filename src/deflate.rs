@@ -40,7 +40,7 @@ mod imp {
 
     use super::InflateError;
     use crate::extension::{DeflateConfig, DeflateParams};
-    use crate::protocol::Role;
+    use crate::role::Role;
 
     const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
     const POOL_MAX: usize = 8;
@@ -266,7 +266,7 @@ mod imp {
 mod tests {
     use super::*;
     use crate::extension::{DeflateConfig, DeflateParams};
-    use crate::protocol::Role;
+    use crate::role::Role;
 
     fn params(no_ctx: bool, bits: u8) -> DeflateParams {
         DeflateParams {

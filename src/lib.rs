@@ -33,6 +33,7 @@ pub mod handshake;
 pub mod mask;
 pub mod protocol;
 pub mod rand;
+mod role;
 pub mod server;
 pub mod stream;
 #[cfg(feature = "tls")]
@@ -43,7 +44,8 @@ pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, OverflowPolicy, RateAction, RateLimit};
 pub use error::{CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
 pub use extension::{DeflateConfig, DeflateParams};
-pub use protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
+pub use protocol::{CloseInfo, Connection, Event, Message, SendStatus};
+pub use role::Role;
 
 /// Small helpers for unit tests.
 #[cfg(test)]

@@ -36,19 +36,11 @@ use crate::deflate::DeflateState;
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{parse_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
+pub use crate::role::Role;
 use crate::utf8::Utf8Validator;
 
 /// RSV1: the message is compressed (permessage-deflate).
 const RSV1: u8 = 0b100;
-
-/// Which end of the connection this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Accepts connections; receives masked frames, sends unmasked ones.
-    Server,
-    /// Opens connections; masks every frame it sends.
-    Client,
-}
 
 /// A complete message.
 #[derive(Debug, Clone, PartialEq, Eq)]
