@@ -13,26 +13,125 @@ impl std::fmt::Display for ArgError {
     }
 }
 
+/// One word of the command line, or one taken from an environment
+/// variable (named, so errors can say where a bad value came from).
+struct Item {
+    text: String,
+    var: Option<String>,
+}
+
 pub struct Args {
     cmd: &'static str,
-    items: Vec<String>,
+    items: Vec<Item>,
     pos: usize,
+    /// The variable the flag being parsed came from, if any.
+    current_var: Option<String>,
+}
+
+/// How an option is spelled in the environment (`WSLOOP_<FLAG>`, the flag
+/// upper-cased with `-` as `_`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvKind {
+    /// `WSLOOP_MAX_MESSAGE=16M` is `--max-message 16M`.
+    Value,
+    /// `WSLOOP_DEFLATE=1` (or `true`, `yes`, `on`) is `--deflate`; `0`,
+    /// `false`, `no`, `off` or empty is nothing.
+    Switch,
+    /// `WSLOOP_ALLOWED_ORIGIN=A,B` is `--allowed-origin A --allowed-origin B`.
+    List,
+}
+
+/// The environment variable for `flag`.
+pub fn env_var(flag: &str) -> String {
+    format!("WSLOOP_{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
 impl Args {
     pub fn new(cmd: &'static str, items: Vec<String>) -> Self {
-        Args { cmd, items, pos: 0 }
+        Args {
+            cmd,
+            items: items
+                .into_iter()
+                .map(|text| Item { text, var: None })
+                .collect(),
+            pos: 0,
+            current_var: None,
+        }
+    }
+
+    /// Adds the options of `spec` that are set in the environment (read
+    /// through `env`) and not on the command line, which wins.
+    pub fn with_env(
+        mut self,
+        spec: &[(&str, EnvKind)],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ArgError> {
+        let on_command_line = |flag: &str| {
+            self.items.iter().any(|i| {
+                i.text.strip_prefix("--").is_some_and(|f| {
+                    f == flag || f.strip_prefix(flag).is_some_and(|r| r.starts_with('='))
+                })
+            })
+        };
+        let mut from_env = Vec::new();
+        for &(flag, kind) in spec {
+            let var = env_var(flag);
+            let Some(value) = env(&var) else { continue };
+            if on_command_line(flag) {
+                continue;
+            }
+            let word = |text: String| Item {
+                text,
+                var: Some(var.clone()),
+            };
+            match kind {
+                EnvKind::Value => {
+                    from_env.push(word(format!("--{flag}")));
+                    from_env.push(word(value));
+                }
+                EnvKind::Switch => match value.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => from_env.push(word(format!("--{flag}"))),
+                    "" | "0" | "false" | "no" | "off" => {}
+                    _ => {
+                        return Err(ArgError(format!(
+                            "wsloop {}: invalid value '{value}' for {var}: expected 1 or 0 \
+                             (true/false, yes/no, on/off)",
+                            self.cmd
+                        )))
+                    }
+                },
+                EnvKind::List => {
+                    for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                        from_env.push(word(format!("--{flag}")));
+                        from_env.push(word(v.to_owned()));
+                    }
+                }
+            }
+        }
+        // Environment first: a later word on the command line would win
+        // anyway, and errors come in the order people read them.
+        from_env.append(&mut self.items);
+        self.items = from_env;
+        Ok(self)
     }
 
     /// The next flag (`--name`), with an inline `=value` split off, or a
     /// positional argument.
     pub fn next(&mut self) -> Option<Arg> {
-        let item = self.items.get(self.pos)?.clone();
+        let item = self.items.get(self.pos)?;
+        let (item, var) = (item.text.clone(), item.var.clone());
         self.pos += 1;
+        self.current_var = var.clone();
         if let Some(flag) = item.strip_prefix("--") {
             if let Some((name, value)) = flag.split_once('=') {
                 // Put the value back to be read by `value`.
-                self.items.insert(self.pos, value.to_owned());
+                self.items.insert(
+                    self.pos,
+                    Item {
+                        text: value.to_owned(),
+                        var,
+                    },
+                );
                 return Some(Arg::Flag(name.to_owned()));
             }
             return Some(Arg::Flag(flag.to_owned()));
@@ -50,16 +149,26 @@ impl Args {
         let v = self
             .items
             .get(self.pos)
-            .cloned()
+            .map(|i| i.text.clone())
             .ok_or_else(|| ArgError(format!("wsloop {}: --{flag} needs a value", self.cmd)))?;
         self.pos += 1;
         Ok(v)
     }
 
+    /// How to name `flag` in a message: `--flag`, or `WSLOOP_FLAG (--flag)`
+    /// when its value came from the environment.
+    pub fn name(&self, flag: &str) -> String {
+        match &self.current_var {
+            Some(var) => format!("{var} (--{flag})"),
+            None => format!("--{flag}"),
+        }
+    }
+
     pub fn bad(&self, flag: &str, value: &str, expected: &str) -> ArgError {
         ArgError(format!(
-            "wsloop {}: invalid value '{value}' for --{flag}: expected {expected}",
-            self.cmd
+            "wsloop {}: invalid value '{value}' for {}: expected {expected}",
+            self.cmd,
+            self.name(flag)
         ))
     }
 
@@ -148,5 +257,116 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("abc"), None);
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn words(args: &mut Args) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(a) = args.next() {
+            match a {
+                Arg::Flag(f) => {
+                    out.push(format!("--{f}"));
+                    if f != "deflate" {
+                        out.push(args.value(&f).unwrap());
+                    }
+                }
+                Arg::Positional(p) => out.push(p),
+            }
+        }
+        out
+    }
+
+    const SPEC: &[(&str, EnvKind)] = &[
+        ("max-message", EnvKind::Value),
+        ("deflate", EnvKind::Switch),
+        ("allowed-origin", EnvKind::List),
+    ];
+
+    #[test]
+    fn environment_fills_in_what_the_command_line_does_not_set() {
+        let vars = [
+            ("WSLOOP_MAX_MESSAGE", "1M"),
+            ("WSLOOP_DEFLATE", "true"),
+            (
+                "WSLOOP_ALLOWED_ORIGIN",
+                "https://a.example, https://b.example",
+            ),
+        ];
+        let mut a = Args::new("serve", vec![])
+            .with_env(SPEC, env(&vars))
+            .unwrap();
+        assert_eq!(
+            words(&mut a),
+            [
+                "--max-message",
+                "1M",
+                "--deflate",
+                "--allowed-origin",
+                "https://a.example",
+                "--allowed-origin",
+                "https://b.example"
+            ]
+        );
+        // A flag on the command line wins, in both spellings; a list is
+        // replaced, not added to.
+        let argv = vec![
+            "--max-message=2M".to_string(),
+            "--allowed-origin".into(),
+            "https://c.example".into(),
+        ];
+        let mut a = Args::new("serve", argv).with_env(SPEC, env(&vars)).unwrap();
+        assert_eq!(
+            words(&mut a),
+            [
+                "--deflate",
+                "--max-message",
+                "2M",
+                "--allowed-origin",
+                "https://c.example"
+            ]
+        );
+        // Switches that are off add nothing.
+        let off = [("WSLOOP_DEFLATE", "0")];
+        let mut a = Args::new("serve", vec![])
+            .with_env(SPEC, env(&off))
+            .unwrap();
+        assert!(words(&mut a).is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let vars = [("WSLOOP_MAX_MESSAGE", "lots")];
+        let mut a = Args::new("serve", vec![])
+            .with_env(SPEC, env(&vars))
+            .unwrap();
+        let Some(Arg::Flag(f)) = a.next() else {
+            panic!("expected a flag")
+        };
+        let e = a.size(&f).unwrap_err();
+        assert_eq!(
+            e.0,
+            "wsloop serve: invalid value 'lots' for WSLOOP_MAX_MESSAGE (--max-message): \
+             expected a size such as 65536, 64K or 16M"
+        );
+        // From the command line, the flag alone.
+        let mut a = Args::new("serve", vec!["--max-message".into(), "lots".into()]);
+        a.next();
+        assert!(a
+            .size("max-message")
+            .unwrap_err()
+            .0
+            .contains("for --max-message:"));
+        let Err(e) = Args::new("serve", vec![]).with_env(SPEC, env(&[("WSLOOP_DEFLATE", "maybe")]))
+        else {
+            panic!("a bad switch value is an error")
+        };
+        assert!(e.0.contains("'maybe' for WSLOOP_DEFLATE"), "{}", e.0);
     }
 }

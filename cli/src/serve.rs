@@ -8,7 +8,7 @@ use wsloop::server::{
 };
 use wsloop::{Config, Message, OverflowPolicy, RateAction, RateLimit};
 
-use crate::args::{Arg, ArgError, Args};
+use crate::args::{env_var, Arg, ArgError, Args, EnvKind};
 
 const HELP: &str = "\
 wsloop serve: a WebSocket echo server (or chat) with an HTTP health check
@@ -67,7 +67,10 @@ OPTIONS:
                              history is kept there (needs the `redis`
                              feature) [default: none, one process]
     --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
-                             Bearer SECRET', else 401 [default: none]
+                             Bearer SECRET', else 401 [default: none]. Prefer
+                             WSLOOP_TOKEN or --token-file: a flag is visible
+                             to every user in /proc/PID/cmdline
+    --token-file FILE        Read the token from FILE (one line)
     --allowed-origin ORIGIN  Accept browser upgrades only from this Origin
                              (scheme://host[:port]; repeatable), else 403.
                              Requests without Origin are allowed
@@ -82,7 +85,63 @@ OPTIONS:
 
 SIZE is bytes or a number with K, M or G (64K, 16M). DUR is seconds or a
 number with ms, s or m (500ms, 30s, 5m). Logs go to stderr; set RUST_LOG
-(e.g. RUST_LOG=debug) for one line per connection.";
+(e.g. RUST_LOG=debug) for one line per connection.
+
+ENVIRONMENT:
+Every option can also be set as WSLOOP_ and its name in capitals with _
+for - (a flag on the command line wins):";
+
+/// The tail of the help: each option's variable (made from [`ENV`], so the
+/// two never disagree), then the platform variables.
+fn help() -> String {
+    let mut h = String::from(HELP);
+    for (flag, kind) in ENV {
+        let example = match kind {
+            EnvKind::Value => "VALUE",
+            EnvKind::Switch => "1",
+            EnvKind::List => "A,B",
+        };
+        h.push_str(&format!(
+            "\n    {:<33}--{flag}",
+            format!("{}={example}", env_var(flag))
+        ));
+    }
+    h.push_str(
+        "\n    PORT=N                           the port of the default --addr\n    \
+         REDIS_URL=URL                    --redis for --app chat, as Heroku and Render set it",
+    );
+    h
+}
+
+/// The options `serve` also reads from the environment.
+const ENV: &[(&str, EnvKind)] = &[
+    ("addr", EnvKind::Value),
+    ("app", EnvKind::Value),
+    ("max-message", EnvKind::Value),
+    ("max-frame", EnvKind::Value),
+    ("max-connections", EnvKind::Value),
+    ("handshake-timeout", EnvKind::Value),
+    ("idle-timeout", EnvKind::Value),
+    ("ping-interval", EnvKind::Value),
+    ("pong-timeout", EnvKind::Value),
+    ("close-timeout", EnvKind::Value),
+    ("shutdown-timeout", EnvKind::Value),
+    ("write-high", EnvKind::Value),
+    ("write-limit", EnvKind::Value),
+    ("overflow", EnvKind::Value),
+    ("deflate", EnvKind::Switch),
+    ("deflate-no-context", EnvKind::Switch),
+    ("tls-cert", EnvKind::Value),
+    ("tls-key", EnvKind::Value),
+    ("threads", EnvKind::Value),
+    ("redis", EnvKind::Value),
+    ("token", EnvKind::Value),
+    ("token-file", EnvKind::Value),
+    ("allowed-origin", EnvKind::List),
+    ("rate-messages", EnvKind::Value),
+    ("rate-bytes", EnvKind::Value),
+    ("rate-action", EnvKind::Value),
+];
 
 pub struct Options {
     pub addr: String,
@@ -110,7 +169,8 @@ pub enum App {
     Chat,
 }
 
-pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
+pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
+    let mut args = args.with_env(ENV, |k| std::env::var(k).ok())?;
     let port = match std::env::var("PORT") {
         Ok(p) => p.parse::<u16>().map_err(|_| {
             ArgError(format!(
@@ -142,7 +202,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         };
         match flag.as_str() {
             "help" => {
-                println!("{HELP}");
+                println!("{}", help());
                 return Ok(None);
             }
             "addr" => {
@@ -203,14 +263,16 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 #[cfg(feature = "redis")]
                 if let Err(e) = wsloop_chat::RedisBus::check_url(&v) {
                     return Err(ArgError(format!(
-                        "wsloop serve: invalid value '{v}' for --redis: expected \
-                         redis://HOST:PORT ({e})"
+                        "wsloop serve: invalid value '{v}' for {}: expected \
+                         redis://HOST:PORT ({e})",
+                        args.name("redis")
                     )));
                 }
                 #[cfg(not(feature = "redis"))]
                 return Err(ArgError(format!(
-                    "wsloop serve: --redis {v}: this wsloop was built without the `redis` \
-                     feature (cargo build --features redis)"
+                    "wsloop serve: {} {v}: this wsloop was built without the `redis` \
+                     feature (cargo build -p wsloop-cli --features redis)",
+                    args.name("redis")
                 )));
                 #[cfg(feature = "redis")]
                 {
@@ -227,14 +289,25 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             }
             "token" => {
                 let v = args.value("token")?;
-                if v.is_empty() || v.chars().any(|c| c.is_control() || c == ' ') {
-                    return Err(args.bad(
-                        "token",
-                        &v,
-                        "a non-empty secret without spaces or control characters",
-                    ));
-                }
-                opts.access.token = Some(v);
+                opts.access.token = Some(check_token(&args, "token", v)?);
+            }
+            "token-file" => {
+                let path = args.value("token-file")?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ArgError(format!(
+                        "wsloop serve: cannot read {} '{path}': {e}",
+                        args.name("token-file")
+                    ))
+                })?;
+                // One line; editors and `echo` add a line break.
+                let v = text.trim_end_matches(['\r', '\n']).to_owned();
+                opts.access.token = Some(check_token(&args, "token-file", v).map_err(|_| {
+                    ArgError(format!(
+                        "wsloop serve: the token in {} '{path}' must be one non-empty line \
+                         without spaces or control characters",
+                        args.name("token-file")
+                    ))
+                })?);
             }
             "allowed-origin" => {
                 let v = args.value("allowed-origin")?;
@@ -258,21 +331,24 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             }
             "rate-bytes" => match args.size("rate-bytes")? {
                 0 => {
-                    return Err(ArgError(
-                        "wsloop serve: --rate-bytes must be above 0".into(),
-                    ))
+                    return Err(ArgError(format!(
+                        "wsloop serve: {} must be above 0",
+                        args.name("rate-bytes")
+                    )))
                 }
                 n => rate_bytes = Some(n),
             },
             "threads" => match args.num("threads")? {
                 0 => {
-                    return Err(ArgError(
-                        "wsloop serve: --threads must be at least 1".into(),
-                    ))
+                    return Err(ArgError(format!(
+                        "wsloop serve: {} must be at least 1",
+                        args.name("threads")
+                    )))
                 }
                 n if n > MAX_THREADS => {
                     return Err(ArgError(format!(
-                        "wsloop serve: --threads {n} is above the most allowed, {MAX_THREADS}"
+                        "wsloop serve: {} {n} is above the most allowed, {MAX_THREADS}",
+                        args.name("threads")
                     )))
                 }
                 n => opts.threads = n,
@@ -317,6 +393,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             "wsloop serve: --threads needs --app echo (chat rooms live in one event loop)".into(),
         ));
     }
+    redis_from_platform(&mut opts)?;
     if opts.redis.is_some() && opts.app != App::Chat {
         return Err(ArgError(
             "wsloop serve: --redis needs --app chat (the echo app has nothing to share)".into(),
@@ -324,6 +401,45 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     }
     opts.tls = load_tls(tls_cert, tls_key)?;
     Ok(Some(opts))
+}
+
+/// A token is one word people can type: no spaces, no control characters.
+fn check_token(args: &Args, flag: &str, v: String) -> Result<String, ArgError> {
+    if v.is_empty() || v.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(args.bad(
+            flag,
+            &v,
+            "a non-empty secret without spaces or control characters",
+        ));
+    }
+    Ok(v)
+}
+
+/// `REDIS_URL` (set by Heroku and Render when a Redis is attached) is the
+/// chat's `--redis` unless one was given.
+fn redis_from_platform(opts: &mut Options) -> Result<(), ArgError> {
+    if opts.app != App::Chat || opts.redis.is_some() {
+        return Ok(());
+    }
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(());
+    };
+    #[cfg(feature = "redis")]
+    {
+        if let Err(e) = wsloop_chat::RedisBus::check_url(&url) {
+            return Err(ArgError(format!(
+                "wsloop serve: invalid value '{url}' for REDIS_URL: expected redis://HOST:PORT ({e})"
+            )));
+        }
+        opts.redis = Some(url);
+    }
+    #[cfg(not(feature = "redis"))]
+    log::warn!(
+        "REDIS_URL is set but this wsloop was built without the `redis` feature: \
+         rooms stay in this process ({} ignored)",
+        url.split('@').next_back().unwrap_or_default()
+    );
+    Ok(())
 }
 
 #[cfg(feature = "tls")]
