@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use crate::error::ProtocolError;
-
 /// A close status code. Any `u16` can be held; [`CloseCode::is_valid_on_wire`]
 /// says whether it may appear in a close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,21 +64,49 @@ pub struct CloseFrame<'a> {
     pub reason: &'a str,
 }
 
+/// Why a close frame payload is invalid. A peer's invalid close is a
+/// protocol error: `From` maps each to its [`ProtocolError`] (which names
+/// the close code to fail the connection with).
+///
+/// [`ProtocolError`]: crate::ProtocolError
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseFrameError {
+    /// A one-byte payload.
+    LengthOne,
+    /// A code that may not be sent on the wire.
+    InvalidCode(u16),
+    /// A reason that is not UTF-8.
+    InvalidReason,
+}
+
+impl fmt::Display for CloseFrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseFrameError::LengthOne => f.write_str("close payload of 1 byte"),
+            CloseFrameError::InvalidCode(c) => write!(f, "invalid close code {c}"),
+            CloseFrameError::InvalidReason => f.write_str("close reason is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for CloseFrameError {}
+
 /// Parses and validates a close frame payload (already unmasked).
-pub fn parse_close_payload(payload: &[u8]) -> Result<CloseFrame<'_>, ProtocolError> {
+pub fn parse_close_payload(payload: &[u8]) -> Result<CloseFrame<'_>, CloseFrameError> {
     match payload.len() {
         0 => Ok(CloseFrame {
             code: CloseCode::NO_STATUS,
             reason: "",
         }),
-        1 => Err(ProtocolError::CloseLengthOne),
+        1 => Err(CloseFrameError::LengthOne),
         _ => {
             let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
             if !code.is_valid_on_wire() {
-                return Err(ProtocolError::InvalidCloseCode(code.0));
+                return Err(CloseFrameError::InvalidCode(code.0));
             }
-            let reason = std::str::from_utf8(&payload[2..])
-                .map_err(|_| ProtocolError::InvalidCloseReason)?;
+            let reason =
+                std::str::from_utf8(&payload[2..]).map_err(|_| CloseFrameError::InvalidReason)?;
             Ok(CloseFrame { code, reason })
         }
     }
@@ -129,7 +155,7 @@ mod tests {
             let p = bad_payload(bad);
             assert_eq!(
                 parse_close_payload(&p),
-                Err(ProtocolError::InvalidCloseCode(bad))
+                Err(CloseFrameError::InvalidCode(bad))
             );
         }
         for good in [
@@ -147,15 +173,12 @@ mod tests {
     #[test]
     fn close_payload_shapes() {
         assert_eq!(parse_close_payload(&[]).unwrap().code, CloseCode::NO_STATUS);
-        assert_eq!(
-            parse_close_payload(&[3]),
-            Err(ProtocolError::CloseLengthOne)
-        );
+        assert_eq!(parse_close_payload(&[3]), Err(CloseFrameError::LengthOne));
         let f = parse_close_payload(b"\x03\xe8bye").unwrap();
         assert_eq!((f.code, f.reason), (CloseCode::NORMAL, "bye"));
         assert_eq!(
             parse_close_payload(b"\x03\xe8\xff"),
-            Err(ProtocolError::InvalidCloseReason)
+            Err(CloseFrameError::InvalidReason)
         );
     }
 

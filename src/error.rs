@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::close::CloseCode;
+use crate::close::{CloseCode, CloseFrameError};
 
 /// Everything that can go wrong in wsloop.
 ///
@@ -194,6 +194,16 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+impl From<CloseFrameError> for ProtocolError {
+    fn from(e: CloseFrameError) -> Self {
+        match e {
+            CloseFrameError::LengthOne => ProtocolError::CloseLengthOne,
+            CloseFrameError::InvalidCode(c) => ProtocolError::InvalidCloseCode(c),
+            CloseFrameError::InvalidReason => ProtocolError::InvalidCloseReason,
+        }
+    }
+}
 
 /// A configured limit was exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,3 +399,23 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::parse_close_payload;
+
+    #[test]
+    fn close_frame_errors_map_to_protocol_errors() {
+        let cases: [(&[u8], ProtocolError); 3] = [
+            (b"\x03", ProtocolError::CloseLengthOne),
+            (b"\x03\xed", ProtocolError::InvalidCloseCode(1005)),
+            (b"\x03\xe8\xff", ProtocolError::InvalidCloseReason),
+        ];
+        for (payload, want) in cases {
+            let e = parse_close_payload(payload).unwrap_err();
+            assert_eq!(ProtocolError::from(e), want);
+            assert_eq!(e.to_string(), want.to_string());
+        }
+    }
+}
