@@ -9,7 +9,9 @@ use crate::close::CloseCode;
 use crate::error::Error;
 use crate::protocol::{encode_shared, Message, SendStatus};
 
-use super::{Command, ConnId, Core, Phase};
+use super::commands::Command;
+use super::entry::Phase;
+use super::{ConnId, Core};
 
 /// What a callback can do: send to one connection, to a room, or to all;
 /// close connections; join and leave rooms. Sends are queued and written

@@ -1,0 +1,144 @@
+//! One connection's slab entry: its phase (handshake, open, draining) and
+//! the moves that end it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::debug;
+
+use crate::buffer::WriteQueue;
+use crate::close::CloseCode;
+use crate::handshake::RequestReader;
+use crate::protocol::{CloseInfo, Connection};
+use crate::stream::Stream;
+
+use super::rate::Bucket;
+use super::{Core, Ctx, Handler};
+
+/// Where a connection is in its life.
+pub(super) enum Phase {
+    /// Reading the request head.
+    Handshake {
+        reader: RequestReader,
+        deadline: Instant,
+    },
+    /// A WebSocket (its queue starts with the 101 response).
+    Open { conn: Connection },
+    /// Closed: write what is left, shut down our side, wait for the peer's
+    /// EOF until `deadline`.
+    Draining {
+        conn: Option<Box<Connection>>,
+        out: WriteQueue,
+        deadline: Instant,
+        shut: bool,
+    },
+}
+
+/// One connection in the slab.
+pub(super) struct Entry {
+    pub(super) stream: Stream,
+    pub(super) gen: u32,
+    pub(super) phase: Phase,
+    pub(super) dirty: bool,
+    pub(super) dead: bool,
+    /// Reads paused: the write queue is above the high water mark.
+    pub(super) paused: bool,
+    /// Above the high water mark since the last `on_drain`.
+    pub(super) above_high: bool,
+    pub(super) timer_at: Option<Instant>,
+    /// The peer's EOF arrived after its close frame; end once flushed.
+    pub(super) eof: bool,
+    /// Rooms joined (allocated on the first join). Boxed: 8 bytes instead
+    /// of 24 in every slab entry, and most connections join no room.
+    #[allow(clippy::box_collection)]
+    pub(super) rooms: Option<Box<Vec<Arc<str>>>>,
+    /// Token bucket, when `Config::rate_limit` is set (allocated on the
+    /// first message).
+    pub(super) bucket: Option<Box<Bucket>>,
+}
+
+/// The peer's TCP side ended (EOF or error).
+pub(super) fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
+    let e = &mut core.slab[key];
+    if let Phase::Draining { .. } = e.phase {
+        e.dead = true;
+        core.dead.push(key);
+        return;
+    }
+    kill(core, handler, key, why);
+}
+
+/// Ends `key` now: tells the handler if it was open, removes it at the end
+/// of the batch.
+pub(super) fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
+    let Some(e) = core.slab.get_mut(key) else {
+        return;
+    };
+    if e.dead {
+        return;
+    }
+    e.dead = true;
+    core.dead.push(key);
+    let phase = std::mem::replace(
+        &mut e.phase,
+        Phase::Draining {
+            conn: None,
+            out: WriteQueue::new(),
+            deadline: core.now,
+            shut: true,
+        },
+    );
+    if let Phase::Open { mut conn, .. } = phase {
+        conn.handle_transport_closed(why);
+        let info = conn.close_info().cloned().unwrap_or(CloseInfo {
+            code: CloseCode::ABNORMAL,
+            reason: why.to_owned(),
+            clean: false,
+        });
+        closed(core, handler, key, &info);
+    }
+}
+
+/// Bookkeeping and the handler's `on_close` for a connection that was open.
+pub(super) fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &CloseInfo) {
+    let id = core.id(key);
+    debug!(
+        "{id}: closed {} {:?} clean={}",
+        info.code, info.reason, info.clean
+    );
+    core.open -= 1;
+    core.leave_all_rooms(key);
+    // The handler sees the connection as gone: sends to it now fail.
+    let was_dead = core.slab[key].dead;
+    core.slab[key].dead = true;
+    handler.on_close(&mut Ctx { core }, id, info);
+    core.slab[key].dead = was_dead;
+}
+
+/// Queues `bytes` (an HTTP response) and moves the entry to draining.
+pub(super) fn start_draining(core: &mut Core, key: usize, bytes: &[u8]) {
+    let mut out = WriteQueue::new();
+    out.push_slice(bytes);
+    let deadline = core.drain_deadline();
+    let e = &mut core.slab[key];
+    e.phase = Phase::Draining {
+        conn: None,
+        out,
+        deadline,
+        shut: false,
+    };
+    e.timer_at = None;
+    core.mark_dirty(key);
+    core.schedule(key);
+}
+
+#[cfg(test)]
+mod size_probe {
+    /// Idle memory per connection is mostly this entry (the timer heap adds
+    /// 32 bytes): keep it small.
+    #[test]
+    fn entry_stays_small() {
+        let size = std::mem::size_of::<super::Entry>();
+        assert!(size <= 224, "Entry grew to {size} bytes");
+    }
+}

@@ -1,0 +1,95 @@
+//! Timers: one binary heap of (deadline, key, generation) with lazy
+//! deletion. An entry keeps at most one live timer, its earliest deadline
+//! (`Entry::timer_at`); heap items that do not match it are stale and
+//! skipped.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use crate::handshake;
+
+use super::entry::{kill, start_draining, Phase};
+use super::{Core, Handler, Server};
+
+impl<H: Handler> Server<H> {
+    pub(super) fn next_timeout(&mut self) -> Option<Duration> {
+        if !self.core.pending_reads.is_empty() || !self.core.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next = self.core.timers.peek().map(|Reverse((t, _, _))| *t);
+        for extra in [self.accept_resume, self.core.shutdown_at] {
+            next = match (next, extra) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        // Round up to a whole millisecond so the loop does not spin on a
+        // deadline a few microseconds away.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    pub(super) fn fire_timers(&mut self) {
+        let now = self.core.now;
+        while let Some(Reverse((t, key, gen))) = self.core.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.core.timers.pop();
+            let Some(e) = self.core.slab.get_mut(key) else {
+                continue;
+            };
+            if e.gen != gen || e.dead || e.timer_at != Some(t) {
+                continue; // stale
+            }
+            e.timer_at = None;
+            match &mut e.phase {
+                Phase::Handshake { deadline, .. } => {
+                    if now >= *deadline {
+                        debug!("handshake timeout");
+                        let mut bytes = Vec::new();
+                        handshake::write_error_response(crate::HandshakeError::Timeout, &mut bytes);
+                        start_draining(&mut self.core, key, &bytes);
+                    }
+                }
+                Phase::Open { conn, .. } => conn.handle_timeout(now),
+                Phase::Draining { deadline, .. } => {
+                    if now >= *deadline {
+                        kill(&mut self.core, &mut self.handler, key, "drain timeout");
+                        continue;
+                    }
+                }
+            }
+            self.core.mark_dirty(key);
+        }
+    }
+}
+
+impl Core {
+    /// How long a closed connection may take to flush and see the peer's
+    /// EOF: the close timeout, or the rest of a graceful shutdown.
+    pub(super) fn drain_deadline(&self) -> Instant {
+        let d = self.now + self.config.close_timeout;
+        self.shutdown_at.map_or(d, |s| s.max(d))
+    }
+
+    /// Makes sure a timer is set for the entry's next deadline.
+    pub(super) fn schedule(&mut self, key: usize) {
+        let Some(e) = self.slab.get_mut(key) else {
+            return;
+        };
+        let want = match &e.phase {
+            Phase::Handshake { deadline, .. } => Some(*deadline),
+            Phase::Open { conn, .. } => conn.poll_timeout(),
+            Phase::Draining { deadline, .. } => Some(*deadline),
+        };
+        if let Some(t) = want {
+            if e.timer_at.is_none_or(|cur| t < cur) {
+                e.timer_at = Some(t);
+                self.timers.push(Reverse((t, key, e.gen)));
+            }
+        }
+    }
+}
