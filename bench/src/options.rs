@@ -1,0 +1,61 @@
+//! What one run does: the mode and the options `wsloop bench` fills from
+//! its flags.
+
+#[cfg(feature = "tls")]
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the load generator does with its connections.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Keep `pipeline` messages in flight per connection; count echoes.
+    Echo,
+    /// One message in flight per connection; measure round trips.
+    Latency,
+    /// Open connections (handshakes per second), hold them, close them.
+    Connect,
+}
+
+impl Mode {
+    /// The mode's name as `--mode` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Latency => "latency",
+            Mode::Connect => "connect",
+        }
+    }
+}
+
+/// One run of the load generator (`wsloop bench` fills it from its flags).
+pub struct Options {
+    pub url: String,
+    pub mode: Mode,
+    pub conns: usize,
+    pub pipeline: usize,
+    pub size: usize,
+    pub text: bool,
+    /// Offer permessage-deflate (`--deflate`).
+    pub deflate: bool,
+    /// Repetitive payloads (`--compressible`).
+    pub compressible: bool,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub hold: Duration,
+    pub threads: usize,
+    pub max_connecting: usize,
+    pub connect_timeout: Duration,
+    pub server_pid: Option<u32>,
+    pub json: bool,
+    /// The TLS client configuration for a wss:// URL.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub tls: TlsSetting,
+}
+
+/// A wss:// URL's client configuration (`--ca`, `--insecure` or the
+/// bundled roots).
+#[cfg(feature = "tls")]
+pub type TlsSetting = Option<Arc<rustls::ClientConfig>>;
+/// Without the `tls` feature there is nothing to hold.
+#[cfg(not(feature = "tls"))]
+pub type TlsSetting = Option<std::convert::Infallible>;

@@ -1,0 +1,405 @@
+//! One thread of the echo bench: a mio `Poll` driving its share of the
+//! connections through the phases (connect, barrier, warmup, measure or
+//! hold, close), each with a deadline.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use wsloop::CloseCode;
+
+use crate::conn::{drive, send_next, Conn, Hs, St, Step, Window};
+use crate::options::Mode;
+use crate::plan::Plan;
+use crate::procfs::read_rss_kib;
+use crate::stats::Stats;
+
+/// Time allowed for the close handshake at the end.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The connect phase is cut after this long (or --connect-timeout, if
+/// longer).
+const CONNECT_PHASE_MAX: Duration = Duration::from_secs(60);
+/// Loop-wide read buffer.
+const READ_BUF: usize = 256 << 10;
+
+/// Counters a thread publishes for the progress line.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub(crate) open: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) msgs: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+/// What the threads share: the clock, the barrier and the progress counters.
+pub(crate) struct Shared {
+    pub(crate) start: Instant,
+    pub(crate) barrier: Barrier,
+    /// When the connect phase ended everywhere: warmup or hold starts.
+    pub(crate) go: Mutex<Option<Instant>>,
+    /// No connection opened in any thread: skip to the summary.
+    pub(crate) none_open: AtomicBool,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) rss_open: Mutex<Option<u64>>,
+    pub(crate) progress: Vec<Progress>,
+}
+
+pub(crate) struct Worker<'a> {
+    plan: &'a Plan,
+    shared: &'a Shared,
+    pub(crate) me: usize,
+    poll: Poll,
+    conns: Vec<Conn>,
+    first_id: u64,
+    buf: Vec<u8>,
+    next: usize,
+    connecting: Vec<usize>,
+    live: usize,
+    win: Window,
+    stats: Stats,
+}
+
+impl<'a> Worker<'a> {
+    pub(crate) fn new(
+        plan: &'a Plan,
+        shared: &'a Shared,
+        me: usize,
+        first_id: u64,
+        n: usize,
+    ) -> io::Result<Self> {
+        let far = shared.start + Duration::from_secs(365 * 24 * 3600);
+        Ok(Worker {
+            plan,
+            shared,
+            me,
+            poll: Poll::new()?,
+            conns: (0..n).map(|_| Conn::new()).collect(),
+            first_id,
+            buf: vec![0; READ_BUF],
+            next: 0,
+            connecting: Vec::new(),
+            live: 0,
+            win: Window {
+                sending: false,
+                closing: false,
+                from: far,
+                to: far,
+            },
+            stats: Stats::new(),
+        })
+    }
+
+    fn start(&mut self, i: usize, now: Instant) {
+        let plan = self.plan;
+        let tcp = match TcpStream::connect(plan.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conns[i].st = St::Done;
+                self.stats.failed += 1;
+                self.stats.error(format!("connect: {e}"));
+                return;
+            }
+        };
+        let mut sock = match plan.stream(tcp) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conns[i].st = St::Done;
+                self.stats.failed += 1;
+                self.stats.error(e);
+                return;
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut sock.sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.conns[i].st = St::Done;
+            self.stats.failed += 1;
+            self.stats
+                .error(format!("connect: register with the poller: {e}"));
+            return;
+        }
+        let c = &mut self.conns[i];
+        c.hs = Some(Hs::new(plan, now));
+        c.sock = Some(sock);
+        c.st = St::Connecting;
+        self.live += 1;
+        self.connecting.push(i);
+    }
+
+    /// Ends connection `i`, counting `kind` as an error if given.
+    fn end(&mut self, i: usize, kind: Option<Cow<'static, str>>) {
+        let c = &mut self.conns[i];
+        if c.st == St::Done {
+            return;
+        }
+        if let Some(k) = kind {
+            self.stats.error(k);
+        }
+        if let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) {
+            if ws.wants_write() {
+                // A close frame for a protocol error, best effort.
+                let _ = ws.write_to(sock);
+            }
+        }
+        match &c.ws {
+            Some(ws) => {
+                self.stats.ended_open += 1;
+                if ws.close_info().is_some_and(|i| i.clean) {
+                    self.stats.clean_closes += 1;
+                }
+            }
+            None => self.stats.failed += 1,
+        }
+        if let Some(mut s) = c.sock.take() {
+            if s.is_tls() {
+                // close_notify, best effort.
+                s.shutdown_write();
+            }
+            let _ = self.poll.registry().deregister(&mut s.sock);
+            self.live -= 1;
+        }
+        c.st = St::Done;
+        c.ws = None;
+        c.hs = None;
+        c.sent = VecDeque::new();
+    }
+
+    /// One poll and its events.
+    fn pump(&mut self, events: &mut Events, timeout: Duration) {
+        match self.poll.poll(events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Not expected from epoll; keep the run bounded anyway.
+                self.stats.error(format!("poll: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let now = Instant::now();
+            let step = {
+                let Worker {
+                    conns,
+                    buf,
+                    plan,
+                    win,
+                    stats,
+                    first_id,
+                    ..
+                } = self;
+                let Some(c) = conns.get_mut(i) else { continue };
+                if matches!(c.st, St::Done | St::New) {
+                    continue;
+                }
+                let to_eof = ev.is_read_closed() || ev.is_error();
+                drive(
+                    c,
+                    *first_id + i as u64,
+                    buf,
+                    plan,
+                    win,
+                    stats,
+                    now,
+                    ev.is_readable(),
+                    to_eof,
+                )
+            };
+            if let Step::End(kind) = step {
+                self.end(i, kind);
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let p = &self.shared.progress[self.me];
+        let s = &self.stats;
+        p.open.store(s.opened - s.ended_open, Relaxed);
+        p.failed.store(s.failed, Relaxed);
+        p.msgs.store(s.msgs_all, Relaxed);
+        p.errors.store(s.error_count, Relaxed);
+    }
+
+    fn connect_phase(&mut self, events: &mut Events) {
+        let plan = self.plan;
+        let deadline = self.shared.start + CONNECT_PHASE_MAX.max(plan.connect_timeout);
+        let n = self.conns.len();
+        loop {
+            let now = Instant::now();
+            // Retire finished attempts and time out slow ones.
+            let mut late = Vec::new();
+            let conns = &self.conns;
+            self.connecting.retain(|&i| {
+                let c = &conns[i];
+                match (c.st, &c.hs) {
+                    (St::Connecting | St::Handshake, Some(hs)) => {
+                        if now.saturating_duration_since(hs.started) >= plan.connect_timeout
+                            || now >= deadline
+                        {
+                            late.push(i);
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => false,
+                }
+            });
+            for i in late {
+                let kind = if now >= deadline {
+                    "connect phase cut after 60 s"
+                } else if self.conns[i].st == St::Connecting {
+                    "connect: timed out"
+                } else {
+                    "handshake: timed out"
+                };
+                self.end(i, Some(kind.into()));
+            }
+            if now >= deadline {
+                while self.next < n {
+                    self.conns[self.next].st = St::Done;
+                    self.stats.failed += 1;
+                    self.stats.error("connect phase cut after 60 s");
+                    self.next += 1;
+                }
+            }
+            while self.connecting.len() < plan.max_connecting && self.next < n {
+                self.start(self.next, now);
+                self.next += 1;
+            }
+            if self.next == n && self.connecting.is_empty() {
+                break;
+            }
+            self.pump(events, Duration::from_millis(50));
+        }
+        self.publish();
+    }
+
+    pub(crate) fn run(mut self) -> Stats {
+        let plan = self.plan;
+        let mut events = Events::with_capacity(1024);
+        self.connect_phase(&mut events);
+
+        // Everyone starts the measured part together.
+        let shared = self.shared;
+        if shared.barrier.wait().is_leader() {
+            let now = Instant::now();
+            *shared.go.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+            if let Some(pid) = shared.server_pid {
+                *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) = read_rss_kib(pid);
+            }
+            // Every thread published its count before the first wait.
+            let open: u64 = shared.progress.iter().map(|p| p.open.load(Relaxed)).sum();
+            shared.none_open.store(open == 0, Relaxed);
+        }
+        shared.barrier.wait();
+        let go = shared
+            .go
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(Instant::now);
+
+        let end_at = if shared.none_open.load(Relaxed) {
+            // Nothing to measure: go straight to the summary.
+            go
+        } else if plan.mode == Mode::Connect {
+            go + plan.hold
+        } else {
+            self.win.from = go + plan.warmup;
+            self.win.to = self.win.from + plan.duration;
+            self.win.sending = true;
+            let now = Instant::now();
+            for i in 0..self.conns.len() {
+                let Worker {
+                    conns, first_id, ..
+                } = &mut self;
+                let c = &mut conns[i];
+                let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+                    continue;
+                };
+                if !ws.is_open() {
+                    continue;
+                }
+                let id = *first_id + i as u64;
+                let mut res = Ok(());
+                for _ in 0..plan.pipeline {
+                    res = send_next(ws, &mut c.sent, &mut c.send_seq, id, plan, now)
+                        .map_err(|e| format!("send: {e}"));
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                if res.is_ok() {
+                    res = ws
+                        .write_to(sock)
+                        .map(|_| ())
+                        .map_err(|e| format!("write: {e}"));
+                }
+                if let Err(kind) = res {
+                    self.end(i, Some(kind.into()));
+                }
+            }
+            self.win.to
+        };
+        loop {
+            let now = Instant::now();
+            if now >= end_at || self.live == 0 {
+                break;
+            }
+            self.pump(&mut events, (end_at - now).min(Duration::from_millis(250)));
+        }
+
+        self.stats.run_end = Instant::now();
+
+        // Close every connection with 1000 and wait for the replies.
+        self.win.sending = false;
+        self.win.closing = true;
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            let c = &mut self.conns[i];
+            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+                continue;
+            };
+            ws.close(CloseCode::NORMAL, "", now);
+            if let Err(e) = ws.write_to(sock) {
+                self.end(i, Some(format!("close: write: {e}").into()));
+            }
+        }
+        let deadline = now + CLOSE_TIMEOUT;
+        loop {
+            let now = Instant::now();
+            if self.live == 0 || now >= deadline {
+                break;
+            }
+            self.pump(
+                &mut events,
+                (deadline - now).min(Duration::from_millis(250)),
+            );
+        }
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.st == St::Done {
+                continue;
+            }
+            let kind = match &c.ws {
+                Some(ws) if ws.close_info().is_some_and(|i| i.clean) => {
+                    "close: the server did not close TCP within 5 s of the close handshake"
+                }
+                Some(_) => "close: no close reply within 5 s",
+                None => "close: still connecting",
+            };
+            self.end(i, Some(kind.into()));
+        }
+        self.publish();
+        self.stats.finished = Instant::now();
+        self.stats
+    }
+}
