@@ -21,17 +21,43 @@ USAGE:
 
 Logs go to stderr; RUST_LOG sets the level (default info).";
 
+/// Logs to stderr at the level RUST_LOG sets (default info).
+fn init_logs(format: serve::LogFormat) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == serve::LogFormat::Json {
+        b.format(|buf, record| {
+            use std::io::Write;
+            // Fields in reading order; serde_json escapes the strings.
+            let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+            writeln!(
+                buf,
+                "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":{},\"msg\":{}}}",
+                buf.timestamp_millis(),
+                record.level(),
+                q(record.target()),
+                q(&record.args().to_string())
+            )
+        });
+    }
+    b.init();
+}
+
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.is_empty() {
         eprintln!("{HELP}");
         std::process::exit(2);
     }
     let cmd = argv.remove(0);
+    if cmd != "serve" {
+        init_logs(serve::LogFormat::Text);
+    }
     let code = match cmd.as_str() {
         "serve" => match serve::parse(Args::new("serve", argv)) {
-            Ok(Some(opts)) => serve::run(opts),
+            Ok(Some(opts)) => {
+                init_logs(opts.log_format);
+                serve::run(opts)
+            }
             Ok(None) => 0,
             Err(e) => {
                 eprintln!("{e}");

@@ -81,6 +81,8 @@ OPTIONS:
                              second (bursts of SIZE) [default: no limit]
     --rate-action ACTION     Over the rate: close (1008 'rate limit exceeded')
                              or drop the message [default: close]
+    --log-format FORMAT      text, or json: one JSON object per line with
+                             ts, level, target and msg [default: text]
     -h, --help               Print this help
 
 SIZE is bytes or a number with K, M or G (64K, 16M). DUR is seconds or a
@@ -141,6 +143,7 @@ const ENV: &[(&str, EnvKind)] = &[
     ("rate-messages", EnvKind::Value),
     ("rate-bytes", EnvKind::Value),
     ("rate-action", EnvKind::Value),
+    ("log-format", EnvKind::Value),
 ];
 
 pub struct Options {
@@ -153,6 +156,20 @@ pub struct Options {
     pub redis: Option<String>,
     /// `--threads N`: event loops sharing the listener (echo only).
     pub threads: usize,
+    /// `--log-format`: text (people) or json (one object per line).
+    pub log_format: LogFormat,
+    /// `REDIS_URL` is set but this build has no Redis support.
+    #[cfg_attr(feature = "redis", allow(dead_code))]
+    pub redis_ignored: bool,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `target`, `msg`.
+    Json,
 }
 
 /// The loaded TLS configuration (`--tls-cert`/`--tls-key`).
@@ -187,6 +204,8 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         tls: None,
         redis: None,
         threads: 1,
+        log_format: LogFormat::Text,
+        redis_ignored: false,
     };
     let mut tls_cert: Option<String> = None;
     let mut tls_key: Option<String> = None;
@@ -278,6 +297,14 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
                 {
                     opts.redis = Some(v);
                 }
+            }
+            "log-format" => {
+                let v = args.value("log-format")?;
+                opts.log_format = match v.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(args.bad("log-format", &v, "text or json")),
+                };
             }
             "app" => {
                 let v = args.value("app")?;
@@ -434,11 +461,10 @@ fn redis_from_platform(opts: &mut Options) -> Result<(), ArgError> {
         opts.redis = Some(url);
     }
     #[cfg(not(feature = "redis"))]
-    log::warn!(
-        "REDIS_URL is set but this wsloop was built without the `redis` feature: \
-         rooms stay in this process ({} ignored)",
-        url.split('@').next_back().unwrap_or_default()
-    );
+    {
+        let _ = url;
+        opts.redis_ignored = true;
+    }
     Ok(())
 }
 
@@ -512,6 +538,12 @@ pub fn shutdown_on_signals(handles: Vec<wsloop::server::Handle>) {
 }
 
 pub fn run(opts: Options) -> i32 {
+    if opts.redis_ignored {
+        log::warn!(
+            "REDIS_URL is set but this wsloop was built without the `redis` feature: \
+             rooms stay in this process"
+        );
+    }
     if opts.threads > 1 {
         return serve_threads(opts);
     }
