@@ -103,7 +103,9 @@ pub struct Config {
     /// Most open connections a server holds; above it new connections get
     /// HTTP 503. Default `None` (the open-file limit applies).
     pub max_connections: Option<usize>,
-    /// How long a graceful shutdown waits for close replies. Default 30 s.
+    /// How long a graceful shutdown waits for close replies. Default 25 s:
+    /// inside the 30 s that platforms such as Heroku allow between SIGTERM
+    /// and SIGKILL.
     pub shutdown_timeout: Duration,
     /// Size of the loop-wide read buffer. Default 256 KiB.
     pub read_buffer_size: usize,
@@ -131,7 +133,7 @@ impl Default for Config {
             write_buffer_limit: 32 << 20,
             overflow: OverflowPolicy::Close(CloseCode::POLICY),
             max_connections: None,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(25),
             read_buffer_size: 256 << 10,
             rate_limit: None,
             deflate: DeflateConfig::default(),

@@ -44,7 +44,9 @@ OPTIONS:
                              [default: 30s]
     --pong-timeout DUR       Drop a peer whose pong is this late [default: 20s]
     --close-timeout DUR      Wait this long for the peer's close [default: 5s]
-    --shutdown-timeout DUR   Longest graceful shutdown [default: 30s]
+    --shutdown-timeout DUR   Longest graceful shutdown [default: 25s, inside
+                             the 30 s platforms such as Heroku allow between
+                             SIGTERM and SIGKILL]
     --write-high SIZE        Stop reading a peer whose queue passes this
                              [default: 1M]
     --write-limit SIZE       Past this queue size apply --overflow
@@ -526,8 +528,9 @@ pub fn shutdown_on_signals(handles: Vec<wsloop::server::Handle>) {
         for sig in signals.forever() {
             seen += 1;
             if seen > 1 {
+                // As a shell reports a death by signal: 128 + its number.
                 error!("second signal {sig}: exiting now");
-                std::process::exit(130);
+                std::process::exit(128 + sig);
             }
             info!("signal {sig}: graceful shutdown");
             for h in &handles {
