@@ -1,0 +1,122 @@
+//! What the loop and the Redis threads hand each other: jobs for the
+//! publisher, events for the loop.
+
+use std::sync::Arc;
+
+use crate::wire::{unix_ms, Out};
+
+/// `after` for a fetch that needs no messages, only where the room stands.
+pub(super) const NOTHING: u64 = u64::MAX;
+
+/// A room message as the chat encodes it for a bus that numbers messages
+/// elsewhere: the JSON is `head` + seq + `tail` when numbered, `local` when
+/// delivered without the bus.
+pub(crate) struct RoomMessage {
+    pub room: Arc<str>,
+    pub head: String,
+    pub tail: String,
+    pub local: String,
+}
+
+/// The JSON of a room message, split around its `seq` (for a bus that
+/// numbers it elsewhere), plus its form for local-only delivery.
+pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &str) -> RoomMessage {
+    let ts = unix_ms();
+    let msg = |seq, local| Out::Message {
+        room,
+        seq,
+        from,
+        name,
+        text,
+        ts,
+        local,
+    };
+    let json = msg(Some(0), false).json();
+    // `,"seq":` right before an unescaped quote can only be the field
+    // (inside a JSON string a quote is escaped), and it precedes `text`.
+    let at = json
+        .find(",\"seq\":0,")
+        .expect("serialized message has a seq field");
+    RoomMessage {
+        room: room.into(),
+        head: json[..at + 7].to_owned(),
+        tail: json[at + 8..].to_owned(),
+        local: msg(None, true).json(),
+    }
+}
+
+/// Work for the publisher thread.
+pub(crate) enum Job {
+    Publish(RoomMessage),
+    Broadcast {
+        json: String,
+        local: String,
+    },
+    Fetch {
+        room: Arc<str>,
+        after: u64,
+        hint: Option<Arc<str>>,
+    },
+}
+
+/// What a fetch found.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub(super) epoch: Arc<str>,
+    pub(super) last: u64,
+    pub(super) oldest: u64,
+    pub(super) entries: Vec<(u64, Arc<str>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Publisher,
+    Subscriber,
+}
+
+/// What the threads tell the loop.
+pub(crate) enum Event {
+    Link(Side, bool),
+    Live {
+        room: Arc<str>,
+        epoch: Arc<str>,
+        seq: u64,
+        json: Arc<str>,
+    },
+    LiveAll(String),
+    Fetched {
+        room: Arc<str>,
+        after: u64,
+        result: Fetched,
+    },
+    /// A job Redis did not take (or a fetch that failed).
+    Bounced(Job),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_message;
+
+    #[test]
+    fn room_message_splits_around_seq() {
+        // Room and text that contain what the split looks for.
+        let room = r#"a,"seq":0,b"#;
+        let text = r#"x,"seq":0,"from":"y"#;
+        let m = room_message(room, "u1", Some("N"), text);
+        let numbered = format!("{}42{}", m.head, m.tail);
+        let v: serde_json::Value = serde_json::from_str(&numbered).unwrap();
+        assert_eq!(v["seq"], 42);
+        assert_eq!(
+            (v["room"].as_str(), v["text"].as_str()),
+            (Some(room), Some(text))
+        );
+        assert!(numbered.starts_with(r#"{"type":"message","room":"#));
+        assert!(v.get("local").is_none());
+        let v: serde_json::Value = serde_json::from_str(&m.local).unwrap();
+        assert_eq!((v["local"].as_bool(), v.get("seq")), (Some(true), None));
+        assert_eq!(
+            (v["text"].as_str(), v["name"].as_str()),
+            (Some(text), Some("N"))
+        );
+    }
+}
