@@ -1,16 +1,20 @@
 //! # wsloop
 //!
 //! An RFC 6455 WebSocket server and client, written by hand on mio: one
-//! single-threaded event loop, no async runtime.
+//! single-threaded event loop, no async runtime. The default build depends
+//! on mio, httparse, sha1, base64, slab, log and getrandom only; the
+//! `deflate` feature adds permessage-deflate (RFC 7692) and `tls` adds
+//! wss:// (rustls).
 //!
 //! ```text
-//!  socket bytes ──► server / client        mio loop: sockets, slab, timers
-//!                     │  one read buffer per loop
+//!  socket bytes ──► server::Server / client     mio loop: sockets, slab, timers
+//!                     │  one read buffer per loop; Handler callbacks run here
 //!                     ▼
-//!                   protocol::Connection   sans-IO state machine
-//!                     │  poll_event(bytes) → events; send(msg) → bytes queued
+//!                   protocol::Connection        sans-IO state machine
+//!                     │  poll_event(bytes) → Event; send(msg) → bytes queued → write_to(socket)
 //!                     ▼
-//!                   frame, mask, utf8, close, handshake   pure functions
+//!                   frame, mask, utf8, close,   pure functions over slices
+//!                   handshake, extension
 //! ```
 //!
 //! Complete frames are unmasked in place in the loop's read buffer and
@@ -18,6 +22,42 @@
 //! fragmented messages are copied. Every limit (frame, message, fragments,
 //! handshake size and time, write queue, idle, close) has a safe default in
 //! [`Config`].
+//!
+//! An echo server: a [`server::Handler`] whose callbacks get a
+//! [`server::Ctx`] to send with.
+//!
+//! ```no_run
+//! use wsloop::server::{ConnId, Ctx, Handler, Server};
+//! use wsloop::{Config, Message};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
+//!         let _ = ctx.send(id, msg);
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), wsloop::Error> {
+//!     Server::bind("127.0.0.1:9001", Config::default(), Echo)?.run()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A client, with the blocking [`client::WebSocket`]:
+//!
+//! ```no_run
+//! use wsloop::{CloseCode, Message};
+//!
+//! fn main() -> Result<(), wsloop::Error> {
+//!     let mut ws = wsloop::client::connect("ws://127.0.0.1:9001/")?;
+//!     ws.send_text("hello")?;
+//!     if let Message::Text(reply) = ws.recv_message()? {
+//!         println!("{reply}");
+//!     }
+//!     ws.close(CloseCode::NORMAL, "bye")?;
+//!     Ok(())
+//! }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
