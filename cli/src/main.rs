@@ -2,6 +2,25 @@
 //! `client` (stdin lines out, messages to stdout) and `bench` (the load
 //! generator of `wsloop-bench`). Argument parsing, signals and logging live
 //! here; everything else is in the library crates.
+//!
+//! ```text
+//!  argv ──► main: the subcommand ──► args::Args (flags, sizes, durations)
+//!   serve  ──► serve::parse → Options (Config, Access, TLS, app)
+//!              ──► wsloop::server::Server running the echo handler or wsloop_chat::Chat
+//!                  (LocalBus, or RedisBus with --redis); a signal thread → Handle::shutdown
+//!   client ──► client::parse → a wsloop::client::Client on its own mio Poll;
+//!              a stdin thread feeds it lines through a Waker, messages go to stdout
+//!   bench  ──► bench::parse → wsloop_bench::Options ──► wsloop_bench::run
+//! ```
+//!
+//! ```text
+//! $ cargo run --release -- serve                 # echo on 0.0.0.0:$PORT (default 10000)
+//! $ wsloop serve --app chat --addr 127.0.0.1:8080
+//! $ wsloop client ws://127.0.0.1:10000/
+//! $ wsloop bench ws://127.0.0.1:10000/ --conns 100 --pipeline 16 --size 32
+//! ```
+//!
+//! Each subcommand's `--help` lists its flags; `docs/CLI.md` is the tour.
 
 mod args;
 mod bench;
