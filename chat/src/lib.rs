@@ -22,6 +22,17 @@
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
 //! everything the connection sends.
 //!
+//! ```text
+//!  text frame ──► Chat::on_message: parse the JSON, check limits, access, membership
+//!                   │  join / leave / message / broadcast
+//!                   ▼
+//!                 RoomBus ── LocalBus: rooms of this loop (Ctx::join/publish) + History
+//!                   │    └── RedisBus: publisher thread → Lua script in Redis (seq, stream,
+//!                   │        PUBLISH); subscriber thread → the loop's Handle
+//!                   ▼
+//!                 Ctx::publish: one encoded frame shared by every member's write queue
+//! ```
+//!
 //! Where the state lives:
 //! - [`Chat`] speaks the protocol: it parses what clients send, checks
 //!   limits and access, and hands room work to a [`RoomBus`].
