@@ -3,7 +3,7 @@
 # mixed load for DURATION seconds (default 600), sampling their memory and
 # file descriptors every 10 s.
 #
-#   chat server  <- examples/soak.rs: ~200 listeners in 10 rooms with one
+#   chat server  <- bench/examples/soak.rs: ~200 listeners in 10 rooms with one
 #                   replaced every 200 ms (clean close or dropped TCP),
 #                   churners (connect/join/publish/see it/close or drop),
 #                   broadcasts and room messages every 100 ms, a 4 KiB x 50/s

@@ -22,11 +22,17 @@
 //! `dial` connects and upgrades; `conn` drives one connection, `worker`
 //! one thread's loop; `stats` and `hist` count, `procfs` samples the
 //! server, `meter` draws progress and `report` prints the summary.
+//!
+//! Two more loads for the chat app, each with a program in
+//! `bench/examples/`: [`fanout`] (one sender, thousands of receivers: the
+//! server's fan-out rate) and [`soak`] (a mixed load for many minutes:
+//! churn, slow readers, a checked firehose; `scripts/soak.sh`).
 
 #![forbid(unsafe_code)]
 
 mod conn;
 mod dial;
+pub mod fanout;
 mod hist;
 mod meter;
 mod options;
@@ -34,6 +40,7 @@ mod payload;
 mod plan;
 mod procfs;
 mod report;
+pub mod soak;
 mod stats;
 mod worker;
 

@@ -71,7 +71,7 @@ pub fn fmt_bytes(n: usize) -> String {
     }
 }
 
-fn json_str(s: &str, out: &mut String) {
+pub(crate) fn json_str(s: &str, out: &mut String) {
     out.push('"');
     for ch in s.chars() {
         match ch {

@@ -1,123 +1,17 @@
-//! Soak driver for `wsloop serve --app chat` (used by `scripts/soak.sh`).
-//!
-//! Runs for `--duration` and mixes, on one chat server:
-//!
-//! - listeners: `--listeners` long-lived connections in ten rooms, read
-//!   round-robin; one of them is dropped (abruptly or cleanly) and replaced
-//!   about every 200 ms;
-//! - churners: `--churners` threads that connect, join a room, publish a
-//!   message, wait to see it come back, then close cleanly or just drop TCP;
-//! - a broadcaster: one 1 KiB broadcast and one message to each of the ten
-//!   rooms every 100 ms;
-//! - a firehose: 4 KiB messages to room "firehose" at `--firehose` per
-//!   second, read by one fast reader that checks every sequence number
-//!   arrives once and in order (nothing accepted is lost);
-//! - slow readers: `--slow` connections in the firehose room that stop
-//!   reading for 45 s, then read what is there: the server must have
-//!   applied its overflow policy (close 1008) or delivered an unbroken
-//!   sequence.
-//!
-//! Every 10 s one line of counters goes to stdout; at the end a summary.
-//! Exit status 0 when no error was counted.
-//!
-//! ```sh
-//! cargo build --release --bin wsloop --example soak
-//! target/release/wsloop serve --app chat --addr 127.0.0.1:9300 --write-limit 1M &
-//! target/release/examples/soak --url ws://127.0.0.1:9300/ws --duration 600
-//! ```
+//! The soak's clients, one thread each: listeners, churners, the
+//! broadcaster, the firehose's sender and reader, and slow readers.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wsloop::client::{connect, WebSocket};
+use wsloop::client::WebSocket;
 use wsloop::{CloseCode, Error, Event, Message};
 
-#[derive(Default)]
-struct Counters {
-    connects: AtomicU64,
-    connect_failures: AtomicU64,
-    clean_closes: AtomicU64,
-    drops: AtomicU64,
-    sent: AtomicU64,
-    received: AtomicU64,
-    policy_closes: AtomicU64,
-    slow_rounds_intact: AtomicU64,
-    firehose_seen: AtomicU64,
-    errors: AtomicU64,
-    last_errors: Mutex<VecDeque<String>>,
-}
-
-impl Counters {
-    fn error(&self, what: String) {
-        self.errors.fetch_add(1, Relaxed);
-        eprintln!("soak error: {what}");
-        let mut l = self.last_errors.lock().unwrap();
-        l.push_back(what);
-        if l.len() > 20 {
-            l.pop_front();
-        }
-    }
-
-    fn line(&self, t: Duration) -> String {
-        format!(
-            "t={:>5}s connects={} connect_failures={} clean_closes={} drops={} sent={} received={} \
-             firehose_seen={} policy_closes={} slow_rounds_intact={} errors={}",
-            t.as_secs(),
-            self.connects.load(Relaxed),
-            self.connect_failures.load(Relaxed),
-            self.clean_closes.load(Relaxed),
-            self.drops.load(Relaxed),
-            self.sent.load(Relaxed),
-            self.received.load(Relaxed),
-            self.firehose_seen.load(Relaxed),
-            self.policy_closes.load(Relaxed),
-            self.slow_rounds_intact.load(Relaxed),
-            self.errors.load(Relaxed),
-        )
-    }
-}
-
-struct Opts {
-    url: String,
-    duration: Duration,
-    listeners: usize,
-    churners: usize,
-    slow: usize,
-    firehose: u64,
-}
-
-fn parse_args() -> Opts {
-    let mut o = Opts {
-        url: String::new(),
-        duration: Duration::from_secs(600),
-        listeners: 200,
-        churners: 4,
-        slow: 3,
-        firehose: 50,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .unwrap_or_else(|| panic!("{a} needs a value"))
-                .to_owned()
-        };
-        match a.as_str() {
-            "--url" => o.url = val(),
-            "--duration" => o.duration = Duration::from_secs(val().parse().expect("seconds")),
-            "--listeners" => o.listeners = val().parse().expect("number"),
-            "--churners" => o.churners = val().parse().expect("number"),
-            "--slow" => o.slow = val().parse().expect("number"),
-            "--firehose" => o.firehose = val().parse().expect("messages per second"),
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    assert!(!o.url.is_empty(), "--url ws://HOST:PORT/ws is required");
-    o
-}
+use super::counters::Counters;
+use super::proto::{join, message, num_field, open, recv_text, send};
+use super::Options;
 
 const ROOMS: usize = 10;
 
@@ -132,85 +26,7 @@ impl Rng {
     }
 }
 
-/// A JSON string literal; the driver only sends ASCII without quotes,
-/// backslashes or control characters.
-fn json_str(s: &str) -> String {
-    debug_assert!(!s.contains(['"', '\\']) && !s.contains(char::is_control));
-    format!("\"{s}\"")
-}
-
-fn join(room: &str) -> String {
-    format!("{{\"type\":\"join\",\"room\":{}}}", json_str(room))
-}
-
-fn message(room: &str, text: &str) -> String {
-    format!(
-        "{{\"type\":\"message\",\"room\":{},\"text\":{}}}",
-        json_str(room),
-        json_str(text)
-    )
-}
-
-/// Reads one text event within `t`: `Ok(None)` on timeout.
-fn recv_text(ws: &mut WebSocket, t: Duration) -> Result<Option<String>, Error> {
-    ws.set_read_timeout(Some(t));
-    loop {
-        match ws.recv() {
-            Ok(Event::Message(Message::Text(s))) => return Ok(Some(s.into_owned())),
-            Ok(Event::Message(_)) => return Ok(None),
-            Ok(Event::Close(code, reason)) => {
-                return Err(Error::Url(format!("closed by server: {code} {reason}")))
-            }
-            Ok(_) => continue,
-            Err(Error::Timeout(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Pulls `"field":NUMBER` out of a JSON line (no full parse needed).
-fn num_field(s: &str, field: &str) -> Option<u64> {
-    let key = format!("\"{field}\":");
-    let at = s.find(&key)? + key.len();
-    let digits: String = s[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
-fn open(c: &Counters, url: &str) -> Option<WebSocket> {
-    match connect(url) {
-        Ok(mut ws) => {
-            c.connects.fetch_add(1, Relaxed);
-            // The welcome.
-            match recv_text(&mut ws, Duration::from_secs(5)) {
-                Ok(Some(w)) if w.contains("\"welcome\"") => Some(ws),
-                other => {
-                    c.error(format!("no welcome: {other:?}"));
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            c.connect_failures.fetch_add(1, Relaxed);
-            c.error(format!("connect: {e}"));
-            None
-        }
-    }
-}
-
-fn send(c: &Counters, ws: &mut WebSocket, text: &str) -> bool {
-    match ws.send_text(text) {
-        Ok(()) => {
-            c.sent.fetch_add(1, Relaxed);
-            true
-        }
-        Err(e) => {
-            c.error(format!("send: {e}"));
-            false
-        }
-    }
-}
-
-fn listeners(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
+pub(super) fn listeners(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut conns: Vec<WebSocket> = Vec::new();
     let mut last_swap = Instant::now();
@@ -267,7 +83,7 @@ fn listeners(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn churner(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>, seed: u64) {
+pub(super) fn churner(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>, seed: u64) {
     let mut rng = Rng(seed | 1);
     let mut n = 0u64;
     while !stop.load(Relaxed) {
@@ -317,7 +133,7 @@ fn churner(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>, seed: u64) {
     }
 }
 
-fn broadcaster(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
+pub(super) fn broadcaster(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>) {
     let text = "b".repeat(1024);
     while !stop.load(Relaxed) {
         let Some(mut ws) = open(&c, &o.url) else {
@@ -359,7 +175,7 @@ fn broadcaster(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn firehose_sender(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
+pub(super) fn firehose_sender(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>) {
     let text = "f".repeat(4000);
     let every = Duration::from_secs_f64(1.0 / o.firehose.max(1) as f64);
     while !stop.load(Relaxed) {
@@ -397,7 +213,7 @@ fn firehose_sender(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
 }
 
 /// Reads the firehose and checks sequence numbers: each once, in order.
-fn firehose_reader(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
+pub(super) fn firehose_reader(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>) {
     while !stop.load(Relaxed) {
         let Some(mut ws) = open(&c, &o.url) else {
             thread::sleep(Duration::from_millis(500));
@@ -437,7 +253,7 @@ fn firehose_reader(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
 
 /// Joins the firehose, stops reading for 45 s, then reads everything: an
 /// unbroken sequence, then (usually) close 1008 from the overflow policy.
-fn slow_reader(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
+pub(super) fn slow_reader(c: Arc<Counters>, o: Arc<Options>, stop: Arc<AtomicBool>) {
     while !stop.load(Relaxed) {
         let Some(mut ws) = open(&c, &o.url) else {
             thread::sleep(Duration::from_millis(500));
@@ -508,49 +324,5 @@ fn slow_reader(c: Arc<Counters>, o: Arc<Opts>, stop: Arc<AtomicBool>) {
         } else {
             c.error("slow reader: a gap or reorder in what was delivered".into());
         }
-    }
-}
-
-fn main() {
-    let o = Arc::new(parse_args());
-    let c = Arc::new(Counters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut threads = Vec::new();
-    macro_rules! spawn {
-        ($f:expr) => {{
-            let (c, o, s) = (c.clone(), o.clone(), stop.clone());
-            threads.push(thread::spawn(move || $f(c, o, s)));
-        }};
-    }
-    spawn!(listeners);
-    spawn!(broadcaster);
-    spawn!(firehose_sender);
-    spawn!(firehose_reader);
-    for _ in 0..o.slow {
-        spawn!(slow_reader);
-    }
-    for i in 0..o.churners {
-        let (c, o, s) = (c.clone(), o.clone(), stop.clone());
-        threads.push(thread::spawn(move || churner(c, o, s, 1000 + i as u64)));
-    }
-    let mut next = start + Duration::from_secs(10);
-    while start.elapsed() < o.duration {
-        thread::sleep(next.saturating_duration_since(Instant::now()));
-        next += Duration::from_secs(10);
-        println!("{}", c.line(start.elapsed()));
-    }
-    stop.store(true, Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    println!("final {}", c.line(start.elapsed()));
-    let errors = c.errors.load(Relaxed);
-    if errors > 0 {
-        println!("last errors:");
-        for e in c.last_errors.lock().unwrap().iter() {
-            println!("  {e}");
-        }
-        std::process::exit(1);
     }
 }
