@@ -1,0 +1,410 @@
+//! The receive path: frame headers cut across reads, payloads arriving in
+//! pieces, message reassembly, and the peer's control frames.
+
+use std::borrow::Cow;
+
+use super::{CloseInfo, Connection, Event, Message, State, RSV1};
+use crate::close::parse_close_payload;
+use crate::error::{CapacityError, ProtocolError};
+use crate::frame::{parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::role::Role;
+use crate::utf8::Utf8Validator;
+
+/// Receive state that exists only while a frame or message is incomplete
+/// (`Connection::rx` is `None` otherwise: an idle connection owns no
+/// buffers). A partial header is not here: it fits a fixed array.
+#[derive(Debug, Default)]
+pub(super) struct Rx {
+    /// The frame whose payload is still arriving.
+    frame: Option<InFrame>,
+    /// The data message being reassembled.
+    message: Option<InMessage>,
+    /// That message's payload so far (decompressed, if it is compressed).
+    pub(super) msg: Vec<u8>,
+}
+
+/// A frame whose payload is still arriving.
+#[derive(Debug)]
+enum InFrame {
+    /// A data frame: its payload goes to the message in progress.
+    Data(Progress),
+    /// A control frame, and its payload so far (at most 125 bytes).
+    Control(Progress, Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    header: FrameHeader,
+    remaining: u64,
+    offset: usize,
+}
+
+/// A data message in progress: a fragmented or compressed one, or a lone
+/// frame arriving in pieces.
+#[derive(Debug)]
+struct InMessage {
+    kind: Kind,
+    /// Frames counted against `max_fragments` (a lone frame counts none).
+    fragments: usize,
+    /// RSV1 was set on its first frame: payloads go through the inflater.
+    compressed: bool,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Text, validated as it arrives.
+    Text(Utf8Validator),
+    Binary,
+}
+
+impl InMessage {
+    fn new(opcode: OpCode, compressed: bool) -> Self {
+        InMessage {
+            kind: match opcode {
+                OpCode::Text => Kind::Text(Utf8Validator::new()),
+                _ => Kind::Binary,
+            },
+            fragments: 0,
+            compressed,
+        }
+    }
+}
+
+impl Rx {
+    /// Where inflated bytes go: the message buffer and, for text, the
+    /// validator they must pass.
+    #[cfg(feature = "deflate")]
+    pub(super) fn inflate_target(&mut self) -> (&mut Vec<u8>, Option<&mut Utf8Validator>) {
+        let utf8 = match self.message.as_mut().map(|m| &mut m.kind) {
+            Some(Kind::Text(v)) => Some(v),
+            _ => None,
+        };
+        (&mut self.msg, utf8)
+    }
+}
+
+impl Connection {
+    pub(super) fn read_event<'a>(
+        &mut self,
+        input: &mut &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        loop {
+            if self.is_closed() {
+                *input = &mut [];
+                return Ok(None);
+            }
+            // Nothing to do without input: a partial header or payload waits.
+            if input.is_empty() {
+                return Ok(None);
+            }
+            if let Some(frame) = self.rx.as_mut().and_then(|rx| rx.frame.take()) {
+                if let Some(ev) = self.continue_frame(frame, input)? {
+                    return Ok(Some(ev));
+                }
+                continue;
+            }
+            let Some(header) = self.next_header(input)? else {
+                return Ok(None);
+            };
+            self.check_header(&header)?;
+            let len = header.payload_len as usize; // checked against limits above
+            if input.len() >= len {
+                let (payload, rest) = std::mem::take(input).split_at_mut(len);
+                *input = rest;
+                if let Some(key) = header.mask {
+                    apply_mask(payload, key, 0);
+                }
+                if let Some(ev) = self.whole_frame(&header, payload)? {
+                    return Ok(Some(ev));
+                }
+            } else {
+                self.start_frame(header);
+            }
+        }
+    }
+
+    /// Takes the next frame header from the saved partial header and
+    /// `input`. Returns `None` (saving the bytes) if it is incomplete.
+    fn next_header(&mut self, input: &mut &mut [u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        let have = self.hdr_len as usize;
+        if have == 0 {
+            match parse_header(input)? {
+                Some((h, n)) => {
+                    *input = &mut std::mem::take(input)[n..];
+                    Ok(Some(h))
+                }
+                None => {
+                    self.hdr[..input.len()].copy_from_slice(input);
+                    self.hdr_len = input.len() as u8;
+                    *input = &mut [];
+                    Ok(None)
+                }
+            }
+        } else {
+            let take = (MAX_HEADER_LEN - have).min(input.len());
+            self.hdr[have..have + take].copy_from_slice(&input[..take]);
+            match parse_header(&self.hdr[..have + take])? {
+                Some((h, n)) => {
+                    self.hdr_len = 0;
+                    *input = &mut std::mem::take(input)[n - have..];
+                    Ok(Some(h))
+                }
+                None => {
+                    self.hdr_len = (have + take) as u8;
+                    *input = &mut std::mem::take(input)[take..];
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Checks a header against the role, extensions, limits and the
+    /// message in progress, and starts a fragmented or compressed message.
+    fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        h.check_role(self.role == Role::Server, self.allowed_rsv)?;
+        // RSV1 only marks the first frame of a compressed data message.
+        if h.rsv & RSV1 != 0 && (h.opcode.is_control() || h.opcode == OpCode::Continuation) {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        let compressed = h.rsv & RSV1 != 0;
+        let c = &self.config;
+        if h.payload_len > c.max_frame_size as u64 {
+            return Err(ProtocolError::Capacity(CapacityError::FrameTooLarge {
+                size: h.payload_len,
+                max: c.max_frame_size,
+            }));
+        }
+        if h.opcode.is_control() {
+            return Ok(());
+        }
+        let message = self.rx.as_ref().and_then(|rx| rx.message.as_ref());
+        let in_progress = message.is_some();
+        match (h.opcode, in_progress) {
+            (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, true) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        // A compressed message's limit applies to what it decompresses to
+        // (checked while inflating); its wire size is bounded per frame.
+        let message_compressed = compressed || message.is_some_and(|m| m.compressed);
+        let so_far = self.rx.as_ref().map_or(0, |rx| rx.msg.len() as u64);
+        if !message_compressed && so_far + h.payload_len > c.max_message_size as u64 {
+            return Err(ProtocolError::Capacity(CapacityError::MessageTooLarge {
+                size: so_far + h.payload_len,
+                max: c.max_message_size,
+            }));
+        }
+        if in_progress || !h.fin || compressed {
+            let rx = self.rx.get_or_insert_with(Box::default);
+            // A continuation finds its message; a first frame starts one.
+            let m = rx
+                .message
+                .get_or_insert_with(|| InMessage::new(h.opcode, compressed));
+            if in_progress || !h.fin {
+                m.fragments += 1;
+                if m.fragments > c.max_fragments {
+                    return Err(ProtocolError::Capacity(CapacityError::TooManyFragments {
+                        max: c.max_fragments,
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a checked header whose payload has not all arrived.
+    fn start_frame(&mut self, header: FrameHeader) {
+        let progress = Progress {
+            header,
+            remaining: header.payload_len,
+            offset: 0,
+        };
+        let rx = self.rx.get_or_insert_with(Box::default);
+        rx.frame = Some(if header.opcode.is_control() {
+            InFrame::Control(progress, Vec::new())
+        } else {
+            // A lone frame arriving in pieces is a message of its own.
+            rx.message
+                .get_or_insert_with(|| InMessage::new(header.opcode, false));
+            InFrame::Data(progress)
+        });
+    }
+
+    /// A frame whose payload is all in `payload` (unmasked).
+    fn whole_frame<'a>(
+        &mut self,
+        h: &FrameHeader,
+        payload: &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        match h.opcode {
+            OpCode::Text | OpCode::Binary if h.fin && h.rsv & RSV1 == 0 => {
+                // The common case: a whole message, handed out in place.
+                self.release_rx_if_idle();
+                Ok(Some(Event::Message(if h.opcode == OpCode::Text {
+                    let s = std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    Message::Text(Cow::Borrowed(s))
+                } else {
+                    Message::Binary(Cow::Borrowed(payload))
+                })))
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.append_fragment(payload, 0)?;
+                if h.fin {
+                    self.finish_message().map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            _ => self.control(h.opcode, Cow::Borrowed(payload)),
+        }
+    }
+
+    /// Feeds part of a frame's payload from `input` (not empty).
+    fn continue_frame<'a>(
+        &mut self,
+        frame: InFrame,
+        input: &mut &'a mut [u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        let (mut p, ctrl) = match frame {
+            InFrame::Data(p) => (p, None),
+            InFrame::Control(p, payload) => (p, Some(payload)),
+        };
+        let n = (p.remaining.min(input.len() as u64)) as usize;
+        let (chunk, rest) = std::mem::take(input).split_at_mut(n);
+        *input = rest;
+        if let Some(key) = p.header.mask {
+            apply_mask(chunk, key, p.offset);
+        }
+        p.offset += n;
+        p.remaining -= n as u64;
+        let h = p.header;
+        match ctrl {
+            Some(mut payload) => {
+                payload.extend_from_slice(chunk);
+                if p.remaining > 0 {
+                    self.rx_mut().frame = Some(InFrame::Control(p, payload));
+                    return Ok(None);
+                }
+                // Unless a fragmented message is in progress, the
+                // connection is idle again and owns no receive state.
+                self.release_rx_if_idle();
+                self.control(h.opcode, Cow::Owned(payload))
+            }
+            None => {
+                self.append_fragment(chunk, h.payload_len as usize)?;
+                if p.remaining > 0 {
+                    self.rx_mut().frame = Some(InFrame::Data(p));
+                    return Ok(None);
+                }
+                if h.fin {
+                    return self.finish_message().map(Some);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn rx_mut(&mut self) -> &mut Rx {
+        self.rx.as_mut().expect("frame or message in progress")
+    }
+
+    /// Adds payload bytes to the message in progress, validating text as
+    /// it arrives. `expect` is the declared size of a frame arriving in
+    /// pieces (0 for a whole frame), to size the buffer.
+    fn append_fragment(&mut self, data: &[u8], expect: usize) -> Result<(), ProtocolError> {
+        let rx = self.rx.as_deref_mut().expect("message in progress");
+        let m = rx.message.as_mut().expect("message in progress");
+        if m.compressed {
+            return self.inflate(data, false);
+        }
+        if let Kind::Text(utf8) = &mut m.kind {
+            utf8.feed(data).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if rx.msg.capacity() == 0 {
+            rx.msg = crate::buffer::message_buffer(expect, 256 * 1024);
+        }
+        rx.msg.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish_message<'a>(&mut self) -> Result<Event<'a>, ProtocolError> {
+        let rx = self.rx.as_ref().and_then(|rx| rx.message.as_ref());
+        if rx.is_some_and(|m| m.compressed) {
+            self.inflate(&[], true)?;
+        }
+        let rx = self.rx_mut();
+        let m = rx.message.take().expect("message in progress");
+        let data = std::mem::take(&mut rx.msg);
+        self.release_rx_if_idle();
+        match m.kind {
+            Kind::Text(utf8) => {
+                if !utf8.is_complete() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                let s = String::from_utf8(data).map_err(|_| ProtocolError::InvalidUtf8)?;
+                Ok(Event::Message(Message::Text(Cow::Owned(s))))
+            }
+            Kind::Binary => Ok(Event::Message(Message::Binary(Cow::Owned(data)))),
+        }
+    }
+
+    fn release_rx_if_idle(&mut self) {
+        if let Some(rx) = &self.rx {
+            if rx.frame.is_none() && rx.message.is_none() {
+                self.rx = None;
+            }
+        }
+    }
+
+    /// A whole control frame from the peer.
+    fn control<'a>(
+        &mut self,
+        op: OpCode,
+        payload: Cow<'a, [u8]>,
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        match op {
+            OpCode::Ping => {
+                if self.is_open() {
+                    self.out
+                        .push_frame(&self.header(OpCode::Pong, payload.len()), &payload);
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload))),
+            _ => {
+                let code = parse_close_payload(&payload)?.code;
+                let reason: Cow<'a, str> = match payload {
+                    Cow::Borrowed(b) if b.len() > 2 => Cow::Borrowed(
+                        std::str::from_utf8(&b[2..])
+                            .map_err(|_| ProtocolError::InvalidCloseReason)?,
+                    ),
+                    Cow::Owned(v) if v.len() > 2 => Cow::Owned(
+                        String::from_utf8(v[2..].to_vec())
+                            .map_err(|_| ProtocolError::InvalidCloseReason)?,
+                    ),
+                    _ => Cow::Borrowed(""),
+                };
+                let clean = match &self.state {
+                    State::Open => {
+                        // Echo the code (RFC 6455 §5.5.1); an empty close
+                        // gets an empty reply.
+                        self.push_close(code, "");
+                        true
+                    }
+                    State::Closing { .. } => true,
+                    State::Closed(_) => return Ok(None),
+                };
+                self.rx = None;
+                self.state = State::Closed(Box::new(CloseInfo {
+                    code,
+                    reason: reason.to_string(),
+                    clean,
+                }));
+                Ok(Some(Event::Close(code, reason)))
+            }
+        }
+    }
+}
