@@ -315,7 +315,7 @@ run_server_mode() {
     else
         local bin="${WSLOOP_BIN:-target/release/wsloop}"
         case "$bin" in /*) ;; *) bin="$ROOT/$bin" ;; esac
-        [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release; or set WSLOOP_BIN / SERVER_CMD)"
+        [ -x "$bin" ] || die "wsloop binary not found at $bin (build it: cargo build --release -p wsloop-cli --bin wsloop; or set WSLOOP_BIN / SERVER_CMD)"
         local extra=("${tls_args[@]+"${tls_args[@]}"}")
         # With deflate cases the server must offer permessage-deflate.
         if [ "$DEFLATE" = 1 ]; then extra+=(--deflate); fi
@@ -386,7 +386,7 @@ run_client_mode() {
     local client_bin="${AUTOBAHN_CLIENT_BIN:-target/release/examples/autobahn_client}"
     case "$client_bin" in /*) ;; *) client_bin="$ROOT/$client_bin" ;; esac
     if [ -z "${CLIENT_CMD:-}" ] && [ ! -x "$client_bin" ]; then
-        die "client program not found at $client_bin (build it: cargo build --release --example autobahn_client; or set AUTOBAHN_CLIENT_BIN / CLIENT_CMD)"
+        die "client program not found at $client_bin (build it: cargo build --release -p wsloop --example autobahn_client; or set AUTOBAHN_CLIENT_BIN / CLIENT_CMD)"
     fi
     local t0 rc; t0=$(date +%s)
     if [ "$RUNNER" = wstest ]; then

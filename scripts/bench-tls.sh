@@ -47,7 +47,7 @@ WSLOOP=target/release/wsloop
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "building wsloop (release, --features tls)" >&2
-    cargo build --release --features tls --bin wsloop >&2
+    cargo build --release -p wsloop-cli --features tls --bin wsloop >&2
 fi
 [ -x "$WSLOOP" ] || { echo "missing $WSLOOP (build it, or unset NO_BUILD)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "needs the openssl command" >&2; exit 1; }

@@ -70,7 +70,7 @@ fi
 bin=${WSLOOP_BIN:-}
 if [ -z "$bin" ]; then
     say "building wsloop"
-    (cd "$root" && cargo build --quiet --bin wsloop) || { say "FAILED: cargo build"; exit 1; }
+    (cd "$root" && cargo build --quiet -p wsloop-cli --bin wsloop) || { say "FAILED: cargo build"; exit 1; }
     bin=${CARGO_TARGET_DIR:-$root/target}/debug/wsloop
 fi
 

@@ -66,7 +66,7 @@ PEERS=benches/peers/target/release
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "building wsloop (release)" >&2
-    cargo build --release --bin wsloop >&2
+    cargo build --release -p wsloop-cli --bin wsloop >&2
     echo "building the peers (release; the first build takes a few minutes)" >&2
     cargo build --release --manifest-path benches/peers/Cargo.toml >&2
 fi

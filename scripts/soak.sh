@@ -39,7 +39,7 @@ OUT=${OUT:-target/soak}
 mkdir -p "$OUT"
 rm -f "$OUT"/bench.jsonl "$OUT"/bench.err "$OUT"/bench.fail
 
-cargo build --release --bin wsloop --example soak 2>&1 | tail -n 2
+cargo build --release -p wsloop-cli --bin wsloop -p wsloop-bench --example soak 2>&1 | tail -n 2
 BIN=target/release/wsloop
 DRIVER=target/release/examples/soak
 
