@@ -16,100 +16,19 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use wsloop::client::{connect, connect_with, ClientOptions, WebSocket};
+use wsloop::client::{connect, connect_with, ClientOptions};
 use wsloop::error::HandshakeError;
 use wsloop::server::{ConnId, Ctx, Handler};
 use wsloop::{CloseCode, Config, Error, Message};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-// ------------------------------------------------------------- chat client
-
-/// One chat connection (wsloop's blocking client) that has had its welcome.
-struct Peer {
-    ws: WebSocket,
-    id: String,
-}
-
 fn ws_url(addr: SocketAddr, query: &str) -> String {
     format!("ws://{addr}/ws{query}")
-}
-
-impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
-        Self::from_ws(connect(&ws_url(addr, "")).expect("connect to the chat"))
-    }
-
-    fn from_ws(mut ws: WebSocket) -> Peer {
-        ws.set_read_timeout(Some(WAIT));
-        let mut p = Peer {
-            ws,
-            id: String::new(),
-        };
-        let w = p.expect("welcome");
-        p.id = w["id"].as_str().expect("welcome id is a string").to_owned();
-        p
-    }
-
-    fn send(&mut self, v: Value) {
-        self.ws.send_text(&v.to_string()).expect("send to the chat");
-    }
-
-    fn recv(&mut self) -> Value {
-        match self.ws.recv_message() {
-            Ok(Message::Text(t)) => serde_json::from_str(&t)
-                .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
-            Ok(other) => panic!("expected a text message, got {other:?}"),
-            Err(e) => panic!(
-                "waiting for a chat message: {e} (close: {:?})",
-                self.ws.close_info()
-            ),
-        }
-    }
-
-    fn expect(&mut self, ty: &str) -> Value {
-        let v = self.recv();
-        assert_eq!(v["type"], ty, "expected a {ty:?}, got {v}");
-        v
-    }
-
-    fn join(&mut self, room: &str) -> Value {
-        self.send(json!({"type": "join", "room": room}));
-        let j = self.expect("joined");
-        assert_eq!(j["room"], room);
-        j
-    }
-
-    fn error(&mut self, request: Value, want: &str) {
-        self.send(request.clone());
-        let e = self.expect("error");
-        let m = e["message"].as_str().expect("error message");
-        assert!(
-            m.contains(want),
-            "error for {request}: {m:?} lacks {want:?}"
-        );
-    }
-
-    /// Nothing arrives for `d`.
-    fn silent(&mut self, d: Duration) {
-        self.ws.set_read_timeout(Some(d));
-        match self.ws.recv_message() {
-            Err(Error::Timeout(_)) => {}
-            Ok(m) => panic!("{} expected nothing, got {m:?}", self.id),
-            Err(e) => panic!("{} expected nothing, got error {e}", self.id),
-        }
-        self.ws.set_read_timeout(Some(WAIT));
-    }
 }
 
 fn chat(args: &[&str]) -> BinServer {
     let mut all = vec!["--app", "chat"];
     all.extend_from_slice(args);
     BinServer::spawn(&all)
-}
-
-fn seq(v: &Value) -> u64 {
-    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
 }
 
 // -------------------------------------------------------------- protocol
@@ -207,15 +126,8 @@ fn errors_keep_the_connection_open() {
 #[test]
 fn name_from_the_upgrade_url_is_shown() {
     let srv = chat(&[]);
-    let mut ws = connect(&ws_url(srv.addr, "?name=Ann%20Lee")).unwrap();
-    ws.set_read_timeout(Some(WAIT));
-    let mut p = Peer {
-        ws,
-        id: String::new(),
-    };
-    let w = p.expect("welcome");
-    assert_eq!(w["name"], "Ann Lee");
-    p.id = w["id"].as_str().unwrap().to_owned();
+    let mut p = Peer::from_ws(connect(&ws_url(srv.addr, "?name=Ann%20Lee")).unwrap());
+    assert_eq!(p.welcome["name"], "Ann Lee");
     p.join("r");
     p.send(json!({"type": "message", "room": "r", "text": "hi"}));
     let m = p.expect("message");
@@ -250,20 +162,6 @@ fn spawn_sender(
     })
 }
 
-/// Reads room messages until `seq >= until`, recording their seqs.
-fn collect(p: &mut Peer, until: u64, seqs: &mut Vec<u64>) {
-    while seqs.last().copied().unwrap_or(0) < until {
-        let m = p.recv();
-        match m["type"].as_str() {
-            Some("message") => {
-                assert_eq!(m["text"], format!("m{}", seq(&m)), "text matches seq");
-                seqs.push(seq(&m));
-            }
-            _ => panic!("unexpected {m}"),
-        }
-    }
-}
-
 fn assert_exactly_once_in_order(seqs: &[u64], n: u64) {
     let want: Vec<u64> = (1..=n).collect();
     if seqs != want {
@@ -287,17 +185,9 @@ fn replay_after_leave_and_rejoin_sees_every_message_once_in_order() {
     let sender = spawn_sender(srv.addr, "stream", N as usize, Duration::from_millis(2));
 
     let mut seqs = Vec::new();
-    collect(&mut b, 60, &mut seqs);
+    collect_until(&mut b, 60, &mut seqs);
     // Leave mid-stream; messages sent before "left" still arrive.
-    b.send(json!({"type": "leave", "room": "stream"}));
-    loop {
-        let m = b.recv();
-        match m["type"].as_str() {
-            Some("message") => seqs.push(seq(&m)),
-            Some("left") => break,
-            _ => panic!("unexpected {m}"),
-        }
-    }
+    leave_recording(&mut b, "stream", &mut seqs);
     // Messages go on without us.
     thread::sleep(Duration::from_millis(150));
     let last = *seqs.last().unwrap();
@@ -305,7 +195,7 @@ fn replay_after_leave_and_rejoin_sees_every_message_once_in_order() {
     let j = b.expect("joined");
     assert_eq!(j["epoch"], epoch.as_str());
     assert!(seq(&j) > last, "the stream went on while away: {j}");
-    collect(&mut b, N, &mut seqs);
+    collect_until(&mut b, N, &mut seqs);
     assert_exactly_once_in_order(&seqs, N);
     b.silent(Duration::from_millis(200));
     sender.join().expect("sender thread");
@@ -319,14 +209,14 @@ fn replay_after_reconnect_sees_every_message_once_in_order() {
     let epoch = b.join("re")["epoch"].as_str().unwrap().to_owned();
     let sender = spawn_sender(srv.addr, "re", N as usize, Duration::from_millis(2));
     let mut seqs = Vec::new();
-    collect(&mut b, 50, &mut seqs);
+    collect_until(&mut b, 50, &mut seqs);
     // Drop the connection (no leave), come back as a new connection.
     b.ws.close(CloseCode::GOING_AWAY, "reconnecting").unwrap();
     thread::sleep(Duration::from_millis(100));
     let mut b = Peer::connect(srv.addr);
     b.send(json!({"type": "join", "room": "re", "since": seqs.last(), "epoch": epoch}));
     b.expect("joined");
-    collect(&mut b, N, &mut seqs);
+    collect_until(&mut b, N, &mut seqs);
     assert_exactly_once_in_order(&seqs, N);
     sender.join().expect("sender thread");
 }
@@ -486,7 +376,7 @@ fn members(handle: &wsloop::server::Handle, room: &'static str) -> usize {
             let _ = tx.send(ctx.room_members(room).len());
         })
         .unwrap();
-    rx.recv_timeout(WAIT).expect("loop answered")
+    rx.recv_timeout(CHAT_WAIT).expect("loop answered")
 }
 
 #[test]
@@ -524,7 +414,7 @@ fn library_rooms_publish_leave_and_leave_on_close() {
     let start = Instant::now();
     while members(&srv.handle, "r") != 1 {
         assert!(
-            start.elapsed() < WAIT,
+            start.elapsed() < CHAT_WAIT,
             "closed connection still in the room"
         );
         thread::sleep(Duration::from_millis(10));
@@ -532,13 +422,16 @@ fn library_rooms_publish_leave_and_leave_on_close() {
     drop(b); // TCP lost without a close frame
     let start = Instant::now();
     while members(&srv.handle, "r") != 0 {
-        assert!(start.elapsed() < WAIT, "lost connection still in the room");
+        assert!(
+            start.elapsed() < CHAT_WAIT,
+            "lost connection still in the room"
+        );
         thread::sleep(Duration::from_millis(10));
     }
     c.send_text("pub r anyone");
     c.expect_text("sent to 0");
     c.close_and_wait(1000);
-    srv.stop(WAIT);
+    srv.stop(CHAT_WAIT);
 }
 
 // ---------------------------------------------------- token, Origin, limits
@@ -717,7 +610,7 @@ fn rate_limit_drop_keeps_the_connection() {
     assert!((5..30).contains(&answered), "{answered} of 30 answered");
     // A second later the bucket has refilled: still open, still served.
     thread::sleep(Duration::from_millis(1100));
-    p.ws.set_read_timeout(Some(WAIT));
+    p.ws.set_read_timeout(Some(CHAT_WAIT));
     p.join("later");
 }
 
@@ -751,7 +644,7 @@ fn demo_page_health_and_paths() {
 fn echo_stays_the_default_and_bad_flags_are_named() {
     let srv = BinServer::spawn(&[]);
     let mut ws = connect(&format!("ws://{}/anything", srv.addr)).unwrap();
-    ws.set_read_timeout(Some(WAIT));
+    ws.set_read_timeout(Some(CHAT_WAIT));
     ws.send_text("{\"type\":\"join\"}").unwrap();
     assert_eq!(
         ws.recv_message().unwrap(),
@@ -773,21 +666,12 @@ fn echo_stays_the_default_and_bad_flags_are_named() {
         (&["--allowed-origin", "example.com"], "--allowed-origin"),
         (&["--token", ""], "--token"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let out = run_wsloop("serve", args, None, CHAT_WAIT);
+        let err = &out.stderr;
+        assert_eq!(out.code, Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = run_wsloop("serve", &["--help"], None, CHAT_WAIT).stdout;
     for flag in [
         "--app",
         "--token",
@@ -811,12 +695,11 @@ fn browser_demo_page() {
         eprintln!("WSLOOP_SKIP_BROWSER=1: browser test skipped");
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-demo.png");
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-test.log");
     let log_file = std::fs::File::create(&log).unwrap();
     let mut child = Command::new("bash")
-        .arg(format!("{root}/scripts/browser-test.sh"))
+        .arg(repo_root().join("scripts/browser-test.sh"))
         .env("WSLOOP_BIN", env!("CARGO_BIN_EXE_wsloop"))
         .env("SCREENSHOT", &shot)
         .stdin(Stdio::null())

@@ -12,19 +12,15 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::BinServer;
+use common::*;
 use serde_json::{json, Value};
-use wsloop::client::{connect, WebSocket};
-use wsloop::{Error, Message};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------ redis
 
@@ -75,14 +71,6 @@ fn redis_server() -> Option<PathBuf> {
              to skip these tests"
         ),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A redis-server on a loopback port, no persistence, killed when dropped.
@@ -139,8 +127,8 @@ impl Redis {
                 panic!("redis-server exited ({st}): {}", self.log_text());
             }
             assert!(
-                start.elapsed() < WAIT,
-                "redis-server did not answer PING within {WAIT:?}: {}",
+                start.elapsed() < BACKPLANE_WAIT,
+                "redis-server did not answer PING within {BACKPLANE_WAIT:?}: {}",
                 self.log_text()
             );
             thread::sleep(Duration::from_millis(20));
@@ -197,90 +185,11 @@ fn instance(redis: &Redis) -> BinServer {
     BinServer::spawn(&["--app", "chat", "--redis", &redis.url()])
 }
 
-// ------------------------------------------------------------------ peers
-
-struct Peer {
-    ws: WebSocket,
-    id: String,
-}
-
-impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
-        let mut ws = connect(&format!("ws://{addr}/ws")).expect("connect to the chat");
-        ws.set_read_timeout(Some(WAIT));
-        let mut p = Peer {
-            ws,
-            id: String::new(),
-        };
-        let w = p.expect("welcome");
-        p.id = w["id"].as_str().expect("welcome id").to_owned();
-        p
-    }
-
-    fn send(&mut self, v: Value) {
-        self.ws.send_text(&v.to_string()).expect("send to the chat");
-    }
-
-    fn say(&mut self, room: &str, text: &str) {
-        self.send(json!({"type": "message", "room": room, "text": text}));
-    }
-
-    fn try_recv(&mut self, wait: Duration) -> Option<Value> {
-        self.ws.set_read_timeout(Some(wait));
-        let r = match self.ws.recv_message() {
-            Ok(Message::Text(t)) => Some(
-                serde_json::from_str(&t)
-                    .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}")),
-            ),
-            Ok(other) => panic!("expected a text message, got {other:?}"),
-            Err(Error::Timeout(_)) => None,
-            Err(e) => panic!(
-                "{}: waiting for a chat message: {e} (close: {:?})",
-                self.id,
-                self.ws.close_info()
-            ),
-        };
-        self.ws.set_read_timeout(Some(WAIT));
-        r
-    }
-
-    fn recv(&mut self) -> Value {
-        self.try_recv(WAIT)
-            .unwrap_or_else(|| panic!("{}: nothing arrived within {WAIT:?}", self.id))
-    }
-
-    fn expect(&mut self, ty: &str) -> Value {
-        let v = self.recv();
-        assert_eq!(v["type"], ty, "{}: expected a {ty:?}, got {v}", self.id);
-        v
-    }
-
-    /// Joins and returns the `joined`; asserts it was served through Redis.
-    fn join(&mut self, room: &str) -> Value {
-        self.send(json!({"type": "join", "room": room}));
-        let j = self.expect("joined");
-        assert_eq!(j["room"], room);
-        assert!(j.get("local").is_none(), "joined without Redis: {j}");
-        j
-    }
-
-    /// Nothing arrives for `d`.
-    fn silent(&mut self, d: Duration) {
-        if let Some(v) = self.try_recv(d) {
-            panic!("{} expected nothing, got {v}", self.id);
-        }
-    }
-}
-
-fn seq(v: &Value) -> u64 {
-    v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
-}
-
 /// Waits until a join on `addr` is served through Redis (the instance's
 /// backplane is up).
 fn wait_backplane(addr: SocketAddr, within: Duration) {
     let start = Instant::now();
-    let mut p = Peer::connect(addr);
+    let mut p = Peer::connect_backplane(addr);
     loop {
         p.send(json!({"type": "join", "room": "probe"}));
         let j = p.expect("joined");
@@ -300,8 +209,8 @@ fn setup() -> Option<(Redis, BinServer, BinServer)> {
     let redis = Redis::start(bin);
     let a = instance(&redis);
     let b = instance(&redis);
-    wait_backplane(a.addr, WAIT);
-    wait_backplane(b.addr, WAIT);
+    wait_backplane(a.addr, BACKPLANE_WAIT);
+    wait_backplane(b.addr, BACKPLANE_WAIT);
     Some((redis, a, b))
 }
 
@@ -336,9 +245,9 @@ fn messages_cross_instances_both_ways_exactly_once_in_order() {
         return;
     };
     let t0 = Instant::now();
-    let mut a = Peer::connect(a_srv.addr);
-    let mut b = Peer::connect(b_srv.addr);
-    let mut outsider = Peer::connect(b_srv.addr);
+    let mut a = Peer::connect_backplane(a_srv.addr);
+    let mut b = Peer::connect_backplane(b_srv.addr);
+    let mut outsider = Peer::connect_backplane(b_srv.addr);
     // Ids are unique across instances (random instance prefix).
     let (pa, pb) = (
         a.id.split('-').next().unwrap().to_owned(),
@@ -435,9 +344,9 @@ fn replay_with_since_across_a_server_restart_and_gap() {
     let Some((redis, a_srv, b_srv)) = setup() else {
         return;
     };
-    let mut a = Peer::connect(a_srv.addr);
+    let mut a = Peer::connect_backplane(a_srv.addr);
     a.join("h");
-    let mut b = Peer::connect(b_srv.addr);
+    let mut b = Peer::connect_backplane(b_srv.addr);
     let epoch = b.join("h")["epoch"].as_str().unwrap().to_owned();
     for i in 1..=5 {
         a.say("h", &format!("m{i}"));
@@ -457,8 +366,8 @@ fn replay_with_since_across_a_server_restart_and_gap() {
     // A new B process: its history is Redis's, so the rejoin replays 6..12
     // exactly once, then live messages follow with no gap.
     let b_srv = instance(&redis);
-    wait_backplane(b_srv.addr, WAIT);
-    let mut b = Peer::connect(b_srv.addr);
+    wait_backplane(b_srv.addr, BACKPLANE_WAIT);
+    let mut b = Peer::connect_backplane(b_srv.addr);
     b.send(json!({"type": "join", "room": "h", "since": 5, "epoch": epoch}));
     let j = b.expect("joined");
     assert_eq!((seq(&j), j["epoch"].as_str()), (12, Some(epoch.as_str())));
@@ -493,7 +402,7 @@ fn replay_with_since_across_a_server_restart_and_gap() {
     }
     collect(&mut a, "h", 5);
     eprintln!("1005 messages through Redis in {:?}", t.elapsed());
-    let mut c = Peer::connect(b_srv.addr);
+    let mut c = Peer::connect_backplane(b_srv.addr);
     c.send(json!({"type": "join", "room": "h", "since": 3, "epoch": epoch}));
     assert_eq!(seq(&c.expect("joined")), 1019);
     let g = c.expect("gap");
@@ -509,7 +418,7 @@ fn replay_with_since_across_a_server_restart_and_gap() {
     assert_seqs(&collect(&mut b, "h", 1005), 15, "live on B");
 
     // A since from another history is a reset: everything kept.
-    let mut d = Peer::connect(a_srv.addr);
+    let mut d = Peer::connect_backplane(a_srv.addr);
     d.send(json!({"type": "join", "room": "h", "since": 7, "epoch": "not-this-one"}));
     d.expect("joined");
     let g = d.expect("gap");
@@ -520,33 +429,19 @@ fn replay_with_since_across_a_server_restart_and_gap() {
     assert_eq!(seq(&d.expect("message")), 20);
 }
 
-/// Reads room messages until `seq >= until`, recording their seqs.
-fn collect_until(p: &mut Peer, until: u64, seqs: &mut Vec<u64>) {
-    while seqs.last().copied().unwrap_or(0) < until {
-        let m = p.recv();
-        match m["type"].as_str() {
-            Some("message") => {
-                assert_eq!(m["text"], format!("m{}", seq(&m)), "text matches seq");
-                seqs.push(seq(&m));
-            }
-            _ => panic!("{}: unexpected {m}", p.id),
-        }
-    }
-}
-
 #[test]
 fn catching_up_mid_stream_across_instances_sees_every_message_once() {
     let Some((_redis, a_srv, b_srv)) = setup() else {
         return;
     };
     const N: u64 = 300;
-    let mut b = Peer::connect(b_srv.addr);
+    let mut b = Peer::connect_backplane(b_srv.addr);
     let epoch = b.join("s")["epoch"].as_str().unwrap().to_owned();
     // A sender on A streams m1..mN.
     let sender = {
         let addr = a_srv.addr;
         thread::spawn(move || {
-            let mut s = Peer::connect(addr);
+            let mut s = Peer::connect_backplane(addr);
             s.join("s");
             for i in 1..=N {
                 s.say("s", &format!("m{i}"));
@@ -560,15 +455,7 @@ fn catching_up_mid_stream_across_instances_sees_every_message_once() {
     collect_until(&mut b, 60, &mut seqs);
     // Leave mid-stream (what was sent before "left" still arrives), come
     // back with since.
-    b.send(json!({"type": "leave", "room": "s"}));
-    loop {
-        let m = b.recv();
-        match m["type"].as_str() {
-            Some("message") => seqs.push(seq(&m)),
-            Some("left") => break,
-            _ => panic!("unexpected {m}"),
-        }
-    }
+    leave_recording(&mut b, "s", &mut seqs);
     thread::sleep(Duration::from_millis(100));
     b.send(json!({"type": "join", "room": "s", "since": seqs.last(), "epoch": epoch}));
     let j = b.expect("joined");
@@ -577,7 +464,7 @@ fn catching_up_mid_stream_across_instances_sees_every_message_once() {
     // Drop the connection and come back on the other instance.
     drop(b);
     thread::sleep(Duration::from_millis(100));
-    let mut b = Peer::connect(a_srv.addr);
+    let mut b = Peer::connect_backplane(a_srv.addr);
     b.send(json!({"type": "join", "room": "s", "since": seqs.last(), "epoch": epoch}));
     b.expect("joined");
     collect_until(&mut b, N, &mut seqs);
@@ -592,9 +479,9 @@ fn redis_outage_keeps_local_delivery_and_resumes_after() {
     let Some((mut redis, a_srv, b_srv)) = setup() else {
         return;
     };
-    let mut a = Peer::connect(a_srv.addr);
-    let mut a2 = Peer::connect(a_srv.addr);
-    let mut b = Peer::connect(b_srv.addr);
+    let mut a = Peer::connect_backplane(a_srv.addr);
+    let mut a2 = Peer::connect_backplane(a_srv.addr);
+    let mut b = Peer::connect_backplane(b_srv.addr);
     for p in [&mut a, &mut a2, &mut b] {
         p.join("o");
     }
@@ -630,7 +517,7 @@ fn redis_outage_keeps_local_delivery_and_resumes_after() {
         assert_eq!(m["local"], true, "{m}");
     }
     // A join while down is answered at once, from what this instance knows.
-    let mut late = Peer::connect(a_srv.addr);
+    let mut late = Peer::connect_backplane(a_srv.addr);
     late.send(json!({"type": "join", "room": "o"}));
     let j = late.expect("joined");
     assert_eq!((j["local"].as_bool(), seq(&j)), (Some(true), 1), "{j}");
@@ -707,19 +594,11 @@ fn redis_flag_is_checked() {
         ),
         (&["--app", "chat", "--redis"], "--redis needs a value"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let out = run_wsloop("serve", args, None, BACKPLANE_WAIT);
+        let err = &out.stderr;
+        assert_eq!(out.code, Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--redis URL"));
+    let help = run_wsloop("serve", &["--help"], None, BACKPLANE_WAIT).stdout;
+    assert!(help.contains("--redis URL"));
 }

@@ -13,7 +13,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use wsloop::client::{connect, connect_with, Backoff, ClientOptions, Reconnecting, WebSocket};
 use wsloop::handshake::{accept_key, Request};
-use wsloop::server::{ConnId, Ctx, Handler, Server, Upgrade};
+use wsloop::server::{ConnId, Ctx, Handler, Upgrade};
 use wsloop::{CloseCode, Config, Error, Event, HandshakeError, Message};
 
 const READ: Duration = Duration::from_secs(20);
@@ -40,56 +39,7 @@ fn opts() -> ClientOptions {
 
 /// Connects with `o` and sets a read timeout on the result.
 fn open(addr: SocketAddr, o: &ClientOptions) -> WebSocket {
-    let mut ws =
-        connect_with(&ws_url(addr), o).unwrap_or_else(|e| panic!("connect to {addr}: {e} ({e:?})"));
-    ws.set_read_timeout(Some(READ));
-    ws
-}
-
-/// The next message, skipping pings and pongs; panics on anything else.
-fn next_message(ws: &mut WebSocket) -> Message<'static> {
-    loop {
-        match ws.recv() {
-            Ok(Event::Message(m)) => return m,
-            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
-            Ok(other) => panic!("expected a message, got {other:?}"),
-            Err(e) => panic!("expected a message, got error {e} ({e:?})"),
-        }
-    }
-}
-
-fn expect_text(ws: &mut WebSocket, want: &str) {
-    match next_message(ws) {
-        Message::Text(t) => assert!(
-            t == want,
-            "text of {} bytes differs from the {} sent (first difference at {:?})",
-            t.len(),
-            want.len(),
-            t.bytes().zip(want.bytes()).position(|(a, b)| a != b)
-        ),
-        Message::Binary(b) => panic!(
-            "expected text of {} bytes, got binary of {}",
-            want.len(),
-            b.len()
-        ),
-    }
-}
-
-fn expect_binary(ws: &mut WebSocket, want: &[u8]) {
-    match next_message(ws) {
-        Message::Binary(b) => assert!(
-            b.as_ref() == want,
-            "binary of {} bytes differs from the {} sent (first difference at {:?})",
-            b.len(),
-            want.len(),
-            b.iter().zip(want).position(|(a, b)| a != b)
-        ),
-        Message::Text(t) => panic!(
-            "expected binary of {} bytes, got text of {}",
-            want.len(),
-            t.len()
-        ),
-    }
+    open_ws(&ws_url(addr), o, READ)
 }
 
 /// Runs `f` on a thread and panics if it does not finish within `limit`
@@ -155,39 +105,6 @@ impl Handler for App {
     }
 }
 
-/// Like `common::start_server`, on a given address (to restart a server on
-/// the same port).
-fn start_server_at<H: Handler + Send + 'static>(
-    addr: SocketAddr,
-    config: Config,
-    handler: H,
-) -> ServerThread<H> {
-    let (tx, rx) = mpsc::channel();
-    let thread = thread::Builder::new()
-        .name("wsloop-server".into())
-        .spawn(move || {
-            let server = match Server::bind(addr, config, handler) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    panic!("bind {addr}: {e}");
-                }
-            };
-            tx.send(Ok((server.local_addr(), server.handle()))).unwrap();
-            server.run().expect("server run")
-        })
-        .unwrap();
-    let (addr, handle) = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server thread did not start")
-        .unwrap_or_else(|e| panic!("server did not bind: {e}"));
-    ServerThread {
-        addr,
-        handle,
-        thread: Some(thread),
-    }
-}
-
 /// A raw TCP "server" for one connection: reads the request head, passes
 /// it to `respond`, writes what that returns (nothing for `None`), then
 /// keeps the connection open without reading for `hold` and closes it.
@@ -219,18 +136,6 @@ fn raw_server(
     (addr, t)
 }
 
-/// The Sec-WebSocket-Key of a request head.
-fn request_key(head: &str) -> String {
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no Sec-WebSocket-Key in {head:?}"))
-}
-
 fn switching_protocols(accept: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -238,12 +143,9 @@ fn switching_protocols(accept: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A port nobody listens on (bound, then released).
+/// A port nobody listens on.
 fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 // --------------------------------------------------------------- echo
@@ -254,16 +156,7 @@ const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 16 << 20];
 fn echo_text_and_binary_at_length_boundaries_via_wsloop_serve() {
     let srv = BinServer::spawn(&[]);
     let mut ws = open(srv.addr, &opts());
-    for (i, &n) in SIZES.iter().enumerate() {
-        let text = text_pattern(n, i as u8);
-        ws.send_text(&text)
-            .unwrap_or_else(|e| panic!("send text {n}: {e}"));
-        expect_text(&mut ws, &text);
-        let bin = pattern(n, i as u8);
-        ws.send_binary(&bin)
-            .unwrap_or_else(|e| panic!("send binary {n}: {e}"));
-        expect_binary(&mut ws, &bin);
-    }
+    echo_round(&mut ws, &SIZES);
     // Several in flight at once come back in order.
     for n in [1usize, 126, 70_000, 3] {
         ws.send(Message::Binary(pattern(n, 9).into())).unwrap();
@@ -299,17 +192,7 @@ fn echo_against_in_process_server() {
 fn ping_gets_a_pong_event() {
     let srv = BinServer::spawn(&[]);
     let mut ws = open(srv.addr, &opts());
-    ws.ping(b"are you there").unwrap();
-    loop {
-        match ws.recv() {
-            Ok(Event::Pong(p)) => {
-                assert_eq!(p.as_ref(), b"are you there");
-                break;
-            }
-            Ok(Event::Ping(_)) => continue,
-            other => panic!("expected a pong, got {other:?}"),
-        }
-    }
+    ping_expect_pong(&mut ws, b"are you there");
     // Still usable after.
     ws.send_text("after ping").unwrap();
     expect_text(&mut ws, "after ping");
@@ -661,79 +544,19 @@ fn reconnect_gives_up_after_max_attempts() {
 
 // ----------------------------------------------------- wsloop client
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn client_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wsloop"));
-    c.arg("client")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = r.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    })
-}
-
-/// Waits up to `limit` for `child` to exit; kills it and panics if not.
-fn wait_exit(
-    child: &mut std::process::Child,
-    limit: Duration,
-    what: &str,
-    out: thread::JoinHandle<String>,
-    err: thread::JoinHandle<String>,
-) -> Run {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill(); // this child's PID only
-            let _ = child.wait();
-            panic!(
-                "{what}: wsloop client did not exit within {limit:?}; stdout:\n{}\nstderr:\n{}",
-                out.join().unwrap(),
-                err.join().unwrap()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 /// `wsloop client <args>` with stdin from a file holding `input`: all of
 /// it and the EOF are there from the start, as in `printf … | wsloop client`.
-fn client_piped(args: &[&str], input: &[u8], limit: Duration) -> Run {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "client-stdin-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
+fn client_piped(args: &[&str], input: &[u8], limit: Duration) -> BinRun {
+    let path = unique_tmp_path("client-stdin", "");
     std::fs::write(&path, input).unwrap();
     let stdin = std::fs::File::open(&path).unwrap();
-    let mut child = client_cmd(args)
+    let mut child = wsloop_command("client", args)
         .stdin(stdin)
         .spawn()
         .expect("spawn wsloop client");
     let out = read_all(child.stdout.take().unwrap());
     let err = read_all(child.stderr.take().unwrap());
-    let run = wait_exit(&mut child, limit, "piped stdin", out, err);
+    let run = finish_run(&mut child, limit, "wsloop client, piped stdin", out, err);
     let _ = std::fs::remove_file(&path);
     run
 }
@@ -746,7 +569,7 @@ fn binary_client_echoes_piped_stdin() {
         "hello\nwörld ✓\n".as_bytes(),
         Duration::from_secs(10),
     );
-    assert_eq!(run.status.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_eq!(run.stdout, "hello\nwörld ✓\n", "stderr:\n{}", run.stderr);
     assert!(
         run.stderr.contains("closed: 1000"),
@@ -771,7 +594,7 @@ fn binary_client_exits_when_stdin_ends_after_the_echoes() {
 fn binary_client_closed_port_exits_3() {
     let addr = closed_port();
     let run = client_piped(&[&ws_url(addr)], b"never sent\n", Duration::from_secs(15));
-    assert_eq!(run.status.code(), Some(3), "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(3), "stderr:\n{}", run.stderr);
     let lines: Vec<&str> = run
         .stderr
         .lines()
@@ -796,7 +619,7 @@ fn binary_client_403_exits_3_naming_the_status() {
     );
     let (addr, t) = raw_server(move |_| Some(resp.into_bytes()), Duration::ZERO);
     let run = client_piped(&[&ws_url(addr)], b"x\n", Duration::from_secs(15));
-    assert_eq!(run.status.code(), Some(3), "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(3), "stderr:\n{}", run.stderr);
     assert!(
         run.stderr.contains("403"),
         "stderr does not name 403:\n{}",
@@ -819,7 +642,7 @@ fn binary_client_bad_flag_value_exits_2() {
         b"",
         Duration::from_secs(10),
     );
-    assert_eq!(run.status.code(), Some(2), "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
     assert!(
         run.stderr.contains("--ping-interval") && run.stderr.contains("abc"),
         "stderr does not name the flag and value:\n{}",

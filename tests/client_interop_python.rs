@@ -9,21 +9,18 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{client_session, pattern, text_pattern, BinRun, PyServer};
-use wsloop::client::{connect_with, ClientOptions, WebSocket};
-use wsloop::{CloseCode, Event, Message};
+use common::*;
+use wsloop::client::{ClientOptions, WebSocket};
+use wsloop::Message;
 
 fn skip() -> bool {
-    common::skip_python("the Python interop test")
+    skip_python("the Python interop test")
 }
 
 fn open(addr: SocketAddr) -> WebSocket {
     let mut o = ClientOptions::default();
     o.config.handshake_timeout = Duration::from_secs(10);
-    let mut ws = connect_with(&format!("ws://{addr}/"), &o)
-        .unwrap_or_else(|e| panic!("connect to the Python server at {addr}: {e} ({e:?})"));
-    ws.set_read_timeout(Some(Duration::from_secs(20)));
-    ws
+    open_ws(&format!("ws://{addr}/"), &o, Duration::from_secs(20))
 }
 
 #[test]
@@ -35,56 +32,15 @@ fn wsloop_client_against_python_websockets_server() {
     let mut ws = open(srv.addr);
     let mut sizes = vec![0usize, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20];
     sizes.push((1 << 20) + 3);
-    for (i, &n) in sizes.iter().enumerate() {
-        let text = text_pattern(n, i as u8);
-        ws.send_text(&text).unwrap();
-        match srv.next_message(&mut ws) {
-            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
-            other => panic!(
-                "text {n}: got {:?} of {} bytes",
-                other,
-                other.as_bytes().len()
-            ),
-        }
-        let bin = pattern(n, i as u8);
-        ws.send_binary(&bin).unwrap();
-        match srv.next_message(&mut ws) {
-            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
-            other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
-        }
-    }
+    echo_round_or(&mut ws, &sizes, || srv.context());
     let multi = "héllo wörld ✓ 🦀";
     ws.send_text(multi).unwrap();
     assert_eq!(srv.next_message(&mut ws), Message::Text(multi.into()));
     // Several in flight at once come back in order.
-    for k in 0..20 {
-        ws.send_binary(&pattern(1000 + k, k as u8)).unwrap();
-    }
-    for k in 0..20 {
-        assert_eq!(
-            srv.next_message(&mut ws),
-            Message::Binary(pattern(1000 + k, k as u8).into()),
-            "pipelined message {k}"
-        );
-    }
-    ws.ping(b"from wsloop").unwrap();
-    loop {
-        match ws.recv() {
-            Ok(Event::Pong(p)) => {
-                assert_eq!(p.as_ref(), b"from wsloop");
-                break;
-            }
-            Ok(Event::Ping(_)) => continue,
-            other => panic!("expected a pong, got {other:?}"),
-        }
-    }
-    let info = ws.close(CloseCode::NORMAL, "interop done").unwrap();
-    assert_eq!(
-        (info.code, info.clean),
-        (CloseCode::NORMAL, true),
-        "{info:?}; server stderr:\n{}",
-        srv.stderr_text()
-    );
+    let msgs: Vec<Vec<u8>> = (0..20).map(|k| pattern(1000 + k, k as u8)).collect();
+    echo_pipelined_or(&mut ws, &msgs, || srv.context());
+    ping_expect_pong(&mut ws, b"from wsloop");
+    close_normally_or(&mut ws, "interop done", || srv.context());
 }
 
 #[test]

@@ -21,20 +21,18 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    client_session, pattern, run_python_client, text_pattern, BinRun, BinServer, PyServer,
-};
-use wsloop::client::{connect_with, ClientOptions, WebSocket};
-use wsloop::{CloseCode, Event, Message};
+use common::*;
+use wsloop::client::{ClientOptions, WebSocket};
+use wsloop::Message;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn skip() -> bool {
-    common::skip_python("the Python deflate interop test")
+    skip_python("the Python deflate interop test")
 }
 
 fn python() -> PathBuf {
-    common::python_venv()
+    python_venv()
 }
 
 // ------------------------------------------- Python client → wsloop serve
@@ -121,10 +119,7 @@ fn open(addr: SocketAddr, no_context: bool) -> WebSocket {
     o.config.deflate.enabled = true;
     o.config.deflate.client_no_context_takeover = no_context;
     o.config.deflate.server_no_context_takeover = no_context;
-    let mut ws = connect_with(&format!("ws://{addr}/"), &o)
-        .unwrap_or_else(|e| panic!("connect to the Python server at {addr}: {e} ({e:?})"));
-    ws.set_read_timeout(Some(Duration::from_secs(20)));
-    ws
+    open_ws(&format!("ws://{addr}/"), &o, Duration::from_secs(20))
 }
 
 /// Repetitive JSON-like text of exactly `n` bytes.
@@ -154,29 +149,16 @@ fn echo_all(ws: &mut WebSocket, srv: &PyServer) {
         let text = compressible(n, i);
         for rep in 0..2 {
             ws.send_text(&text).unwrap();
-            match srv.next_message(ws) {
-                Message::Text(t) => {
-                    assert!(
-                        t == text,
-                        "compressible text {n} #{rep}: echo differs ({} bytes)",
-                        t.len()
-                    )
-                }
-                other => panic!("text {n}: got {} bytes of binary", other.as_bytes().len()),
-            }
+            expect_text_or(ws, &text, || {
+                format!("compressible #{rep}; {}", srv.context())
+            });
         }
         let text = text_pattern(n, i as u8);
         ws.send_text(&text).unwrap();
-        assert!(
-            srv.next_message(ws) == Message::Text(text.as_str().into()),
-            "text pattern {n}: echo differs"
-        );
+        expect_text_or(ws, &text, || srv.context());
         let bin = pattern(n, i as u8);
         ws.send_binary(&bin).unwrap();
-        match srv.next_message(ws) {
-            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
-            other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
-        }
+        expect_binary_or(ws, &bin, || srv.context());
     }
     // Several in flight at once come back in order.
     for k in 0..20 {
@@ -194,17 +176,7 @@ fn echo_all(ws: &mut WebSocket, srv: &PyServer) {
         };
         assert!(srv.next_message(ws) == want, "pipelined message {k}");
     }
-    ws.ping(b"from wsloop").unwrap();
-    loop {
-        match ws.recv() {
-            Ok(Event::Pong(p)) => {
-                assert_eq!(p.as_ref(), b"from wsloop");
-                break;
-            }
-            Ok(Event::Ping(_)) => continue,
-            other => panic!("expected a pong, got {other:?}"),
-        }
-    }
+    ping_expect_pong(ws, b"from wsloop");
 }
 
 #[test]
@@ -230,13 +202,7 @@ fn wsloop_client_deflate_against_python_websockets_server() {
             );
         }
         echo_all(&mut ws, &srv);
-        let info = ws.close(CloseCode::NORMAL, "interop done").unwrap();
-        assert_eq!(
-            (info.code, info.clean),
-            (CloseCode::NORMAL, true),
-            "{info:?}; server stderr:\n{}",
-            srv.stderr_text()
-        );
+        close_normally_or(&mut ws, "interop done", || srv.context());
     }
 }
 

@@ -7,13 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_python_client, BinServer};
+use common::*;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn python_websockets_client_echo() {
-    if common::skip_python("the Python interop test") {
+    if skip_python("the Python interop test") {
         return;
     }
     let srv = BinServer::spawn(&[]);

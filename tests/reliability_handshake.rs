@@ -135,15 +135,7 @@ fn expect_refused(
 
 /// Upgrades with `raw` (a complete request) and checks the 101 and an echo.
 fn expect_upgraded(addr: SocketAddr, name: &str, raw: &str) {
-    let key = raw
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .expect("request has a key");
+    let key = request_key(raw);
     let mut s = tcp_connect(addr);
     s.write_all(raw.as_bytes()).unwrap();
     let mut head = Vec::new();

@@ -105,27 +105,6 @@ fn wait_fds(srv: &BinServer, at_most: usize, within: Duration, what: &str) {
     }
 }
 
-/// Numbered binary message `i` of `size` bytes.
-fn numbered(i: usize, size: usize) -> Vec<u8> {
-    let mut v = pattern(size, i as u8);
-    v[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    v
-}
-
-fn expect_numbered(c: &mut TestClient, from: usize, n: usize, size: usize) {
-    for i in from..from + n {
-        match c.recv_data() {
-            Msg::Binary(b) => {
-                assert_eq!(b.len(), size, "message {i}: length");
-                let got = u64::from_be_bytes(b[..8].try_into().unwrap()) as usize;
-                assert_eq!(got, i, "messages lost or out of order");
-                assert!(b == numbered(i, size), "message {i} corrupted");
-            }
-            other => panic!("expected message {i}, got {other:?}"),
-        }
-    }
-}
-
 /// 500 connections that send half a request and stop: the handshake
 /// timeout frees all of them (fds back to the baseline) while a normal
 /// client is served promptly the whole time.
@@ -244,7 +223,7 @@ fn non_reading_senders_keep_server_memory_bounded() {
     // They read now: everything, in order.
     for c in peers.iter_mut() {
         c.set_timeout(Duration::from_secs(10));
-        expect_numbered(c, 0, COUNT, SIZE);
+        c.expect_numbered(0, COUNT, SIZE);
     }
     for w in writers {
         w.join().unwrap().expect("writer");

@@ -1,238 +1,17 @@
 //! Limits and timers over real sockets: backpressure and the overflow
 //! policy, handshake timeout, heartbeat, idle timeout, max_connections,
-//! and the close codes for oversized, non-UTF-8 and unmasked input.
+//! and the close codes for oversized, non-UTF-8 and unmasked input. The
+//! streaming app is `Pusher` (tests/common/pusher.rs).
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use wsloop::frame::OpCode;
-use wsloop::server::{ConnId, Ctx, Handler};
-use wsloop::{CloseCode, CloseInfo, Config, Message, OverflowPolicy, SendStatus};
-
-/// Size of each pushed message.
-const CHUNK: usize = 64 * 1024;
-/// Largest frame header: what one queued message adds beyond its payload.
-const HDR: usize = 14;
-
-#[derive(Default)]
-struct Stats {
-    /// Largest `ctx.buffered(id)` seen right after a send.
-    max_buffered: AtomicUsize,
-    /// Messages accepted by `ctx.send*`.
-    accepted: AtomicUsize,
-    /// Sends that returned `SendStatus::Full`.
-    full: AtomicUsize,
-    /// Sends that returned an error.
-    errors: AtomicUsize,
-    drains: AtomicUsize,
-    closes: Mutex<Vec<(ConnId, CloseInfo)>>,
-    opened: Mutex<Vec<ConnId>>,
-}
-
-impl Stats {
-    fn closes(&self) -> Vec<CloseInfo> {
-        self.closes
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect()
-    }
-}
-
-/// Echoes, and pushes 64 KiB binaries on request:
-/// - "flood N": N messages, stopping at `Full` and resuming in `on_drain`
-///   (a well-behaved streaming app);
-/// - "burst N": N messages in one callback, ignoring `Full` (an app that
-///   does not look at backpressure: the overflow policy applies).
-///
-/// Each pushed message starts with its index (u64, big endian).
-struct Pusher {
-    stats: Arc<Stats>,
-    streams: HashMap<ConnId, (usize, usize)>, // next index, end
-}
-
-impl Pusher {
-    fn new() -> (Self, Arc<Stats>) {
-        let stats = Arc::new(Stats::default());
-        (
-            Pusher {
-                stats: stats.clone(),
-                streams: HashMap::new(),
-            },
-            stats,
-        )
-    }
-
-    fn chunk(i: usize) -> Vec<u8> {
-        let mut v = pattern(CHUNK, i as u8);
-        v[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        v
-    }
-
-    fn send_one(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        i: usize,
-    ) -> Result<SendStatus, wsloop::Error> {
-        let r = ctx.send_binary(id, &Self::chunk(i));
-        self.record(ctx, id, r)
-    }
-
-    /// Counts a send's outcome and the queue size after it.
-    fn record(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        r: Result<SendStatus, wsloop::Error>,
-    ) -> Result<SendStatus, wsloop::Error> {
-        match &r {
-            Ok(st) => {
-                self.stats.accepted.fetch_add(1, Ordering::SeqCst);
-                if *st == SendStatus::Full {
-                    self.stats.full.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            Err(_) => {
-                self.stats.errors.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        if let Some(b) = ctx.buffered(id) {
-            self.stats.max_buffered.fetch_max(b, Ordering::SeqCst);
-        }
-        r
-    }
-
-    fn pump(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        let Some(&(mut next, end)) = self.streams.get(&id) else {
-            return;
-        };
-        while next < end {
-            match self.send_one(ctx, id, next) {
-                Ok(st) => {
-                    next += 1;
-                    if st == SendStatus::Full {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        self.streams.insert(id, (next, end));
-    }
-}
-
-impl Handler for Pusher {
-    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
-        self.stats.opened.lock().unwrap().push(id);
-    }
-
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
-        if let Message::Text(t) = &msg {
-            if let Some(n) = t.strip_prefix("flood ") {
-                self.streams.insert(id, (0, n.parse().unwrap()));
-                self.pump(ctx, id);
-                return;
-            }
-            if t == "bye" {
-                ctx.close(id, CloseCode(4002), "bye");
-                return;
-            }
-            if let Some(n) = t.strip_prefix("burst ") {
-                for i in 0..n.parse().unwrap() {
-                    let _ = self.send_one(ctx, id, i);
-                }
-                return;
-            }
-        }
-        // Echo, ignoring Full: the server's read pause is what holds a
-        // peer that sends but does not read.
-        let r = ctx.send(id, msg);
-        let _ = self.record(ctx, id, r);
-    }
-
-    fn on_drain(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        self.stats.drains.fetch_add(1, Ordering::SeqCst);
-        self.pump(ctx, id);
-    }
-
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, info: &CloseInfo) {
-        self.streams.remove(&id);
-        self.stats.closes.lock().unwrap().push((id, info.clone()));
-    }
-}
-
-fn small_queue_config(overflow: OverflowPolicy) -> Config {
-    let mut c = Config::default();
-    c.write_buffer_high = 256 << 10;
-    c.write_buffer_low = 64 << 10;
-    c.write_buffer_limit = 1 << 20;
-    c.overflow = overflow;
-    c
-}
-
-/// Waits until `f` holds, polling; panics with `what` after `within`.
-fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Reads `n` pushed messages and checks they are 0..n in order.
-fn read_pushed(c: &mut TestClient, from: usize, n: usize) {
-    for i in from..from + n {
-        let m = loop {
-            match c.try_recv() {
-                Ok(Some(Msg::Ping(_) | Msg::Pong(_))) => continue,
-                Ok(Some(m)) => break m,
-                Ok(None) => panic!("EOF while waiting for pushed message {i}"),
-                Err(e) => panic!(
-                    "waiting for pushed message {i} (of {from}..{}): {e}",
-                    from + n
-                ),
-            }
-        };
-        match m {
-            Msg::Binary(b) => {
-                assert_eq!(b.len(), CHUNK, "message {i}");
-                let got = u64::from_be_bytes(b[..8].try_into().unwrap()) as usize;
-                assert_eq!(got, i, "pushed messages out of order or lost");
-                assert!(b == Pusher::chunk(i), "message {i} corrupted");
-            }
-            other => panic!("expected pushed message {i}, got {other:?}"),
-        }
-    }
-}
-
-/// Waits until `counter` has not moved for 300 ms; returns its value.
-fn wait_stall(counter: &AtomicUsize, within: Duration) -> usize {
-    let mut last = usize::MAX;
-    let mut stable_since = Instant::now();
-    let start = Instant::now();
-    loop {
-        let now = counter.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() > Duration::from_millis(300) {
-            return now;
-        }
-        assert!(start.elapsed() < within, "never stalled");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use wsloop::{CloseCode, Config, OverflowPolicy};
 
 /// Another client is echoed promptly while one connection is stalled.
 fn check_other_client_is_served(addr: std::net::SocketAddr) -> TestClient {
@@ -310,7 +89,7 @@ fn backpressure_full_then_drain() {
     // everything the server wrote within milliseconds.)
     flood.set_timeout(Duration::from_secs(3));
     let drains_before = stats.drains.load(Ordering::SeqCst);
-    read_pushed(&mut flood, 0, TOTAL);
+    flood.expect_numbered(0, TOTAL, CHUNK);
     assert!(
         stats.drains.load(Ordering::SeqCst) > drains_before,
         "on_drain was not called after the client resumed reading"
@@ -320,10 +99,7 @@ fn backpressure_full_then_drain() {
         "max buffered {max}, drains {}",
         stats.drains.load(Ordering::SeqCst)
     );
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
     assert_eq!(stats.errors.load(Ordering::SeqCst), 0);
 
     // The connection is still fine.
@@ -372,7 +148,7 @@ fn echo_to_a_peer_that_does_not_read(limit: usize) {
     let other = check_other_client_is_served(srv.addr);
 
     c.set_timeout(Duration::from_secs(5));
-    read_pushed(&mut c, 0, TOTAL);
+    c.expect_numbered(0, TOTAL, CHUNK);
     writer.join().unwrap().expect("writer");
     let max = stats.max_buffered.load(Ordering::SeqCst);
     let drains = stats.drains.load(Ordering::SeqCst);
@@ -381,10 +157,7 @@ fn echo_to_a_peer_that_does_not_read(limit: usize) {
         max >> 10,
         high >> 10
     );
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
     assert!(
         drains > drains_before,
         "on_drain was not called after the peer resumed reading"
@@ -423,27 +196,20 @@ fn overflow_close_policy() {
     let mut c = connect(srv.addr);
     c.send_text(&format!("burst {BURST}"));
     // Do not read until the burst is over.
-    wait_for(Duration::from_secs(5), "the burst", || {
-        stats.accepted.load(Ordering::SeqCst) + stats.errors.load(Ordering::SeqCst) == BURST
-    });
-    let accepted = stats.accepted.load(Ordering::SeqCst);
+    let accepted = stats.wait_burst(BURST);
     eprintln!("accepted {accepted} of {BURST}");
     assert!(
         accepted < BURST && accepted >= limit / (CHUNK + HDR) - 1,
         "accepted {accepted}"
     );
-    let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
 
     // What was queued before the overflow arrives, then close 1008.
-    read_pushed(&mut c, 0, accepted);
+    c.expect_numbered(0, accepted, CHUNK);
     let (code, reason) = c.expect_close();
     assert_eq!(code, Some(1008), "reason {reason:?}");
     c.expect_eof(Duration::from_secs(2));
-    wait_for(Duration::from_secs(2), "on_close", || {
+    wait_until(Duration::from_secs(2), "on_close", || {
         !stats.closes().is_empty()
     });
     assert_eq!(stats.closes()[0].code, CloseCode::POLICY);
@@ -458,22 +224,15 @@ fn overflow_drop_policy() {
     let srv = start_server(cfg, h);
     let mut c = connect(srv.addr);
     c.send_text(&format!("burst {BURST}"));
-    wait_for(Duration::from_secs(5), "the burst", || {
-        stats.accepted.load(Ordering::SeqCst) + stats.errors.load(Ordering::SeqCst) == BURST
-    });
-    let accepted = stats.accepted.load(Ordering::SeqCst);
+    let accepted = stats.wait_burst(BURST);
     let dropped = stats.errors.load(Ordering::SeqCst);
     eprintln!("accepted {accepted}, dropped {dropped}");
     assert!(dropped > 0 && accepted < BURST, "nothing was dropped");
-    let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
 
     // The accepted messages arrive; the dropped ones do not; the
     // connection stays open and usable.
-    read_pushed(&mut c, 0, accepted);
+    c.expect_numbered(0, accepted, CHUNK);
     c.send_text("still open");
     c.expect_text("still open");
     assert!(
@@ -484,7 +243,7 @@ fn overflow_drop_policy() {
     // Once drained, a burst under the limit goes through whole.
     stats.accepted.store(0, Ordering::SeqCst);
     c.send_text("burst 4");
-    read_pushed(&mut c, 0, 4);
+    c.expect_numbered(0, 4, CHUNK);
     c.close_and_wait(1000);
 }
 
@@ -643,7 +402,7 @@ fn idle_timeout_closes_with_1001() {
     idle.close(1001, "");
     idle.expect_eof(Duration::from_secs(2));
     busy.join().expect("busy client");
-    wait_for(Duration::from_secs(2), "two on_close", || {
+    wait_until(Duration::from_secs(2), "two on_close", || {
         stats.closes().len() == 2
     });
     assert!(stats
@@ -665,7 +424,7 @@ fn close_timeout_drops_a_peer_that_does_not_answer_close() {
     // No reply: the server gives up after close_timeout and closes TCP.
     let took = start.elapsed() + c.expect_eof(Duration::from_secs(2));
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
-    wait_for(Duration::from_secs(2), "on_close", || {
+    wait_until(Duration::from_secs(2), "on_close", || {
         !stats.closes().is_empty()
     });
     let info = &stats.closes()[0];
@@ -796,7 +555,7 @@ fn protocol_violations_get_the_right_close_code() {
         1002,
     );
 
-    wait_for(Duration::from_secs(2), "every on_close", || {
+    wait_until(Duration::from_secs(2), "every on_close", || {
         stats.closes().len() == 11
     });
     let codes: Vec<u16> = stats.closes().iter().map(|c| c.code.0).collect();

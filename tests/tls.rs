@@ -1,5 +1,5 @@
-//! wss:// end to end (feature `tls`): certificates made here with rcgen (a
-//! test CA and leaves signed by it), the in-process server with
+//! wss:// end to end (feature `tls`): certificates from tests/common/pki.rs
+//! (rcgen: a test CA and leaves signed by it), the in-process server with
 //! `Server::with_tls` and the `wsloop serve --tls-*` binary, the library
 //! client and `wsloop client`, and a raw rustls client over std sockets
 //! for what the library client hides (close_notify, HTTP over TLS, a peer
@@ -15,107 +15,21 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{frame_bytes, pattern, run_wsloop, text_pattern, BinRun, BinServer, ServerThread};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use common::*;
 use wsloop::client::{connect_with, ClientOptions, WebSocket};
 use wsloop::frame::{parse_header, OpCode};
 use wsloop::handshake::{Head, ResponseReader};
-use wsloop::server::{ConnId, Ctx, Handler, Server};
-use wsloop::{CloseCode, CloseInfo, Config, Error, Event, Message, OverflowPolicy, SendStatus};
-
-// ------------------------------------------------------------ certificates
-
-/// PEM files made once per test binary under the target's tmp dir:
-/// - `ca.pem`: a test CA (the only trust anchor the clients get);
-/// - `localhost.{pem,key}`: a leaf for DNS name `localhost` only;
-/// - `expired.{pem,key}`: a leaf for `localhost` that expired in 2021;
-/// - `selfsigned.{pem,key}`: a self-signed CA certificate for `localhost`
-///   (what `openssl req -x509` makes by default), used as a server cert.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn get() -> &'static Pki {
-        static PKI: OnceLock<Pki> = OnceLock::new();
-        PKI.get_or_init(|| {
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("tls-test-certs-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-
-            let ca_key = KeyPair::generate().unwrap();
-            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca.distinguished_name
-                .push(DnType::CommonName, "wsloop test CA");
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            write("ca.pem", &ca.self_signed(&ca_key).unwrap().pem());
-            let issuer = Issuer::new(ca, ca_key);
-
-            let leaf = |name: &str, expired: bool| {
-                let key = KeyPair::generate().unwrap();
-                let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-                p.distinguished_name.push(DnType::CommonName, "localhost");
-                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                if expired {
-                    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-                    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-                }
-                let cert = p.signed_by(&key, &issuer).unwrap();
-                write(&format!("{name}.pem"), &cert.pem());
-                write(&format!("{name}.key"), &key.serialize_pem());
-            };
-            leaf("localhost", false);
-            leaf("expired", true);
-
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            write("selfsigned.pem", &p.self_signed(&key).unwrap().pem());
-            write("selfsigned.key", &key.serialize_pem());
-            Pki { dir }
-        })
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-    fn cert(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.pem"))
-    }
-    fn key(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.key"))
-    }
-}
-
-fn server_tls(name: &str) -> Arc<rustls::ServerConfig> {
-    let pki = Pki::get();
-    wsloop::tls::server_config_from_pem(&pki.cert(name), &pki.key(name))
-        .unwrap_or_else(|e| panic!("server config for {name}: {e}"))
-}
-
-/// A rustls client config trusting only the test CA.
-fn client_tls() -> Arc<rustls::ClientConfig> {
-    wsloop::tls::client_config(Some(&Pki::get().ca())).expect("client config with the test CA")
-}
+use wsloop::server::{ConnId, Ctx, Handler};
+use wsloop::{CloseCode, CloseInfo, Config, Error, Event, Message, OverflowPolicy};
 
 // ------------------------------------------------------------------ server
 
@@ -126,25 +40,7 @@ fn start_tls<H: Handler + Send + 'static>(
     cert: &str,
 ) -> ServerThread<H> {
     let tls = server_tls(cert);
-    let (tx, rx) = mpsc::channel();
-    let thread = thread::Builder::new()
-        .name("wsloop-tls-server".into())
-        .spawn(move || {
-            let server = Server::bind("127.0.0.1:0", config, handler)
-                .expect("bind test server")
-                .with_tls(tls);
-            tx.send((server.local_addr(), server.handle())).unwrap();
-            server.run().expect("server run")
-        })
-        .unwrap();
-    let (addr, handle) = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server thread did not start");
-    ServerThread {
-        addr,
-        handle,
-        thread: Some(thread),
-    }
+    spawn_server(loopback(), config, handler, move |s| s.with_tls(tls))
 }
 
 #[derive(Default)]
@@ -189,18 +85,6 @@ fn echo_server(config: Config) -> (ServerThread<Echo>, Arc<Log>) {
     (start_tls(config, Echo(log.clone()), "localhost"), log)
 }
 
-/// Waits until `f` holds, polling; panics with `what` after `within`.
-fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 // ------------------------------------------------------------------ client
 
 fn opts(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions {
@@ -215,37 +99,7 @@ fn opts(tls: Option<Arc<rustls::ClientConfig>>) -> ClientOptions {
 /// `wss://localhost:PORT/` trusting the test CA.
 fn connect_wss(addr: SocketAddr) -> WebSocket {
     let url = format!("wss://localhost:{}/", addr.port());
-    let mut ws = connect_with(&url, &opts(Some(client_tls())))
-        .unwrap_or_else(|e| panic!("connect {url}: {e} ({e:?})"));
-    ws.set_read_timeout(Some(Duration::from_secs(20)));
-    ws
-}
-
-fn next_message(ws: &mut WebSocket) -> Message<'static> {
-    loop {
-        match ws.recv() {
-            Ok(Event::Message(m)) => return m,
-            Ok(Event::Ping(_) | Event::Pong(_)) => continue,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-fn echo_round(ws: &mut WebSocket, sizes: &[usize]) {
-    for (i, &n) in sizes.iter().enumerate() {
-        let text = text_pattern(n, i as u8);
-        ws.send_text(&text).unwrap();
-        match next_message(ws) {
-            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
-            other => panic!("text {n}: got binary of {} bytes", other.as_bytes().len()),
-        }
-        let bin = pattern(n, i as u8);
-        ws.send_binary(&bin).unwrap();
-        match next_message(ws) {
-            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
-            other => panic!("binary {n}: got text of {} bytes", other.as_bytes().len()),
-        }
-    }
+    open_ws(&url, &opts(Some(client_tls())), Duration::from_secs(20))
 }
 
 /// A connect that must fail: returns the error's Display.
@@ -280,7 +134,7 @@ fn read_to_close_notify(s: &mut RawTls) -> io::Result<Vec<u8>> {
 
 /// The upgrade over `s`; returns bytes read past the 101 response.
 fn raw_upgrade(s: &mut RawTls, addr: SocketAddr) -> Vec<u8> {
-    let (req, bytes) = common::upgrade_request(addr, "/");
+    let (req, bytes) = upgrade_request(addr, "/");
     s.write_all(&bytes).unwrap();
     let mut reader = ResponseReader::new();
     let mut chunk = [0u8; 4096];
@@ -324,22 +178,14 @@ fn echo_over_wss_at_frame_length_boundaries() {
     // Pipelined: many TLS records arrive per readiness event; nothing may
     // be left undecrypted in rustls when the socket is drained.
     let msgs: Vec<Vec<u8>> = (0..300).map(|k| pattern(7_000 + k * 13, k as u8)).collect();
-    for m in &msgs {
-        ws.send_binary(m).unwrap();
-    }
-    for (k, m) in msgs.iter().enumerate() {
-        match next_message(&mut ws) {
-            Message::Binary(b) => assert!(b == *m, "pipelined message {k} differs"),
-            other => panic!("pipelined {k}: got {other:?}"),
-        }
-    }
+    echo_pipelined(&mut ws, &msgs);
     let info = ws.close(CloseCode::NORMAL, "done").unwrap();
     assert_eq!(
         (info.code, info.clean),
         (CloseCode::NORMAL, true),
         "{info:?}"
     );
-    wait_for(Duration::from_secs(5), "on_close", || {
+    wait_until(Duration::from_secs(5), "on_close", || {
         !log.closes().is_empty()
     });
     let c = &log.closes()[0];
@@ -477,7 +323,7 @@ fn expired_certificate_is_rejected() {
 
 /// What `openssl req -x509` makes by default is a CA certificate; webpki
 /// refuses it as a server certificate even when it is the trust anchor
-/// (hence the CA + leaf recipe in the README).
+/// (hence the CA + leaf recipe in docs/TLS.md).
 #[test]
 fn self_signed_ca_as_server_certificate_is_rejected() {
     let log = Arc::new(Log::default());
@@ -550,12 +396,12 @@ fn plain_ws_client_on_the_tls_port_fails_cleanly() {
     );
     // Plain HTTP on the TLS port gets no HTTP answer, only a TLS alert and
     // EOF.
-    let mut s = common::tcp_connect(srv.addr);
+    let mut s = tcp_connect(srv.addr);
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
     assert!(
-        common::read_until_eof(&mut s, Duration::from_secs(3), &mut raw),
+        read_until_eof(&mut s, Duration::from_secs(3), &mut raw),
         "no EOF after plain HTTP on the TLS port"
     );
     assert!(
@@ -577,7 +423,7 @@ fn http_healthz_over_tls() {
         .unwrap();
     let raw = read_to_close_notify(&mut s)
         .expect("the HTTP response must end with close_notify, not a bare TCP EOF");
-    let reply = common::parse_http(&raw);
+    let reply = parse_http(&raw);
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body_text(), "ok\n");
     assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ALPN");
@@ -595,7 +441,7 @@ fn http_healthz_over_tls() {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let raw = read_to_close_notify(&mut s).expect("close_notify after the response");
-    let reply = common::parse_http(&raw);
+    let reply = parse_http(&raw);
     assert_eq!((reply.status, reply.body_text().as_str()), (200, "ok\n"));
 }
 
@@ -610,14 +456,14 @@ fn handshake_timeout_covers_tls() {
     let (srv, log) = echo_server(cfg);
 
     let t = Instant::now();
-    let mut silent = common::tcp_connect(srv.addr);
+    let mut silent = tcp_connect(srv.addr);
     let mut tls = raw_tls(srv.addr);
     tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
     assert!(!tls.conn.is_handshaking());
 
     let mut raw = Vec::new();
     assert!(
-        common::read_until_eof(&mut silent, Duration::from_secs(4), &mut raw),
+        read_until_eof(&mut silent, Duration::from_secs(4), &mut raw),
         "no EOF for a peer that never started TLS"
     );
     let took = t.elapsed();
@@ -682,7 +528,7 @@ fn close_handshake_over_tls_is_clean_both_ways() {
     let mut buf = raw_upgrade(&mut s, srv.addr);
     s.write_all(&frame_bytes(
         OpCode::Close,
-        &common::close_payload(1000, "raw"),
+        &close_payload(1000, "raw"),
         true,
         true,
     ))
@@ -712,7 +558,7 @@ fn close_handshake_over_tls_is_clean_both_ways() {
     s.conn.send_close_notify();
     let _ = s.flush();
 
-    wait_for(Duration::from_secs(5), "four on_close calls", || {
+    wait_until(Duration::from_secs(5), "four on_close calls", || {
         log.closes().len() == 4
     });
     for c in log.closes() {
@@ -722,137 +568,10 @@ fn close_handshake_over_tls_is_clean_both_ways() {
 
 // ---------------------------------------------------------- backpressure
 
-/// Size of each pushed message.
-const CHUNK: usize = 64 * 1024;
-/// Largest frame header.
-const HDR: usize = 14;
-
-#[derive(Default)]
-struct Stats {
-    max_buffered: AtomicUsize,
-    accepted: AtomicUsize,
-    full: AtomicUsize,
-    errors: AtomicUsize,
-    drains: AtomicUsize,
-    closes: Mutex<Vec<CloseInfo>>,
-    opened: Mutex<Vec<ConnId>>,
-}
-
-/// "flood N": N chunks, stopping at `Full` and going on in `on_drain`;
-/// "burst N": N chunks in one callback, ignoring `Full` (the overflow
-/// policy applies). Each chunk starts with its index. Other messages are
-/// echoed.
-struct Pusher {
-    stats: Arc<Stats>,
-    streams: HashMap<ConnId, (usize, usize)>,
-}
-
-fn chunk(i: usize) -> Vec<u8> {
-    let mut v = pattern(CHUNK, i as u8);
-    v[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    v
-}
-
-impl Pusher {
-    fn send_one(&mut self, ctx: &mut Ctx<'_>, id: ConnId, i: usize) -> Option<SendStatus> {
-        let r = ctx.send_binary(id, &chunk(i));
-        match &r {
-            Ok(st) => {
-                self.stats.accepted.fetch_add(1, Ordering::SeqCst);
-                if *st == SendStatus::Full {
-                    self.stats.full.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            Err(_) => {
-                self.stats.errors.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        if let Some(b) = ctx.buffered(id) {
-            self.stats.max_buffered.fetch_max(b, Ordering::SeqCst);
-        }
-        r.ok()
-    }
-
-    fn pump(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        let Some(&(mut next, end)) = self.streams.get(&id) else {
-            return;
-        };
-        while next < end {
-            match self.send_one(ctx, id, next) {
-                Some(st) => {
-                    next += 1;
-                    if st == SendStatus::Full {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        self.streams.insert(id, (next, end));
-    }
-}
-
-impl Handler for Pusher {
-    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
-        self.stats.opened.lock().unwrap().push(id);
-    }
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
-        if let Message::Text(t) = &msg {
-            if let Some(n) = t.strip_prefix("flood ") {
-                self.streams.insert(id, (0, n.parse().unwrap()));
-                self.pump(ctx, id);
-                return;
-            }
-            if let Some(n) = t.strip_prefix("burst ") {
-                for i in 0..n.parse().unwrap() {
-                    let _ = self.send_one(ctx, id, i);
-                }
-                return;
-            }
-        }
-        let _ = ctx.send(id, msg);
-    }
-    fn on_drain(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        self.stats.drains.fetch_add(1, Ordering::SeqCst);
-        self.pump(ctx, id);
-    }
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, info: &CloseInfo) {
-        self.streams.remove(&id);
-        self.stats.closes.lock().unwrap().push(info.clone());
-    }
-}
-
-fn small_queue_config(overflow: OverflowPolicy) -> Config {
-    let mut c = Config::default();
-    c.write_buffer_high = 256 << 10;
-    c.write_buffer_low = 64 << 10;
-    c.write_buffer_limit = 1 << 20;
-    c.overflow = overflow;
-    c
-}
-
-/// Waits until `counter` has not moved for 300 ms.
-fn wait_stall(counter: &AtomicUsize, within: Duration) -> usize {
-    let mut last = usize::MAX;
-    let mut stable_since = Instant::now();
-    let start = Instant::now();
-    loop {
-        let now = counter.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() > Duration::from_millis(300) {
-            return now;
-        }
-        assert!(start.elapsed() < within, "never stalled");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn read_pushed(ws: &mut WebSocket, n: usize) {
     for i in 0..n {
         match next_message(ws) {
-            Message::Binary(b) => assert!(b == chunk(i), "pushed message {i} differs"),
+            Message::Binary(b) => assert!(b == Pusher::chunk(i), "pushed message {i} differs"),
             other => panic!("pushed message {i}: got {other:?}"),
         }
     }
@@ -865,11 +584,7 @@ fn read_pushed(ws: &mut WebSocket, n: usize) {
 #[test]
 fn backpressure_over_tls() {
     const TOTAL: usize = 256;
-    let stats = Arc::new(Stats::default());
-    let h = Pusher {
-        stats: stats.clone(),
-        streams: HashMap::new(),
-    };
+    let (h, stats) = Pusher::new();
     let cfg = small_queue_config(OverflowPolicy::Close(CloseCode::POLICY));
     let limit = cfg.write_buffer_limit;
     let srv = start_tls(cfg, h, "localhost");
@@ -904,11 +619,7 @@ fn backpressure_over_tls() {
         stats.drains.load(Ordering::SeqCst) > drains_before,
         "on_drain was not called after the reader resumed"
     );
-    let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
     assert_eq!(stats.errors.load(Ordering::SeqCst), 0);
     flood.send_text("done?").unwrap();
     assert_eq!(next_message(&mut flood), Message::Text("done?".into()));
@@ -921,60 +632,50 @@ fn backpressure_over_tls() {
 #[test]
 fn overflow_policy_over_tls() {
     const BURST: usize = 40; // 2.5 MiB in one callback, limit 1 MiB
-    let stats = Arc::new(Stats::default());
-    let h = Pusher {
-        stats: stats.clone(),
-        streams: HashMap::new(),
-    };
+    let (h, stats) = Pusher::new();
     let cfg = small_queue_config(OverflowPolicy::Close(CloseCode::POLICY));
     let limit = cfg.write_buffer_limit;
     let srv = start_tls(cfg, h, "localhost");
     let mut ws = connect_wss(srv.addr);
     ws.send_text(&format!("burst {BURST}")).unwrap();
-    wait_for(Duration::from_secs(5), "the burst", || {
-        stats.accepted.load(Ordering::SeqCst) + stats.errors.load(Ordering::SeqCst) == BURST
-    });
-    let accepted = stats.accepted.load(Ordering::SeqCst);
+    let accepted = stats.wait_burst(BURST);
     eprintln!("accepted {accepted} of {BURST}");
     assert!(
         accepted < BURST && accepted >= limit / (CHUNK + HDR) - 1,
         "accepted {accepted}"
     );
-    let max = stats.max_buffered.load(Ordering::SeqCst);
-    assert!(
-        max <= limit + CHUNK + HDR,
-        "buffered {max} > limit {limit} + one message"
-    );
+    stats.assert_queue_bounded(limit);
     read_pushed(&mut ws, accepted);
     match ws.recv() {
         Ok(Event::Close(code, _)) => assert_eq!(code, CloseCode::POLICY),
         other => panic!("expected close 1008, got {other:?}"),
     }
-    wait_for(Duration::from_secs(5), "on_close", || {
-        !stats.closes.lock().unwrap().is_empty()
+    wait_until(Duration::from_secs(5), "on_close", || {
+        !stats.closes().is_empty()
     });
-    assert_eq!(stats.closes.lock().unwrap()[0].code, CloseCode::POLICY);
+    assert_eq!(stats.closes()[0].code, CloseCode::POLICY);
 }
 
-// ------------------------------------------------------------- README
+// ------------------------------------------------------- docs/TLS.md
 
-/// The openssl recipe in README.md (the ```sh block after the marker line)
-/// makes certificates that rustls accepts for `localhost` and 127.0.0.1.
+/// The openssl recipe in docs/TLS.md (the ```sh block after the marker
+/// line; it was in README.md, hence the name) makes certificates that
+/// rustls accepts for `localhost` and 127.0.0.1.
 #[test]
 fn readme_certificate_recipe_works() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("read README.md");
+    let readme =
+        std::fs::read_to_string(repo_root().join("docs/TLS.md")).expect("read docs/TLS.md");
     let marker = "(readme_certificate_recipe_works) runs the next block";
     let after = &readme[readme
         .find(marker)
-        .expect("README.md lost the certificate recipe marker")..];
+        .expect("docs/TLS.md lost the certificate recipe marker")..];
     let start = after
         .find("```sh\n")
         .expect("a ```sh block after the marker")
         + 6;
     let script = &after[start..start + after[start..].find("```").expect("end of the block")];
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl is not installed: skipping the README recipe");
+        eprintln!("openssl is not installed: skipping the docs/TLS.md recipe");
         return;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -988,32 +689,24 @@ fn readme_certificate_recipe_works() {
         .expect("run sh");
     assert!(
         out.status.success(),
-        "the README recipe failed:\n{script}\n{}",
+        "the docs/TLS.md recipe failed:\n{script}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let tls = wsloop::tls::server_config_from_pem(&dir.join("server.pem"), &dir.join("server.key"))
         .expect("server.pem + server.key");
-    let log = Arc::new(Log::default());
-    let (tx, rx) = mpsc::channel();
-    let echo = Echo(log);
-    thread::spawn(move || {
-        let server = Server::bind("127.0.0.1:0", Config::default(), echo)
-            .unwrap()
-            .with_tls(tls);
-        tx.send((server.local_addr(), server.handle())).unwrap();
-        let _ = server.run();
+    let echo = Echo(Arc::new(Log::default()));
+    let srv = spawn_server(loopback(), Config::default(), echo, move |s| {
+        s.with_tls(tls)
     });
-    let (addr, handle) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let addr = srv.addr;
     let ca = wsloop::tls::client_config(Some(&dir.join("ca.pem"))).unwrap();
     for host in ["localhost", "127.0.0.1"] {
         let url = format!("wss://{host}:{}/", addr.port());
-        let mut ws = connect_with(&url, &opts(Some(ca.clone())))
-            .unwrap_or_else(|e| panic!("{url} with the README certificate: {e}"));
-        ws.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut ws = open_ws(&url, &opts(Some(ca.clone())), Duration::from_secs(10));
         echo_round(&mut ws, &[1, 200]);
         assert!(ws.close(CloseCode::NORMAL, "").unwrap().clean);
     }
-    handle.shutdown().unwrap();
+    srv.stop(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -4,8 +4,9 @@
 //! - the wsloop client (library and `wsloop client --ca`) against
 //!   tests/py/echo_server.py --tls.
 //!
-//! Certificates are made here with rcgen: a test CA and a leaf for
-//! `localhost` signed by it; both sides verify against the CA. The venv
+//! Certificates come from tests/common/pki.rs (rcgen): a test CA and a
+//! leaf for `localhost` and 127.0.0.1 signed by it; both sides verify
+//! against the CA. The venv
 //! comes from scripts/python-venv.sh (target/py-venv, needs PyPI once).
 //! Set WSLOOP_SKIP_PYTHON=1 to skip explicitly; otherwise a missing venv is
 //! a failure, not a pass.
@@ -13,64 +14,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
-use common::{
-    client_session, pattern, run_python_client, text_pattern, BinRun, BinServer, PyServer,
-};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use common::*;
 use wsloop::client::{connect_with, ClientOptions};
-use wsloop::{CloseCode, Message};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn skip() -> bool {
-    common::skip_python("the Python TLS interop test")
+    skip_python("the Python TLS interop test")
 }
 
-fn python() -> PathBuf {
-    common::python_venv()
+/// A path of the test PKI as a string: the CA, or the `localhost-ip` leaf
+/// (`localhost` and `127.0.0.1`) and its key.
+fn ca_path() -> String {
+    Pki::get().ca().to_str().unwrap().to_owned()
 }
-
-/// `ca.pem`, `localhost.pem` and `localhost.key` in a directory made once.
-fn certs() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tls-interop-certs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.distinguished_name
-            .push(DnType::CommonName, "wsloop test CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let mut leaf =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        leaf.distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = leaf.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join("localhost.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("localhost.key"), key.serialize_pem()).unwrap();
-        dir
-    })
+fn cert_path() -> String {
+    Pki::get().cert("localhost-ip").to_str().unwrap().to_owned()
 }
-
-fn cert_path(name: &str) -> String {
-    certs().join(name).to_str().unwrap().to_owned()
+fn key_path() -> String {
+    Pki::get().key("localhost-ip").to_str().unwrap().to_owned()
 }
 
 #[test]
@@ -78,19 +43,11 @@ fn python_ssl_websockets_client_against_wsloop_serve_tls() {
     if skip() {
         return;
     }
-    let _ = python();
-    let srv = BinServer::spawn(&[
-        "--tls-cert",
-        &cert_path("localhost.pem"),
-        "--tls-key",
-        &cert_path("localhost.key"),
-    ]);
+    let _ = python_venv();
+    let srv = BinServer::spawn(&["--tls-cert", &cert_path(), "--tls-key", &key_path()]);
     let report = run_python_client(
         "tests/py/tls_echo_client.py",
-        &[
-            format!("wss://localhost:{}/", srv.addr.port()),
-            cert_path("ca.pem"),
-        ],
+        &[format!("wss://localhost:{}/", srv.addr.port()), ca_path()],
         SCRIPT_TIMEOUT,
         &srv,
     );
@@ -105,11 +62,7 @@ fn python_ssl_websockets_client_against_wsloop_serve_tls() {
 fn py_tls_server() -> PyServer {
     PyServer::spawn(
         "tests/py/echo_server.py",
-        &[
-            "--tls".into(),
-            cert_path("localhost.pem"),
-            cert_path("localhost.key"),
-        ],
+        &["--tls".into(), cert_path(), key_path()],
     )
 }
 
@@ -134,44 +87,13 @@ fn wsloop_client_against_python_tls_server() {
     };
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
 
-    let ca = certs().join("ca.pem");
-    let mut ws = connect_with(&url, &client_opts(Some(&ca)))
-        .unwrap_or_else(|e| panic!("connect {url}: {e}; server stderr:\n{}", srv.stderr_text()));
-    ws.set_read_timeout(Some(Duration::from_secs(30)));
-    for (i, &n) in [0usize, 125, 126, 65535, 65536, 1 << 20, 16 << 20]
-        .iter()
-        .enumerate()
-    {
-        let text = text_pattern(n, i as u8);
-        ws.send_text(&text).unwrap();
-        match srv.next_message(&mut ws) {
-            Message::Text(t) => assert!(t == text, "text {n}: echo differs ({} bytes)", t.len()),
-            other => panic!("text {n}: got binary of {}", other.as_bytes().len()),
-        }
-        let bin = pattern(n, i as u8);
-        ws.send_binary(&bin).unwrap();
-        match srv.next_message(&mut ws) {
-            Message::Binary(b) => assert!(b == bin, "binary {n}: echo differs ({} bytes)", b.len()),
-            other => panic!("binary {n}: got text of {}", other.as_bytes().len()),
-        }
-    }
-    for k in 0..50 {
-        ws.send_binary(&pattern(3000 + k, k as u8)).unwrap();
-    }
-    for k in 0..50 {
-        assert_eq!(
-            srv.next_message(&mut ws),
-            Message::Binary(pattern(3000 + k, k as u8).into()),
-            "pipelined message {k}"
-        );
-    }
-    let info = ws.close(CloseCode::NORMAL, "tls interop done").unwrap();
-    assert_eq!(
-        (info.code, info.clean),
-        (CloseCode::NORMAL, true),
-        "{info:?}; server stderr:\n{}",
-        srv.stderr_text()
-    );
+    let ca = Pki::get().ca();
+    let mut ws = open_ws(&url, &client_opts(Some(&ca)), Duration::from_secs(30));
+    let sizes = [0usize, 125, 126, 65535, 65536, 1 << 20, 16 << 20];
+    echo_round_or(&mut ws, &sizes, || srv.context());
+    let msgs: Vec<Vec<u8>> = (0..50).map(|k| pattern(3000 + k, k as u8)).collect();
+    echo_pipelined_or(&mut ws, &msgs, || srv.context());
+    close_normally_or(&mut ws, "tls interop done", || srv.context());
 }
 
 /// `wsloop client wss://… --ca FILE` used interactively against the
@@ -183,7 +105,7 @@ fn wsloop_client_binary_against_python_tls_server() {
     }
     let srv = py_tls_server();
     let url = format!("wss://localhost:{}/", srv.addr.port());
-    let ca = cert_path("ca.pem");
+    let ca = ca_path();
     let lines = ["over TLS", "second line ✓"];
     let BinRun {
         code,
