@@ -12,7 +12,8 @@ use crate::handshake::{self, RequestReader};
 use crate::stream::Stream;
 
 use super::entry::{Entry, Phase};
-use super::{Handler, Server, WAKER};
+use super::handler::MAX_KEY;
+use super::{Handler, Server};
 
 /// How long accepting pauses after EMFILE/ENFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -66,7 +67,9 @@ impl<H: Handler> Server<H> {
             }
             let entry = core.slab.vacant_entry();
             let key = entry.key();
-            if key >= u32::MAX as usize || key >= WAKER.0 {
+            if key > MAX_KEY {
+                // Past what an id can name (16M connections in one loop).
+                debug!("{addr}: dropped, no id left in this loop");
                 continue;
             }
             if let Err(e) = core.registry.register(

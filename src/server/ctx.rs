@@ -112,16 +112,25 @@ impl Ctx<'_> {
             .slab
             .iter()
             .filter(|(_, e)| !e.dead && matches!(e.phase, Phase::Open { .. }))
-            .map(|(k, e)| ConnId::new(k, e.gen))
+            .map(|(k, e)| ConnId::new(self.core.loop_id, k, e.gen))
             .collect();
         self.broadcast(ids, msg)
     }
 
-    /// Adds `id` to `room`. Connections leave their rooms when they close.
+    /// Adds `id` to `room`: an open connection, or one whose upgrade is
+    /// being decided (in `on_upgrade`). Connections leave their rooms when
+    /// they end, however they end (closed, rejected, failed, dropped).
+    /// False, and no change, for a connection that has closed (or is
+    /// not this loop's).
     pub fn join(&mut self, id: ConnId, room: &str) -> bool {
         let Some(e) = self.core.entry(id) else {
             return false;
         };
+        match &e.phase {
+            Phase::Open { conn } if !conn.is_closed() => {}
+            Phase::Handshake { .. } => {}
+            _ => return false,
+        }
         if e.rooms
             .as_ref()
             .is_some_and(|rs| rs.iter().any(|r| &**r == room))
@@ -187,6 +196,13 @@ impl Ctx<'_> {
     /// A handle for other threads.
     pub fn handle(&self) -> Handle {
         self.core.handle.clone()
+    }
+
+    /// Entries in the slab and items in the timer heap (for tests of the
+    /// heap's bound).
+    #[doc(hidden)]
+    pub fn debug_timer_counts(&self) -> (usize, usize) {
+        (self.core.slab.len(), self.core.timers.len())
     }
 }
 

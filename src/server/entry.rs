@@ -63,6 +63,7 @@ pub(super) fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why
     if let Phase::Draining { .. } = e.phase {
         e.dead = true;
         core.dead.push(key);
+        core.leave_all_rooms(key);
         return;
     }
     kill(core, handler, key, why);
@@ -79,6 +80,8 @@ pub(super) fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why
     }
     e.dead = true;
     core.dead.push(key);
+    core.leave_all_rooms(key);
+    let e = &mut core.slab[key];
     let phase = std::mem::replace(
         &mut e.phase,
         Phase::Draining {
@@ -117,6 +120,8 @@ pub(super) fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, i
 
 /// Queues `bytes` (an HTTP response) and moves the entry to draining.
 pub(super) fn start_draining(core: &mut Core, key: usize, bytes: &[u8]) {
+    // Not a WebSocket (any more): rooms joined in `on_upgrade` end here.
+    core.leave_all_rooms(key);
     let mut out = WriteQueue::new();
     out.push_slice(bytes);
     let deadline = core.drain_deadline();

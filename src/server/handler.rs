@@ -8,21 +8,33 @@ use crate::protocol::{CloseInfo, Message};
 use super::Ctx;
 
 /// Identifies a connection for its whole life. Ids are not reused while the
-/// server runs (a slot's generation changes when it is reused).
+/// server runs (a slot's generation changes when it is reused), and differ
+/// across the servers (event loops) of one process: each carries its loop's
+/// number, one of 256 handed out in turn as servers are made. It displays
+/// as `loop:slot.generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub(crate) u64);
 
+/// Bits of an id that hold the slab key: at most 16 777 215 connections at
+/// once per loop (far above any descriptor limit).
+pub(crate) const KEY_BITS: u32 = 24;
+pub(crate) const MAX_KEY: usize = (1 << KEY_BITS) - 1;
+
 impl ConnId {
-    pub(crate) fn new(key: usize, gen: u32) -> Self {
-        ConnId(((gen as u64) << 32) | key as u64)
+    pub(crate) fn new(loop_id: u8, key: usize, gen: u32) -> Self {
+        debug_assert!(key <= MAX_KEY);
+        ConnId(((gen as u64) << 32) | ((loop_id as u64) << KEY_BITS) | key as u64)
     }
     pub(crate) fn key(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
+        (self.0 as usize) & MAX_KEY
+    }
+    pub(crate) fn loop_id(self) -> u8 {
+        (self.0 >> KEY_BITS) as u8
     }
     pub(crate) fn gen(self) -> u32 {
         (self.0 >> 32) as u32
     }
-    /// A number for logs.
+    /// A number for logs (unique in the process, like the id).
     pub fn as_u64(self) -> u64 {
         self.0
     }
@@ -30,7 +42,7 @@ impl ConnId {
 
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.key(), self.gen())
+        write!(f, "{}:{}.{}", self.loop_id(), self.key(), self.gen())
     }
 }
 

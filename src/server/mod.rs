@@ -24,6 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -44,6 +45,13 @@ pub use access::{http_common, percent_decode, Access};
 pub use ctx::{Ctx, Handle};
 pub use handler::{ConnId, Handler, HttpResponse, OriginAllowList, Upgrade};
 
+/// Numbers the servers of the process, for their ids (see [`ConnId`]).
+static LOOPS: AtomicU32 = AtomicU32::new(0);
+
+fn next_loop_id() -> u8 {
+    LOOPS.fetch_add(1, Ordering::Relaxed) as u8
+}
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 
@@ -52,6 +60,8 @@ pub(crate) struct Core {
     config: Arc<Config>,
     registry: Registry,
     slab: Slab<Entry>,
+    /// This loop's part of every [`ConnId`].
+    loop_id: u8,
     next_gen: u32,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
@@ -125,6 +135,7 @@ impl<H: Handler> Server<H> {
                 config: Arc::new(config),
                 registry: poll.registry().try_clone()?,
                 slab: Slab::new(),
+                loop_id: next_loop_id(),
                 next_gen: 0,
                 timers: BinaryHeap::new(),
                 dirty: Vec::new(),
@@ -178,93 +189,109 @@ impl<H: Handler> Server<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
+            if self.turn(&mut events, timeout)? {
+                return Ok(self.handler);
             }
-            self.core.now = Instant::now();
-            // Reads owed from before this poll. Those owed from now on
-            // (a connection that just drained its queue below the low
-            // water mark) wait for the next pass, after every dirty queue
-            // has been flushed: a connection reads at most about once per
-            // pass, so one that broadcasts cannot outrun its receivers by
-            // being written to sooner than they are.
-            let pending = std::mem::take(&mut self.core.pending_reads);
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    WAKER => self.run_commands(),
-                    Token(key) => {
-                        if ev.is_writable() {
-                            self.core.mark_dirty(key);
-                        }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            read_conn(
-                                &mut self.core,
-                                &mut self.handler,
-                                &mut self.scratch,
-                                key,
-                                ev.is_read_closed(),
-                            );
-                            // Its replies go out now, not after the rest of
-                            // the batch has been read (other connections
-                            // marked by a broadcast still wait for the end
-                            // of the batch, to share one write).
-                            flush_now(&mut self.core, &mut self.handler, key);
-                        }
+        }
+    }
+
+    /// One pass of the loop: poll (up to `timeout`), handle the events, the
+    /// reads owed, the timers, the removals. True once a shutdown is done.
+    fn turn(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<bool, Error> {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e.into());
+        }
+        self.core.now = Instant::now();
+        // Reads owed from before this poll. Those owed from now on
+        // (a connection that just drained its queue below the low
+        // water mark) wait for the next pass, after every dirty queue
+        // has been flushed: a connection reads at most about once per
+        // pass, so one that broadcasts cannot outrun its receivers by
+        // being written to sooner than they are.
+        let pending = std::mem::take(&mut self.core.pending_reads);
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept(),
+                WAKER => self.run_commands(),
+                Token(key) => {
+                    if ev.is_writable() {
+                        self.core.mark_dirty(key);
                     }
-                }
-            }
-            for key in pending {
-                read_conn(
-                    &mut self.core,
-                    &mut self.handler,
-                    &mut self.scratch,
-                    key,
-                    true,
-                );
-            }
-            flush_dirty(&mut self.core, &mut self.handler);
-            self.fire_timers();
-            flush_dirty(&mut self.core, &mut self.handler);
-            self.core.reap();
-            if let Some(at) = self.accept_resume {
-                if self.core.now >= at {
-                    self.accept_resume = None;
-                    self.accept();
-                }
-            }
-            if let Some(deadline) = self.core.shutdown_at {
-                if self.core.slab.is_empty() {
-                    info!("shutdown complete");
-                    return Ok(self.handler);
-                }
-                if self.core.now >= deadline {
-                    warn!(
-                        "shutdown deadline passed; dropping {} connections",
-                        self.core.slab.len()
-                    );
-                    let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        kill(&mut self.core, &mut self.handler, key, "shutdown deadline");
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        read_conn(
+                            &mut self.core,
+                            &mut self.handler,
+                            &mut self.scratch,
+                            key,
+                            ev.is_read_closed(),
+                        );
+                        // Its replies go out now, not after the rest of
+                        // the batch has been read (other connections
+                        // marked by a broadcast still wait for the end
+                        // of the batch, to share one write).
+                        flush_now(&mut self.core, &mut self.handler, key);
                     }
-                    self.core.reap();
-                    return Ok(self.handler);
                 }
             }
         }
+        for key in pending {
+            read_conn(
+                &mut self.core,
+                &mut self.handler,
+                &mut self.scratch,
+                key,
+                true,
+            );
+        }
+        flush_dirty(&mut self.core, &mut self.handler);
+        self.fire_timers();
+        flush_dirty(&mut self.core, &mut self.handler);
+        self.core.reap();
+        if let Some(at) = self.accept_resume {
+            if self.core.now >= at {
+                self.accept_resume = None;
+                self.accept();
+            }
+        }
+        if let Some(deadline) = self.core.shutdown_at {
+            if self.core.slab.is_empty() {
+                info!("shutdown complete");
+                return Ok(true);
+            }
+            if self.core.now >= deadline {
+                warn!(
+                    "shutdown deadline passed; dropping {} connections",
+                    self.core.slab.len()
+                );
+                let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    kill(&mut self.core, &mut self.handler, key, "shutdown deadline");
+                }
+                self.core.reap();
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
 impl Core {
     pub(crate) fn id(&self, key: usize) -> ConnId {
-        ConnId::new(key, self.slab[key].gen)
+        ConnId::new(self.loop_id, key, self.slab[key].gen)
     }
 
-    /// The entry for `id` if it is still the same connection.
+    /// The entry for `id` if it is still the same connection (of this loop).
     fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
+        if id.loop_id() != self.loop_id {
+            return None;
+        }
         self.slab
             .get_mut(id.key())
             .filter(|e| e.gen == id.gen() && !e.dead)
@@ -279,10 +306,17 @@ impl Core {
         }
     }
 
+    /// Takes `key` out of every room it joined. Every path that ends an
+    /// entry (closed, rejected, failed handshake, killed, reaped) calls it.
     fn leave_all_rooms(&mut self, key: usize) {
+        let Some(e) = self.slab.get_mut(key) else {
+            return;
+        };
+        let Some(rooms) = e.rooms.take() else {
+            return;
+        };
         let id = self.id(key);
-        let rooms = self.slab[key].rooms.take().map(|b| *b).unwrap_or_default();
-        for r in rooms {
+        for r in *rooms {
             if let Some(members) = self.rooms.get_mut(&r) {
                 members.remove(&id);
                 if members.is_empty() {
@@ -296,6 +330,7 @@ impl Core {
     fn reap(&mut self) {
         for key in std::mem::take(&mut self.dead) {
             if self.slab.get(key).is_some_and(|e| e.dead) {
+                self.leave_all_rooms(key);
                 let mut e = self.slab.remove(key);
                 let _ = self.registry.deregister(&mut e.stream.sock);
             }
