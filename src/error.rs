@@ -85,6 +85,11 @@ impl From<ProtocolError> for Error {
         Error::Protocol(e)
     }
 }
+impl From<CloseFrameError> for Error {
+    fn from(e: CloseFrameError) -> Self {
+        Error::Protocol(e.into())
+    }
+}
 impl From<HandshakeError> for Error {
     fn from(e: HandshakeError) -> Self {
         Error::Handshake(e)
@@ -416,6 +421,7 @@ mod tests {
             let e = parse_close_payload(payload).unwrap_err();
             assert_eq!(ProtocolError::from(e), want);
             assert_eq!(e.to_string(), want.to_string());
+            assert!(matches!(Error::from(e), Error::Protocol(p) if p == want));
         }
     }
 }
