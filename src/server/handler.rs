@@ -84,7 +84,10 @@ pub enum Upgrade {
     /// Accept, optionally choosing one of the offered subprotocols and
     /// adding response headers.
     Accept {
-        /// The chosen subprotocol (must be one the client offered).
+        /// The chosen subprotocol: one the client offered
+        /// ([`Request::protocols`], compared exactly). Any other is an
+        /// application bug: the server logs it and answers 500 instead of
+        /// a 101 the client would have to fail.
         protocol: Option<String>,
         /// Extra response headers.
         headers: Vec<(String, String)>,

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 
-use log::debug;
+use log::{debug, error};
 
 use crate::close::CloseCode;
 use crate::config::RateAction;
@@ -132,6 +132,24 @@ fn handshake_done<H: Handler>(
         Upgrade::Reject(resp) => {
             debug!("{id}: upgrade rejected with {}", resp.status);
             handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
+            start_draining(core, key, &bytes);
+        }
+        Upgrade::Accept {
+            protocol: Some(p), ..
+        } if !req.protocols().any(|o| o == p) => {
+            // The handler's mistake, not the client's: the client would
+            // have to fail a 101 naming a subprotocol it did not offer.
+            error!(
+                "{id}: on_upgrade chose subprotocol {p:?}, which the client did not offer \
+                 (offered: {:?}); answering 500",
+                req.protocols().collect::<Vec<_>>()
+            );
+            handshake::write_http_response(
+                500,
+                &[],
+                b"server error: the server chose a subprotocol that was not offered\n",
+                &mut bytes,
+            );
             start_draining(core, key, &bytes);
         }
         Upgrade::Accept { protocol, headers } => {
