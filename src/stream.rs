@@ -98,17 +98,25 @@ impl Stream {
 
     /// Ends our sending side: TLS close_notify (best effort), then FIN.
     pub fn shutdown_write(&mut self) {
+        self.close_notify();
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+
+    /// Closes both directions: TLS close_notify (best effort), then FIN.
+    pub fn shutdown(&mut self) {
+        self.close_notify();
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
+    /// Without close_notify before the FIN, a TLS peer cannot tell the end
+    /// of the stream from a truncation attack (RFC 8446 §6.1), and strict
+    /// ones report an error.
+    fn close_notify(&mut self) {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
             let _ = self.flush_records();
         }
-        let _ = self.sock.shutdown(Shutdown::Write);
-    }
-
-    /// Closes both directions.
-    pub fn shutdown(&mut self) {
-        let _ = self.sock.shutdown(Shutdown::Both);
     }
 }
 

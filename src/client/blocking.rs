@@ -1,6 +1,7 @@
 //! The blocking [`WebSocket`]: a [`Client`] with its own `Poll`, every call
 //! bounded by a timeout.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -15,17 +16,36 @@ use super::nonblocking::State;
 use super::{Client, ClientOptions, Url};
 
 /// A blocking WebSocket client. Every call is bounded: `recv` by
-/// [`WebSocket::set_read_timeout`], connecting by `handshake_timeout`,
+/// [`WebSocket::set_read_timeout`], sends by
+/// [`WebSocket::set_write_timeout`], connecting by `handshake_timeout`,
 /// closing by `close_timeout`.
+///
+/// Sends apply backpressure: while more than `write_buffer_high` bytes are
+/// queued (the server reads more slowly than we send), a send waits until
+/// the queue drains to `write_buffer_low`, so a fast sender never reaches
+/// `write_buffer_limit` and its overflow policy.
 #[derive(Debug)]
 pub struct WebSocket {
-    client: Client,
+    pub(super) client: Client,
     poll: Poll,
     events: Events,
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 const TOKEN: Token = Token(0);
+
+/// How long a send waits for a server that does not read, by default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes a message of `len` bytes can take on the wire: the
+/// largest header, and deflate's worst case for data it cannot compress
+/// (zlib's `deflateBound`).
+fn worst_frame_len(len: usize) -> usize {
+    len.saturating_add(len >> 12)
+        .saturating_add(len >> 14)
+        .saturating_add(64)
+}
 
 /// Connects to `url` with default options and waits for the upgrade.
 pub fn connect(url: &str) -> Result<WebSocket, Error> {
@@ -68,6 +88,7 @@ impl WebSocket {
             poll,
             events: Events::with_capacity(8),
             read_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         };
         while !ws.client.is_upgraded() {
             if ws.client.is_done() {
@@ -82,7 +103,7 @@ impl WebSocket {
     }
 
     /// Waits for I/O or the client's next timer, at most until `limit`.
-    fn wait(&mut self, limit: Option<Instant>) -> Result<(), Error> {
+    pub(super) fn wait(&mut self, limit: Option<Instant>) -> Result<(), Error> {
         let now = Instant::now();
         let next = match (self.client.poll_timeout(), limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -106,6 +127,18 @@ impl WebSocket {
         self.read_timeout = t;
     }
 
+    /// Limits how long a send waits for the queue to drain (default
+    /// [`DEFAULT_WRITE_TIMEOUT`]; `None`: as long as the connection lives).
+    /// A send that times out returns [`Error::Timeout`] and queues nothing.
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) {
+        self.write_timeout = t;
+    }
+
+    /// The send timeout (see [`WebSocket::set_write_timeout`]).
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+
     /// The subprotocol the server chose.
     pub fn protocol(&self) -> Option<&str> {
         self.client.protocol()
@@ -116,31 +149,87 @@ impl WebSocket {
         &mut self.client
     }
 
-    fn pump_writes(&mut self) -> Result<(), Error> {
-        self.client.flush()?;
+    /// Writes what the socket takes now. A failed write ends the
+    /// connection (later calls say so) and is returned.
+    pub(super) fn pump_writes(&mut self) -> Result<(), Error> {
+        if let Err(e) = self.client.flush() {
+            // The client keeps a copy for `recv` and `close_info`.
+            let copy = io::Error::new(e.kind(), e.to_string());
+            self.client.finish(Some(copy.into()));
+            return Err(e.into());
+        }
         Ok(())
     }
 
-    /// Sends a text message (queued, then written as far as the socket
-    /// takes; the rest goes out during later calls).
-    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
-        self.client.send_text(text)?;
-        self.pump_writes()
+    /// Waits until a message of `len` bytes may be queued: the queue is at
+    /// or below the high water mark (once above it, down to the low one)
+    /// and the message fits under `write_buffer_limit`. Bounded by the
+    /// write timeout.
+    fn wait_for_room(&mut self, len: usize) -> Result<(), Error> {
+        let c = &self.client.config;
+        let (high, low, limit) = (
+            c.write_buffer_high,
+            c.write_buffer_low,
+            c.write_buffer_limit,
+        );
+        let need = worst_frame_len(len);
+        // A message is always accepted into an empty queue.
+        let fits = |b: usize| b == 0 || b.saturating_add(need) <= limit;
+        let b = self.client.buffered();
+        if b <= high && fits(b) {
+            return Ok(());
+        }
+        let deadline = self.write_timeout.map(|t| Instant::now() + t);
+        loop {
+            let b = self.client.buffered();
+            if b <= low && fits(b) {
+                return Ok(());
+            }
+            if self.client.eof || !self.client.is_open() {
+                // Lost or closing: nothing more will drain; the send
+                // reports why.
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout("send: the server is not reading"));
+            }
+            self.wait(deadline)?;
+        }
     }
 
-    /// Sends a binary message.
-    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.client.send_binary(data)?;
-        self.pump_writes()
-    }
-
-    /// Sends a message.
-    pub fn send(&mut self, msg: Message<'_>) -> Result<(), Error> {
+    /// Queues `msg` once there is room (see [`WebSocket::wait_for_room`]),
+    /// without writing it yet. Returns where its frame ends in the
+    /// connection's output (compare with `Client::written`).
+    pub(super) fn queue(&mut self, msg: Message<'_>) -> Result<u64, Error> {
+        self.wait_for_room(msg.as_bytes().len())?;
+        if self.client.eof {
+            // The server is gone; the events before its EOF wait for recv.
+            return Err(Error::ConnectionClosed);
+        }
         self.client.send(msg)?;
+        Ok(self.client.queued_end())
+    }
+
+    /// Sends a text message: queued, then written as far as the socket
+    /// takes (the rest goes out during later calls). Waits first while the
+    /// queue is full (see the type's docs); a send that returns an error
+    /// other than an I/O error queued nothing.
+    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.send(Message::Text(Cow::Borrowed(text)))
+    }
+
+    /// Sends a binary message (see [`WebSocket::send_text`]).
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send(Message::Binary(Cow::Borrowed(data)))
+    }
+
+    /// Sends a message (see [`WebSocket::send_text`]).
+    pub fn send(&mut self, msg: Message<'_>) -> Result<(), Error> {
+        self.queue(msg)?;
         self.pump_writes()
     }
 
-    /// Sends a ping.
+    /// Sends a ping (control frames are small and skip the wait).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.client.ping(payload)?;
         self.pump_writes()

@@ -15,7 +15,7 @@ mod options;
 mod reconnect;
 mod url;
 
-pub use blocking::{connect, connect_with, WebSocket};
+pub use blocking::{connect, connect_with, WebSocket, DEFAULT_WRITE_TIMEOUT};
 pub use nonblocking::Client;
 pub use options::ClientOptions;
 pub use reconnect::{Backoff, Reconnecting};

@@ -51,8 +51,14 @@ pub struct Client {
     pending_pos: usize,
     /// Reading stopped because `pending` is full.
     read_stalled: bool,
-    /// EOF seen while input was still undecoded.
-    eof: bool,
+    /// EOF (or a read error) seen while input was still undecoded: the
+    /// events before it are handed out first.
+    pub(super) eof: bool,
+    /// The read error that ends the connection once that input is decoded.
+    eof_error: Option<Error>,
+    /// Bytes of the connection's frames handed to the transport so far:
+    /// a frame that ends at or before this offset has left the write queue.
+    pub(super) written: u64,
     now: Instant,
     protocol: Option<String>,
     pub(super) error: Option<Error>,
@@ -119,6 +125,8 @@ impl Client {
             pending_pos: 0,
             read_stalled: false,
             eof: false,
+            eof_error: None,
+            written: 0,
             now,
             protocol: None,
             error: None,
@@ -180,7 +188,8 @@ impl Client {
         self.after_conn(now);
         if ev.is_none() {
             if self.eof {
-                self.finish(None);
+                let err = self.eof_error.take();
+                self.finish(err);
             } else if self.read_stalled {
                 self.read_input();
                 return self.next_event_again();
@@ -194,6 +203,12 @@ impl Client {
         let now = self.now;
         self.after_conn(now);
         ev
+    }
+
+    /// Where the last frame queued ends, in the connection's output (see
+    /// `written`).
+    pub(super) fn queued_end(&self) -> u64 {
+        self.written + self.conn.as_ref().map_or(0, |c| c.buffered()) as u64
     }
 
     /// Bytes queued for writing.
@@ -335,7 +350,7 @@ impl Client {
         let cap = self.config.max_message_size.saturating_add(self.buf.len());
         self.read_stalled = false;
         loop {
-            if matches!(self.state, State::Done) {
+            if matches!(self.state, State::Done) || self.eof {
                 return;
             }
             if self.pending.len() - self.pending_pos > cap {
@@ -360,6 +375,16 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // After the close handshake a reset is just the end.
                 Err(_) if matches!(self.state, State::Draining { .. }) => return self.finish(None),
+                Err(e)
+                    if matches!(self.state, State::Open)
+                        && self.pending_pos < self.pending.len() =>
+                {
+                    // Like an EOF: what arrived before the error is
+                    // decoded and handed out first, not dropped.
+                    self.eof = true;
+                    self.eof_error = Some(e.into());
+                    return;
+                }
                 Err(e) => return self.finish(Some(e.into())),
             };
             match self.state {
@@ -452,7 +477,11 @@ impl Client {
         self.pre.write_to(&mut self.stream)?;
         if self.pre.is_empty() {
             if let Some(c) = self.conn.as_mut() {
-                c.write_to(&mut self.stream)?;
+                let before = c.buffered();
+                let res = c.write_to(&mut self.stream);
+                // Counted even when the write fails part way.
+                self.written += (before - c.buffered()) as u64;
+                res?;
             }
         }
         Ok(())
