@@ -87,7 +87,12 @@ pub fn percent_decode(s: &str) -> Option<String> {
 pub fn http_common(req: &Request) -> HttpResponse {
     match (req.method.as_str(), req.path()) {
         ("GET" | "HEAD", "/healthz") => HttpResponse::text(200, "ok\n"),
-        (_, "/healthz") => HttpResponse::text(405, "use GET\n"),
+        (_, "/healthz") => {
+            // RFC 9110 §15.5.6: a 405 names the methods that are allowed.
+            let mut r = HttpResponse::text(405, "use GET\n");
+            r.headers.push(("Allow".into(), "GET, HEAD".into()));
+            r
+        }
         _ => {
             let mut r = HttpResponse::text(
                 426,
@@ -112,5 +117,27 @@ mod tests {
         assert_eq!(percent_decode("%G1"), None);
         assert_eq!(percent_decode("%2"), None);
         assert_eq!(percent_decode("%FF"), None);
+    }
+
+    fn request(method: &str, path: &str) -> Request {
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        crate::handshake::parse_request_head(raw.as_bytes(), 16).expect("a valid request")
+    }
+
+    #[test]
+    fn health_answers_and_405_names_the_allowed_methods() {
+        let ok = http_common(&request("GET", "/healthz"));
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &b"ok\n"[..]));
+        let no = http_common(&request("POST", "/healthz"));
+        assert_eq!(no.status, 405);
+        assert!(
+            no.headers
+                .iter()
+                .any(|(k, v)| k == "Allow" && v == "GET, HEAD"),
+            "{:?}",
+            no.headers
+        );
+        let other = http_common(&request("GET", "/"));
+        assert_eq!(other.status, 426);
     }
 }
