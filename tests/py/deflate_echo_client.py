@@ -25,7 +25,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.sync.client import connect
 
-from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
+from interop import Checks, echo_fragmented, echo_one, echo_pipelined, ping_and_close
 
 SIZES = [0, 1, 63, 64, 125, 126, 65535, 65536, 65537, 1 << 20]
 
@@ -73,18 +73,9 @@ def main():
             t = compressible(n, i)
             assert len(t.encode()) == n
             for rep in range(2):  # the second one uses the shared window
-                ws.send(t)
-                got = ws.recv(timeout=10)
-                check(f"compressible text {n} bytes #{rep}", got == t,
-                      f"got {type(got).__name__} of {len(got)}")
-            b = t.encode()
-            ws.send(b)
-            got = ws.recv(timeout=10)
-            check(f"compressible binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
-            r = os.urandom(n)
-            ws.send(r)
-            got = ws.recv(timeout=10)
-            check(f"random binary {n} bytes", got == r, f"got {type(got).__name__} of {len(got)}")
+                echo_one(ws, check, f"compressible text {n} bytes #{rep}", t)
+            echo_one(ws, check, f"compressible binary {n} bytes", t.encode())
+            echo_one(ws, check, f"random binary {n} bytes", os.urandom(n))
 
         echo_pipelined(ws, check, [compressible(1000 + i, i) if i % 2 else os.urandom(1000 + i) for i in range(20)])
         # Compressed fragments.

@@ -10,11 +10,10 @@ if all pass.
 
 import os
 import sys
-import urllib.request
 
 from websockets.sync.client import connect
 
-from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
+from interop import Checks, check_healthz, echo_fragmented, echo_one, echo_pipelined, ping_and_close
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20]
 
@@ -32,22 +31,14 @@ def main():
     uri = sys.argv[1]
     check = Checks()
 
-    health = uri.replace("ws://", "http://").rstrip("/") + "/healthz"
-    with urllib.request.urlopen(health, timeout=5) as r:
-        body = r.read().decode()
-        check("GET /healthz", r.status == 200 and body.strip() == "ok", f"{r.status} {body!r}")
+    check_healthz(check, uri, "GET /healthz")
 
     with connect(uri, max_size=None, open_timeout=5, close_timeout=5) as ws:
         for i, n in enumerate(SIZES):
             t = text_of(n, i)
             assert len(t.encode()) == n
-            ws.send(t)
-            got = ws.recv(timeout=10)
-            check(f"text {n} bytes", got == t, f"got {type(got).__name__} of {len(got)}")
-            b = os.urandom(n)
-            ws.send(b)
-            got = ws.recv(timeout=10)
-            check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
+            echo_one(ws, check, f"text {n} bytes", t)
+            echo_one(ws, check, f"binary {n} bytes", os.urandom(n))
 
         echo_pipelined(ws, check, [os.urandom(1000 + i) for i in range(20)])
         echo_fragmented(ws, check, "text", ["frag", "mént", "ed ✓"])

@@ -4,6 +4,7 @@ and the echo checks every client runs on an open connection.
 """
 
 import time
+import urllib.request
 
 
 class Checks:
@@ -31,6 +32,21 @@ class Checks:
 
 def describe(got):
     return repr(got) if len(got) <= 40 else f"{type(got).__name__} of {len(got)}"
+
+
+def check_healthz(check, uri, name, context=None):
+    """GET /healthz on the server of `uri` (ws:// or wss://) answers ok."""
+    url = uri.replace("wss://", "https://").replace("ws://", "http://").rstrip("/") + "/healthz"
+    with urllib.request.urlopen(url, timeout=5, context=context) as r:
+        body = r.read().decode()
+        check(name, r.status == 200 and body.strip() == "ok", f"{r.status} {body!r}")
+
+
+def echo_one(ws, check, name, msg, timeout=10):
+    """`msg` comes back equal within `timeout` seconds."""
+    ws.send(msg)
+    got = ws.recv(timeout=timeout)
+    check(name, got == msg, f"got {type(got).__name__} of {len(got)}")
 
 
 def echo_pipelined(ws, check, msgs):

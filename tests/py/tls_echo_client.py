@@ -14,11 +14,10 @@ check; exits 0 only if all pass.
 import os
 import ssl
 import sys
-import urllib.request
 
 from websockets.sync.client import connect
 
-from interop import Checks, echo_fragmented, echo_pipelined, ping_and_close
+from interop import Checks, check_healthz, echo_fragmented, echo_one, echo_pipelined, ping_and_close
 
 SIZES = [0, 125, 126, 65535, 65536, 16 << 20]
 
@@ -30,10 +29,7 @@ def main():
     ctx = ssl.create_default_context(cafile=cafile)
     check("verification on", ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname)
 
-    health = uri.replace("wss://", "https://").rstrip("/") + "/healthz"
-    with urllib.request.urlopen(health, timeout=5, context=ctx) as r:
-        body = r.read().decode()
-        check("GET /healthz over HTTPS", r.status == 200 and body.strip() == "ok", f"{r.status} {body!r}")
+    check_healthz(check, uri, "GET /healthz over HTTPS", context=ctx)
 
     # The system trust store does not know the test CA.
     try:
@@ -49,13 +45,8 @@ def main():
         for i, n in enumerate(SIZES):
             t = ("héllo ✓ " * (n // 8 + 1)).encode()[:n].decode("utf-8", "ignore")
             t += "x" * (n - len(t.encode()))
-            ws.send(t)
-            got = ws.recv(timeout=30)
-            check(f"text {n} bytes", got == t, f"got {type(got).__name__} of {len(got)}")
-            b = os.urandom(n)
-            ws.send(b)
-            got = ws.recv(timeout=30)
-            check(f"binary {n} bytes", got == b, f"got {type(got).__name__} of {len(got)}")
+            echo_one(ws, check, f"text {n} bytes", t, timeout=30)
+            echo_one(ws, check, f"binary {n} bytes", os.urandom(n), timeout=30)
 
         echo_pipelined(ws, check, [os.urandom(1000 + i) for i in range(20)])
         echo_fragmented(ws, check, "text", ["frag", "mént", "ed ✓"])
