@@ -143,30 +143,77 @@ pub fn truncate_reason(reason: &str) -> &str {
 mod tests {
     use super::*;
 
+    /// The IANA WebSocket Close Code Number Registry (RFC 6455 §11.7, with
+    /// the later 1012–1015), and whether each code may be sent in a close
+    /// frame: 1004 is reserved, 1005, 1006 and 1015 "MUST NOT be set as a
+    /// status code in a Close control frame" (§7.4.1).
+    const REGISTRY: [(u16, &str, bool); 16] = [
+        (1000, "Normal Closure", true),
+        (1001, "Going Away", true),
+        (1002, "Protocol error", true),
+        (1003, "Unsupported Data", true),
+        (1004, "Reserved", false),
+        (1005, "No Status Rcvd", false),
+        (1006, "Abnormal Closure", false),
+        (1007, "Invalid frame payload data", true),
+        (1008, "Policy Violation", true),
+        (1009, "Message Too Big", true),
+        (1010, "Mandatory Ext.", true),
+        (1011, "Internal Server Error", true),
+        (1012, "Service Restart", true),
+        (1013, "Try Again Later", true),
+        (1014, "Bad Gateway", true),
+        (1015, "TLS handshake", false),
+    ];
+
+    /// Whether `code` may be sent, from RFC 6455 §7.4.2: 0–999 are not
+    /// used; 1000–2999 are the protocol's, valid only once registered;
+    /// 3000–3999 are for libraries and frameworks, 4000–4999 for private
+    /// use (both valid); nothing above 4999 is defined.
+    fn sendable_per_rfc(code: u16) -> bool {
+        if let Some(&(_, _, ok)) = REGISTRY.iter().find(|(c, _, _)| *c == code) {
+            return ok;
+        }
+        (3000..5000).contains(&code)
+    }
+
     #[test]
-    fn close_code_table() {
+    fn close_codes_follow_the_rfc_and_the_registry() {
         for code in 0..=u16::MAX {
-            let expected = matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999);
-            assert_eq!(CloseCode(code).is_valid_on_wire(), expected, "code {code}");
+            let want = sendable_per_rfc(code);
+            assert_eq!(CloseCode(code).is_valid_on_wire(), want, "code {code}");
+            let p = code_payload(code);
+            if want {
+                assert_eq!(parse_close_payload(&p).unwrap().code, CloseCode(code));
+            } else {
+                assert_eq!(
+                    parse_close_payload(&p),
+                    Err(CloseFrameError::InvalidCode(code))
+                );
+            }
         }
-        for bad in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        // The named constants are the registry's codes.
+        for (konst, name) in [
+            (CloseCode::NORMAL, "Normal Closure"),
+            (CloseCode::GOING_AWAY, "Going Away"),
+            (CloseCode::PROTOCOL_ERROR, "Protocol error"),
+            (CloseCode::UNSUPPORTED, "Unsupported Data"),
+            (CloseCode::NO_STATUS, "No Status Rcvd"),
+            (CloseCode::ABNORMAL, "Abnormal Closure"),
+            (CloseCode::INVALID_DATA, "Invalid frame payload data"),
+            (CloseCode::POLICY, "Policy Violation"),
+            (CloseCode::TOO_BIG, "Message Too Big"),
+            (CloseCode::EXTENSION, "Mandatory Ext."),
+            (CloseCode::INTERNAL, "Internal Server Error"),
+            (CloseCode::RESTART, "Service Restart"),
+            (CloseCode::TRY_AGAIN, "Try Again Later"),
         ] {
-            let p = bad_payload(bad);
-            assert_eq!(
-                parse_close_payload(&p),
-                Err(CloseFrameError::InvalidCode(bad))
-            );
-        }
-        for good in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
-        ] {
-            let p = bad_payload(good);
-            assert_eq!(parse_close_payload(&p).unwrap().code, CloseCode(good));
+            let entry = REGISTRY.iter().find(|(_, n, _)| *n == name).unwrap();
+            assert_eq!(konst.0, entry.0, "{name}");
         }
     }
 
-    fn bad_payload(code: u16) -> Vec<u8> {
+    fn code_payload(code: u16) -> Vec<u8> {
         code.to_be_bytes().to_vec()
     }
 

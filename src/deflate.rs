@@ -188,6 +188,17 @@ mod imp {
             }
         }
 
+        /// Forgets the compression context: the message just compressed
+        /// was not sent, so nothing may refer to it. The next message
+        /// starts from an empty window, which the peer decodes whatever
+        /// its own window holds (LZ77 distances count back from the
+        /// current position, and only reach bytes sent after the reset).
+        pub(crate) fn forget_tx_context(&mut self) {
+            if let Some(c) = self.tx.take() {
+                give_compressor(self.own_bits, self.level, c);
+            }
+        }
+
         /// Decompresses part of a message, appending to `out` and handing
         /// each new piece of output to `check` (UTF-8 validation).
         pub(crate) fn decompress(

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 
 use crate::close::{CloseCode, CloseFrameError};
+use crate::frame::OpCode;
 
 /// Everything that can go wrong in wsloop.
 ///
@@ -21,6 +22,9 @@ pub enum Error {
     Capacity(CapacityError),
     /// A configuration value is invalid.
     Config(ConfigError),
+    /// The caller misused the API (not the peer's fault). Nothing was sent
+    /// and the connection is as it was.
+    Api(ApiError),
     /// The connection is closed (or closing) and cannot send or receive.
     ConnectionClosed,
     /// A socket error.
@@ -47,6 +51,7 @@ impl fmt::Display for Error {
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
             Error::Capacity(e) => write!(f, "{e}"),
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
+            Error::Api(e) => write!(f, "API misuse: {e}"),
             Error::ConnectionClosed => f.write_str("connection closed"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Url(e) => write!(f, "bad URL: {e}"),
@@ -108,6 +113,11 @@ impl From<CapacityError> for Error {
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)
+    }
+}
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Api(e)
     }
 }
 
@@ -404,6 +414,71 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A call the API does not allow, refused before anything was queued: the
+/// caller's mistake, where a [`ProtocolError`] is the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// `send_frame` with a control opcode: use `ping`, `pong` or `close`.
+    ControlOpcode(OpCode),
+    /// `send_shared` on a client: each client frame needs its own masking
+    /// key (RFC 6455 §5.3), so a frame cannot be shared.
+    SharedOnClient,
+    /// `send_shared` with bytes that are not one whole unmasked,
+    /// uncompressed text or binary frame (as `encode_shared` makes).
+    NotASharedFrame,
+    /// A ping or pong payload of this many bytes: at most 125 fit a
+    /// control frame (RFC 6455 §5.5).
+    ControlPayloadTooLong(usize),
+    /// A close reason of this many bytes: at most 123 fit a close frame
+    /// (125 bytes, 2 of them the code).
+    CloseReasonTooLong(usize),
+    /// A close code that may not be sent in a close frame (RFC 6455 §7.4),
+    /// or 1005 (no code) with a reason.
+    InvalidCloseCode(u16),
+    /// A new message while a fragmented one started with `send_frame` is
+    /// unfinished: send its remaining frames first (RFC 6455 §5.4).
+    MessageInProgress,
+    /// A continuation frame with no fragmented message started.
+    NoMessageInProgress,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::ControlOpcode(op) => write!(
+                f,
+                "send_frame takes data opcodes only, not {op:?}: use ping, pong or close"
+            ),
+            ApiError::SharedOnClient => {
+                f.write_str("send_shared on a client: client frames are masked one by one")
+            }
+            ApiError::NotASharedFrame => f.write_str(
+                "send_shared takes one whole unmasked text or binary frame (see encode_shared)",
+            ),
+            ApiError::ControlPayloadTooLong(n) => {
+                write!(f, "control frame payload of {n} bytes exceeds 125")
+            }
+            ApiError::CloseReasonTooLong(n) => {
+                write!(f, "close reason of {n} bytes exceeds 123")
+            }
+            ApiError::InvalidCloseCode(c) => write!(
+                f,
+                "close code {c} may not be sent (valid: 1000-1003, 1007-1014, 3000-4999; \
+                 1005 only without a reason)"
+            ),
+            ApiError::MessageInProgress => f.write_str(
+                "a fragmented message is unfinished: send its continuation frames first",
+            ),
+            ApiError::NoMessageInProgress => {
+                f.write_str("continuation frame without a fragmented message started")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 #[cfg(test)]
 mod tests {

@@ -240,14 +240,18 @@ pub fn write_frame(h: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// Parses the header at the start of `buf` (a whole frame): every
+    /// strict prefix of the header is `Ok(None)`, and every longer prefix
+    /// gives the same header and length.
     fn parse_all(buf: &[u8]) -> (FrameHeader, usize) {
-        // Every strict prefix is partial; the whole is complete.
-        for i in 0..buf.len() {
-            if let Ok(Some((_, n))) = parse_header(&buf[..i]) {
-                assert!(n <= i);
-            }
+        let (h, n) = parse_header(buf).unwrap().unwrap();
+        for i in 0..n {
+            assert_eq!(parse_header(&buf[..i]), Ok(None), "prefix of {i} bytes");
         }
-        parse_header(buf).unwrap().unwrap()
+        for i in n..=buf.len() {
+            assert_eq!(parse_header(&buf[..i]), Ok(Some((h, n))), "{i} bytes");
+        }
+        (h, n)
     }
 
     #[test]
@@ -374,7 +378,9 @@ mod tests {
                     let n = encode_header(&h, &mut out);
                     assert_eq!(n, h.encoded_len());
                     assert_eq!(parse_header(&out[..n]), Ok(Some((h, n))));
-                    assert_eq!(parse_header(&out[..n - 1]), Ok(None));
+                    for i in 0..n {
+                        assert_eq!(parse_header(&out[..i]), Ok(None), "{h:?} cut at {i}");
+                    }
                 }
             }
         }

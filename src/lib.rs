@@ -82,7 +82,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, OverflowPolicy, RateAction, RateLimit};
-pub use error::{CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
+pub use error::{ApiError, CapacityError, ConfigError, Error, HandshakeError, ProtocolError};
 pub use extension::{DeflateConfig, DeflateParams};
 pub use protocol::{CloseInfo, Connection, Event, Message, SendStatus};
 pub use role::Role;

@@ -7,7 +7,9 @@ use crate::deflate::{DeflateState, InflateError};
 #[cfg(feature = "deflate")]
 use crate::error::CapacityError;
 use crate::error::{Error, ProtocolError};
-use crate::frame::{FrameHeader, OpCode};
+use crate::frame::OpCode;
+#[cfg(feature = "deflate")]
+use crate::{frame::FrameHeader, role::Role};
 
 impl Connection {
     /// Turns on permessage-deflate with the negotiated parameters (RSV1
@@ -60,42 +62,54 @@ impl Connection {
         Err(ProtocolError::ReservedBits(RSV1))
     }
 
-    /// Compresses a message if deflate is on and it is worth it: the
-    /// payload to send compressed, or `None` to send it as is.
+    /// Sends a whole message compressed if deflate is on and wants it;
+    /// `Ok(None)` to send it as is. The caller made every check that does
+    /// not depend on the compressed size ([`Connection::check_message`]).
+    ///
+    /// The write queue limit does: the message is compressed before it is
+    /// known to fit. A refusal after that must not leave the message in
+    /// the compressor's window (with context takeover, later messages would
+    /// refer to bytes the peer never got, and it would inflate wrong
+    /// bytes), so the context is forgotten: the next message starts from an
+    /// empty window, which costs ratio once, never correctness. A queue
+    /// that would refuse even the smallest frame refuses before compressing,
+    /// so a sender that keeps a full queue does not lose its context.
     #[cfg(feature = "deflate")]
-    fn maybe_compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        let d = self.deflate.as_mut()?;
-        if !d.wants(data.len()) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
-        d.compress(data, &mut out);
-        Some(out)
-    }
-
-    #[cfg(not(feature = "deflate"))]
-    fn maybe_compress(&mut self, _data: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-
-    /// Sends a compressed message if deflate applies; `Ok(None)` if not.
     pub(super) fn send_compressed(
         &mut self,
         op: OpCode,
         data: &[u8],
     ) -> Result<Option<SendStatus>, Error> {
-        if !self.is_open() {
-            return Err(Error::ConnectionClosed);
-        }
-        let Some(z) = self.maybe_compress(data) else {
+        if !self.deflate.as_ref().is_some_and(|d| d.wants(data.len())) {
             return Ok(None);
-        };
+        }
+        // A 1-byte payload (an empty message compresses to 0x00).
+        let mask = if self.role == Role::Client { 4 } else { 0 };
+        self.admit(2 + mask + 1)?;
+        let mut z = Vec::with_capacity(data.len() / 2 + 64);
+        if let Some(d) = self.deflate.as_mut() {
+            d.compress(data, &mut z);
+        }
         let h = FrameHeader {
             rsv: RSV1,
             ..self.header(op, z.len())
         };
-        self.admit(data.len(), h.encoded_len() + z.len())?;
+        if let Err(e) = self.admit(h.encoded_len() + z.len()) {
+            if let Some(d) = self.deflate.as_mut() {
+                d.forget_tx_context();
+            }
+            return Err(e);
+        }
         self.out.push_frame_owned(&h, z);
         Ok(Some(self.status()))
+    }
+
+    #[cfg(not(feature = "deflate"))]
+    pub(super) fn send_compressed(
+        &mut self,
+        _op: OpCode,
+        _data: &[u8],
+    ) -> Result<Option<SendStatus>, Error> {
+        Ok(None)
     }
 }

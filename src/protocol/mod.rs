@@ -12,6 +12,14 @@
 //!   [`Connection::ping`], [`Connection::close`] and friends queue frames.
 //! - [`Connection::handle_timeout`] drives heartbeats and the close timeout.
 //!
+//! A send that returns an error changed nothing: not the write queue, not
+//! the compressor's window, not the message in progress. The one exception
+//! is the overflow policy `Close`, which closes the connection when the
+//! write queue would pass its limit. A caller's mistake (a control opcode
+//! given to `send_frame`, a new message inside a fragmented one, a ping
+//! over 125 bytes) is an [`Error::Api`], never a [`ProtocolError`], which
+//! means the peer broke the protocol.
+//!
 //! Outputs (`poll_*` and getters):
 //! - [`Connection::write_to`] writes queued bytes to any `io::Write`.
 //! - [`Connection::poll_timeout`] says when to call `handle_timeout` next.
@@ -140,6 +148,9 @@ pub struct Connection {
     allowed_rsv: u8,
     /// permessage-deflate state, when negotiated.
     deflate: Option<Box<DeflateState>>,
+    /// A message sent with `send_frame` is unfinished: only its
+    /// continuations (and control frames) may be sent until its last frame.
+    sending_fragments: bool,
 }
 
 impl Connection {
@@ -157,6 +168,7 @@ impl Connection {
             ping_sent: None,
             allowed_rsv: 0,
             deflate: None,
+            sending_fragments: false,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{CloseInfo, Connection, Event, Message, Role, SendStatus};
 use crate::close::CloseCode;
 use crate::config::{Config, OverflowPolicy};
-use crate::error::{CapacityError, Error, ProtocolError};
+use crate::error::{ApiError, CapacityError, Error, ProtocolError};
 use crate::frame::{parse_header, write_frame, FrameHeader, OpCode};
 use crate::handshake::{
     generate_key, write_accept_response, ClientRequest, Head, RequestReader, ResponseReader,
@@ -1504,20 +1504,42 @@ fn empty_queue_takes_any_message_up_to_max_message_size() {
     conn.send_shared(frame).unwrap();
 }
 
+/// The API error a call returned; panics on anything else.
+fn api_err<T: std::fmt::Debug>(r: Result<T, Error>) -> ApiError {
+    match r {
+        Err(Error::Api(e)) => e,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
 #[test]
 fn control_frames_checked_on_send() {
     let now = Instant::now();
     let mut conn = Connection::new(Role::Client, default_cfg(), now);
-    assert!(matches!(
-        conn.ping(&[0; 126]),
-        Err(Error::Protocol(ProtocolError::ControlTooLong(126)))
-    ));
-    assert!(conn.send_frame(OpCode::Ping, b"", true).is_err());
-    assert!(conn.send_frame(OpCode::Close, b"", true).is_err());
+    assert_eq!(
+        api_err(conn.ping(&[0; 126])),
+        ApiError::ControlPayloadTooLong(126)
+    );
+    assert_eq!(
+        api_err(conn.pong(&[0; 300])),
+        ApiError::ControlPayloadTooLong(300)
+    );
+    for op in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+        assert_eq!(
+            api_err(conn.send_frame(op, b"", true)),
+            ApiError::ControlOpcode(op)
+        );
+    }
+    assert!(!conn.wants_write(), "a refused control frame was queued");
+    assert!(conn.is_open());
     conn.ping(&[0; 125]).unwrap();
+    conn.pong(&[1; 125]).unwrap();
     assert_eq!(
         summary(&sent_frames(&mut conn)),
-        [(OpCode::Ping, true, vec![0; 125])]
+        [
+            (OpCode::Ping, true, vec![0; 125]),
+            (OpCode::Pong, true, vec![1; 125])
+        ]
     );
 }
 
@@ -1527,7 +1549,10 @@ fn shared_frames() {
     // Refused on a client: its frames need their own masks.
     let mut client = Connection::new(Role::Client, default_cfg(), now);
     let frame = super::encode_shared(&Message::Text("hi".into()));
-    assert!(client.send_shared(frame.clone()).is_err());
+    assert_eq!(
+        api_err(client.send_shared(frame.clone())),
+        ApiError::SharedOnClient
+    );
     assert!(!client.wants_write());
     // On a server, the same bytes as a plain send, small and large.
     for msg in [
@@ -1544,6 +1569,168 @@ fn shared_frames() {
         assert_eq!(x, y);
         assert_eq!(summary(&parse_frames(&x))[0].2, msg.as_bytes());
     }
+    // Bytes that are not one whole unmasked message frame are refused:
+    // they would put a stray, masked, cut or compressed frame on the wire.
+    let whole = raw_frame(true, 0, OpCode::Text, None, b"hi");
+    let bad: [Vec<u8>; 8] = [
+        raw_frame(true, 0, OpCode::Text, Some(KEY), b"hi"),
+        raw_frame(false, 0, OpCode::Text, None, b"hi"),
+        raw_frame(true, 0, OpCode::Continuation, None, b"hi"),
+        raw_frame(true, 0, OpCode::Ping, None, b"hi"),
+        raw_frame(true, 4, OpCode::Binary, None, b"hi"),
+        whole[..whole.len() - 1].to_vec(),
+        [whole.clone(), whole.clone()].concat(),
+        Vec::new(),
+    ];
+    for frame in bad {
+        let mut server = Connection::new(Role::Server, default_cfg(), now);
+        assert_eq!(
+            api_err(server.send_shared(frame.clone().into())),
+            ApiError::NotASharedFrame,
+            "{frame:x?}"
+        );
+        assert!(!server.wants_write(), "{frame:x?} was queued");
+    }
+}
+
+// ------------------------------------------------ send-side fragmentation
+
+/// RFC 6455 §5.4: once a fragmented message is started, only its
+/// continuations and control frames may be sent until its last frame.
+#[test]
+fn send_side_fragmentation_is_tracked() {
+    let mut p = Pair::connect(no_timers(), no_timers());
+    // A stray continuation.
+    for fin in [true, false] {
+        assert_eq!(
+            api_err(p.client.send_frame(OpCode::Continuation, b"x", fin)),
+            ApiError::NoMessageInProgress
+        );
+    }
+    p.client.send_frame(OpCode::Text, b"Hel", false).unwrap();
+    // A new message while it is unfinished, by every send path.
+    let refused = [
+        p.client.send_text("no"),
+        p.client.send_binary(b"no"),
+        p.client.send(Message::Text(Cow::Owned("no".into()))),
+        p.client.send(Message::Binary(Cow::Owned(b"no".to_vec()))),
+        p.client.send_frame(OpCode::Text, b"no", true),
+        p.client.send_frame(OpCode::Binary, b"no", false),
+    ];
+    for r in refused {
+        assert_eq!(api_err(r), ApiError::MessageInProgress);
+    }
+    // Control frames may come between fragments.
+    p.client.ping(b"p").unwrap();
+    p.client.pong(b"q").unwrap();
+    p.client
+        .send_frame(OpCode::Continuation, b"l", false)
+        .unwrap();
+    p.client
+        .send_frame(OpCode::Continuation, b"o", true)
+        .unwrap();
+    // Finished: a continuation is stray again, a new message is fine.
+    assert_eq!(
+        api_err(p.client.send_frame(OpCode::Continuation, b"!", true)),
+        ApiError::NoMessageInProgress
+    );
+    p.client.send_text("next").unwrap();
+    // The server: a shared frame is a new message too.
+    p.server.send_frame(OpCode::Binary, b"a", false).unwrap();
+    let shared = super::encode_shared(&Message::Text("x".into()));
+    assert_eq!(
+        api_err(p.server.send_shared(shared.clone())),
+        ApiError::MessageInProgress
+    );
+    p.server
+        .send_frame(OpCode::Continuation, b"b", true)
+        .unwrap();
+    p.server.send_shared(shared).unwrap();
+    p.transfer();
+    assert_eq!(
+        p.server_events,
+        [
+            Ev::Ping(b"p".to_vec()),
+            Ev::Pong(b"q".to_vec()),
+            text("Hello"),
+            text("next")
+        ]
+    );
+    assert_eq!(
+        p.client_events,
+        [
+            Ev::Binary(b"ab".to_vec()),
+            text("x"),
+            Ev::Pong(b"p".to_vec())
+        ]
+    );
+    // Nothing refused reached the wire.
+    assert_eq!(
+        summary(&p.to_server),
+        [
+            (OpCode::Text, false, b"Hel".to_vec()),
+            (OpCode::Ping, true, b"p".to_vec()),
+            (OpCode::Pong, true, b"q".to_vec()),
+            (OpCode::Continuation, false, b"l".to_vec()),
+            (OpCode::Continuation, true, b"o".to_vec()),
+            (OpCode::Text, true, b"next".to_vec()),
+        ]
+    );
+    assert!(p.client.is_open() && p.server.is_open());
+}
+
+/// A frame refused by the write queue limit does not change what message
+/// is in progress: a refused first frame starts nothing, a refused last
+/// frame ends nothing.
+#[test]
+fn refused_frames_leave_the_fragmentation_state_as_it_was() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, small_queue(OverflowPolicy::Drop), now);
+    for _ in 0..3 {
+        conn.send_binary(&[7; 48]).unwrap();
+    }
+    // 150 + 2 + 60 > 200.
+    let err = conn.send_frame(OpCode::Text, &[b'a'; 60], false);
+    assert!(
+        matches!(
+            err,
+            Err(Error::Capacity(CapacityError::WriteBufferLimit { .. }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        api_err(conn.send_frame(OpCode::Continuation, b"b", true)),
+        ApiError::NoMessageInProgress
+    );
+    assert_eq!(conn.buffered(), 150);
+    let mut wire = Vec::new();
+    conn.drain_output(&mut wire);
+    conn.send_frame(OpCode::Text, &[b'a'; 60], false).unwrap();
+    // 62 + 127 + 62 > 200.
+    conn.ping(&[0; 125]).unwrap();
+    let buffered = conn.buffered();
+    let err = conn.send_frame(OpCode::Continuation, &[b'b'; 60], true);
+    assert!(
+        matches!(
+            err,
+            Err(Error::Capacity(CapacityError::WriteBufferLimit { .. }))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(conn.buffered(), buffered);
+    // Still in progress.
+    assert_eq!(api_err(conn.send_text("new")), ApiError::MessageInProgress);
+    conn.drain_output(&mut wire);
+    conn.send_frame(OpCode::Continuation, &[b'b'; 60], true)
+        .unwrap();
+    conn.send_text("new").unwrap();
+    conn.drain_output(&mut wire);
+    let mut peer = Connection::new(Role::Client, default_cfg(), now);
+    let mut expect = vec![Ev::Binary(vec![7; 48]); 3];
+    expect.push(Ev::Ping(vec![0; 125]));
+    expect.push(text(&("a".repeat(60) + &"b".repeat(60))));
+    expect.push(text("new"));
+    assert_eq!(feed(&mut peer, &wire, &[], now), expect);
 }
 
 // --------------------------------------------------------- owned messages
@@ -1621,4 +1808,289 @@ fn receive_state_is_released_after_split_frames() {
         assert!(evs.is_empty());
         assert!(conn.rx.is_none() && conn.hdr_len == 3);
     }
+}
+
+// ------------------------------------------------------------ close checks
+
+#[test]
+fn try_close_refuses_what_close_would_change() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, default_cfg(), now);
+    let cases = [
+        (
+            CloseCode::NORMAL,
+            "x".repeat(124),
+            ApiError::CloseReasonTooLong(124),
+        ),
+        (
+            CloseCode::NORMAL,
+            "é".repeat(62),
+            ApiError::CloseReasonTooLong(124),
+        ),
+        (
+            CloseCode::ABNORMAL,
+            String::new(),
+            ApiError::InvalidCloseCode(1006),
+        ),
+        (
+            CloseCode(1015),
+            String::new(),
+            ApiError::InvalidCloseCode(1015),
+        ),
+        (
+            CloseCode(999),
+            String::new(),
+            ApiError::InvalidCloseCode(999),
+        ),
+        (
+            CloseCode::NO_STATUS,
+            "why".into(),
+            ApiError::InvalidCloseCode(1005),
+        ),
+    ];
+    for (code, reason, want) in cases {
+        assert_eq!(api_err(conn.try_close(code, &reason, now)), want);
+        assert!(conn.is_open() && !conn.wants_write());
+    }
+    let reason = "x".repeat(123);
+    conn.try_close(CloseCode(4000), &reason, now).unwrap();
+    assert!(!conn.is_open());
+    assert!(matches!(
+        conn.try_close(CloseCode::NORMAL, "", now),
+        Err(Error::ConnectionClosed)
+    ));
+    let frames = sent_frames(&mut conn);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(code_of(&frames[0].1), 4000);
+    assert_eq!(&frames[0].1[2..], reason.as_bytes());
+    // 1005 without a reason sends an empty close.
+    let mut conn = Connection::new(Role::Client, default_cfg(), now);
+    conn.try_close(CloseCode::NO_STATUS, "", now).unwrap();
+    assert_eq!(
+        summary(&sent_frames(&mut conn)),
+        [(OpCode::Close, true, Vec::new())]
+    );
+}
+
+// ------------------------------------------------------ permessage-deflate
+
+/// A client and a server with permessage-deflate, context takeover both
+/// ways, every message compressed.
+#[cfg(feature = "deflate")]
+fn deflate_pair(config: Config) -> Pair {
+    use crate::extension::{DeflateConfig, DeflateParams};
+    let now = Instant::now();
+    let config = cfg(Config {
+        deflate: DeflateConfig {
+            enabled: true,
+            min_size: 0,
+            ..DeflateConfig::default()
+        },
+        ..config
+    });
+    let params = DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+    let mut client = Connection::new(Role::Client, config.clone(), now);
+    let mut server = Connection::new(Role::Server, config, now);
+    client.enable_deflate(&params);
+    server.enable_deflate(&params);
+    Pair {
+        client,
+        server,
+        now,
+        rng: Rng::new(9),
+        client_events: Vec::new(),
+        server_events: Vec::new(),
+        to_client: Vec::new(),
+        to_server: Vec::new(),
+    }
+}
+
+#[cfg(feature = "deflate")]
+impl Pair {
+    /// The connection of `role`, and the events its peer received.
+    fn side(&mut self, role: Role) -> (&mut Connection, &mut Vec<Ev>) {
+        match role {
+            Role::Server => (&mut self.server, &mut self.client_events),
+            Role::Client => (&mut self.client, &mut self.server_events),
+        }
+    }
+}
+
+/// Bytes that do not compress: their compressed form is a little longer.
+#[cfg(feature = "deflate")]
+fn noise(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next() as u8).collect()
+}
+
+/// With context takeover, a message the compressor took in but the peer
+/// never got would be referred to by later messages, and the peer would
+/// inflate wrong bytes (or fail). A refused send must leave no trace: the
+/// peer inflates exactly the accepted messages, byte for byte.
+#[cfg(feature = "deflate")]
+#[test]
+fn refused_compressed_sends_leave_the_peer_inflating_exactly_the_accepted_ones() {
+    for sender in [Role::Server, Role::Client] {
+        let config = Config {
+            max_message_size: 1000,
+            write_buffer_high: 300,
+            write_buffer_low: 100,
+            write_buffer_limit: 600,
+            overflow: OverflowPolicy::Drop,
+            ..no_timers()
+        };
+        let mut p = deflate_pair(config);
+        let mut rng = Rng::new(7);
+        let first = b"a first message, accepted, a first message".to_vec();
+        let too_large = noise(&mut rng, 1001);
+        let queued = noise(&mut rng, 400);
+        let refused = noise(&mut rng, 300);
+        let big = noise(&mut rng, 700);
+        let other = noise(&mut rng, 500);
+        let owned = noise(&mut rng, 300);
+        let mut expect = Vec::new();
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&first).unwrap();
+        expect.push(Ev::Binary(first));
+        p.transfer();
+
+        // Over max_message_size, then most of it again.
+        let (conn, _) = p.side(sender);
+        let before = conn.buffered();
+        let err = conn.send_binary(&too_large).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Capacity(CapacityError::SendTooLarge {
+                    size: 1001,
+                    max: 1000
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(conn.buffered(), before);
+        conn.send_binary(&too_large[..1000]).unwrap();
+        expect.push(Ev::Binary(too_large[..1000].to_vec()));
+        p.transfer();
+        assert_eq!(p.side(sender).1, &expect, "{sender:?} sending");
+
+        // The write queue limit, known only once compressed (400 + 300
+        // bytes and their headers pass 600), then the same message again.
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&queued).unwrap();
+        expect.push(Ev::Binary(queued));
+        let before = conn.buffered();
+        let err = conn.send_binary(&refused).unwrap_err();
+        assert!(
+            matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+            "{err:?}"
+        );
+        assert_eq!(conn.buffered(), before);
+        assert!(conn.is_open());
+        p.transfer();
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&refused).unwrap();
+        expect.push(Ev::Binary(refused));
+        p.transfer();
+        assert_eq!(p.side(sender).1, &expect, "{sender:?} sending");
+
+        // A queue already past the limit (an empty queue takes any
+        // message): refused whatever the compressed size.
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&big).unwrap();
+        expect.push(Ev::Binary(big.clone()));
+        let err = conn.send_binary(&other).unwrap_err();
+        assert!(
+            matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+            "{err:?}"
+        );
+        p.transfer();
+        // That refusal did not cost the context: the same 700 bytes again
+        // are a back-reference of a few bytes.
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&big).unwrap();
+        expect.push(Ev::Binary(big));
+        let mut wire = Vec::new();
+        conn.drain_output(&mut wire);
+        assert!(wire.len() < 50, "compressed to {} bytes", wire.len());
+        let (peer, got) = match sender {
+            Role::Server => (&mut p.client, &mut p.client_events),
+            Role::Client => (&mut p.server, &mut p.server_events),
+        };
+        got.extend(feed(peer, &wire, &[], p.now));
+        let (conn, _) = p.side(sender);
+        conn.send_binary(&other).unwrap();
+        expect.push(Ev::Binary(other));
+        // An owned message, refused once compressed, then sent.
+        let err = conn.send(Message::Binary(Cow::Owned(owned.clone())));
+        assert!(
+            matches!(
+                err,
+                Err(Error::Capacity(CapacityError::WriteBufferLimit { .. }))
+            ),
+            "{err:?}"
+        );
+        p.transfer();
+        let (conn, _) = p.side(sender);
+        conn.send(Message::Binary(Cow::Owned(owned.clone())))
+            .unwrap();
+        expect.push(Ev::Binary(owned));
+        p.transfer();
+
+        let (conn, got) = p.side(sender);
+        assert_eq!(got, &expect, "{sender:?} sending");
+        assert!(conn.is_open());
+        let frames = match sender {
+            Role::Server => &p.to_client,
+            Role::Client => &p.to_server,
+        };
+        assert!(
+            frames.iter().all(|(h, _)| h.rsv == 4),
+            "every message compressed"
+        );
+        assert!(p.client.is_open() && p.server.is_open());
+    }
+}
+
+/// A compressed send inside a fragmented message is refused before the
+/// compressor sees it.
+#[cfg(feature = "deflate")]
+#[test]
+fn compressed_send_inside_a_fragmented_message_is_refused() {
+    let mut p = deflate_pair(no_timers());
+    let mut rng = Rng::new(3);
+    let words: String = (0..300)
+        .map(|_| (b'a' + rng.below(26) as u8) as char)
+        .collect();
+    p.server.send_frame(OpCode::Text, b"Hel", false).unwrap();
+    assert_eq!(
+        api_err(p.server.send_text(&words)),
+        ApiError::MessageInProgress
+    );
+    assert_eq!(
+        api_err(p.server.send_binary(words.as_bytes())),
+        ApiError::MessageInProgress
+    );
+    p.server.ping(b"between").unwrap();
+    p.server
+        .send_frame(OpCode::Continuation, b"lo", true)
+        .unwrap();
+    p.server.send_text(&words).unwrap();
+    p.server.send_text(&words).unwrap();
+    p.transfer();
+    assert_eq!(
+        p.client_events,
+        [
+            Ev::Ping(b"between".to_vec()),
+            text("Hello"),
+            text(&words),
+            text(&words)
+        ]
+    );
+    let rsv: Vec<u8> = p.to_client.iter().map(|(h, _)| h.rsv).collect();
+    assert_eq!(rsv, [0, 0, 0, 4, 4]);
 }

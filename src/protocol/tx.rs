@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CloseInfo, Connection, Message, SendStatus, State};
-use crate::close::{encode_close_payload, truncate_reason, CloseCode};
+use crate::close::{encode_close_payload, truncate_reason, CloseCode, MAX_REASON};
 use crate::config::OverflowPolicy;
-use crate::error::{CapacityError, Error, ProtocolError};
+use crate::error::{ApiError, CapacityError, Error};
 use crate::frame::{parse_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::role::Role;
 
@@ -30,20 +30,35 @@ impl Connection {
             .push_frame(&self.header(OpCode::Close, payload.len()), &payload);
     }
 
-    /// Checks that a frame of `frame_len` bytes (header included) carrying
-    /// `payload_len` bytes may be queued, applying the overflow policy if
-    /// not.
-    pub(super) fn admit(&mut self, payload_len: usize, frame_len: usize) -> Result<(), Error> {
+    /// The refusals that do not depend on how a whole message is encoded,
+    /// made before anything (the compressor included) is touched.
+    pub(super) fn check_message(&self, len: usize) -> Result<(), Error> {
         if !self.is_open() {
             return Err(Error::ConnectionClosed);
         }
-        let c = &self.config;
-        if payload_len > c.max_message_size {
+        if self.sending_fragments {
+            return Err(ApiError::MessageInProgress.into());
+        }
+        self.check_size(len)
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), Error> {
+        let max = self.config.max_message_size;
+        if len > max {
             return Err(Error::Capacity(CapacityError::SendTooLarge {
-                size: payload_len,
-                max: c.max_message_size,
+                size: len,
+                max,
             }));
         }
+        Ok(())
+    }
+
+    /// Checks that a frame of `frame_len` bytes (header included) fits the
+    /// write queue, applying the overflow policy if not. The last check of
+    /// every send: nothing may have changed before it (under the policy
+    /// `Close` the connection closes; the frame is still not queued).
+    pub(super) fn admit(&mut self, frame_len: usize) -> Result<(), Error> {
+        let c = &self.config;
         let buffered = self.out.len();
         if buffered > 0 && buffered + frame_len > c.write_buffer_limit {
             let err = CapacityError::WriteBufferLimit {
@@ -76,46 +91,43 @@ impl Connection {
 
     /// Queues a text message.
     pub fn send_text(&mut self, text: &str) -> Result<SendStatus, Error> {
-        if self.deflate.is_some() {
-            if let Some(s) = self.send_compressed(OpCode::Text, text.as_bytes())? {
-                return Ok(s);
-            }
-        }
-        self.send_frame(OpCode::Text, text.as_bytes(), true)
+        self.send_data(OpCode::Text, Cow::Borrowed(text.as_bytes()))
     }
 
     /// Queues a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<SendStatus, Error> {
-        if self.deflate.is_some() {
-            if let Some(s) = self.send_compressed(OpCode::Binary, data)? {
-                return Ok(s);
-            }
-        }
-        self.send_frame(OpCode::Binary, data, true)
+        self.send_data(OpCode::Binary, Cow::Borrowed(data))
     }
 
     /// Queues a message; an owned payload is queued without a copy.
     pub fn send(&mut self, msg: Message<'_>) -> Result<SendStatus, Error> {
-        let (op, data) = match msg {
-            Message::Text(Cow::Borrowed(t)) => return self.send_text(t),
-            Message::Binary(Cow::Borrowed(b)) => return self.send_binary(b),
-            Message::Text(Cow::Owned(t)) => (OpCode::Text, t.into_bytes()),
-            Message::Binary(Cow::Owned(b)) => (OpCode::Binary, b),
-        };
-        if self.deflate.is_some() {
-            if let Some(s) = self.send_compressed(op, &data)? {
-                return Ok(s);
-            }
+        match msg {
+            Message::Text(Cow::Borrowed(t)) => self.send_text(t),
+            Message::Text(Cow::Owned(t)) => self.send_data(OpCode::Text, Cow::Owned(t.into())),
+            Message::Binary(b) => self.send_data(OpCode::Binary, b),
+        }
+    }
+
+    /// One whole message, compressed if deflate wants it.
+    fn send_data(&mut self, op: OpCode, data: Cow<'_, [u8]>) -> Result<SendStatus, Error> {
+        self.check_message(data.len())?;
+        if let Some(status) = self.send_compressed(op, &data)? {
+            return Ok(status);
         }
         let h = self.header(op, data.len());
-        self.admit(data.len(), h.encoded_len() + data.len())?;
-        self.out.push_frame_owned(&h, data);
+        self.admit(h.encoded_len() + data.len())?;
+        match data {
+            Cow::Borrowed(b) => self.out.push_frame(&h, b),
+            Cow::Owned(v) => self.out.push_frame_owned(&h, v),
+        }
         Ok(self.status())
     }
 
     /// Queues one frame of a message the application fragments itself:
     /// the first frame has opcode Text or Binary, the rest Continuation,
-    /// the last has `fin` set.
+    /// the last has `fin` set. Control frames ([`Connection::ping`] and
+    /// friends) may go between; other messages may not
+    /// ([`ApiError::MessageInProgress`]). The frames are not compressed.
     pub fn send_frame(
         &mut self,
         opcode: OpCode,
@@ -123,16 +135,25 @@ impl Connection {
         fin: bool,
     ) -> Result<SendStatus, Error> {
         if opcode.is_control() {
-            return Err(Error::Protocol(ProtocolError::UnknownOpcode(
-                opcode.as_u8(),
-            )));
+            return Err(ApiError::ControlOpcode(opcode).into());
         }
+        if !self.is_open() {
+            return Err(Error::ConnectionClosed);
+        }
+        match (opcode == OpCode::Continuation, self.sending_fragments) {
+            (true, false) => return Err(ApiError::NoMessageInProgress.into()),
+            (false, true) => return Err(ApiError::MessageInProgress.into()),
+            _ => {}
+        }
+        self.check_size(payload.len())?;
         let h = FrameHeader {
             fin,
             ..self.header(opcode, payload.len())
         };
-        self.admit(payload.len(), h.encoded_len() + payload.len())?;
+        self.admit(h.encoded_len() + payload.len())?;
         self.out.push_frame(&h, payload);
+        // Only a queued frame moves the message on.
+        self.sending_fragments = !fin;
         Ok(self.status())
     }
 
@@ -140,14 +161,25 @@ impl Connection {
     /// [`encode_shared`]). Server only: client frames need their own mask.
     pub fn send_shared(&mut self, frame: Arc<[u8]>) -> Result<SendStatus, Error> {
         if self.role == Role::Client {
-            return Err(Error::Protocol(ProtocolError::UnmaskedFrame));
+            return Err(ApiError::SharedOnClient.into());
         }
-        // The message size limit is on the payload, not the header.
+        // One whole frame of an uncompressed message, nothing else: the
+        // bytes go on the wire as they are.
         let payload_len = match parse_header(&frame) {
-            Ok(Some((h, _))) => h.payload_len as usize,
-            _ => frame.len(),
+            Ok(Some((h, n)))
+                if h.fin
+                    && h.rsv == 0
+                    && h.mask.is_none()
+                    && matches!(h.opcode, OpCode::Text | OpCode::Binary)
+                    && n as u64 + h.payload_len == frame.len() as u64 =>
+            {
+                h.payload_len as usize
+            }
+            _ => return Err(ApiError::NotASharedFrame.into()),
         };
-        self.admit(payload_len, frame.len())?;
+        // The message size limit is on the payload, not the header.
+        self.check_message(payload_len)?;
+        self.admit(frame.len())?;
         self.out.push_shared(frame);
         Ok(self.status())
     }
@@ -163,22 +195,47 @@ impl Connection {
     }
 
     fn control_frame(&mut self, op: OpCode, payload: &[u8]) -> Result<(), Error> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(ApiError::ControlPayloadTooLong(payload.len()).into());
+        }
         if !self.is_open() {
             return Err(Error::ConnectionClosed);
-        }
-        if payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(Error::Protocol(ProtocolError::ControlTooLong(
-                payload.len() as u64,
-            )));
         }
         self.out
             .push_frame(&self.header(op, payload.len()), payload);
         Ok(())
     }
 
-    /// Starts the closing handshake: queues a close frame (reason cut to
-    /// 123 bytes) and waits up to `close_timeout` from `now` for the
-    /// peer's. Does nothing if a close was already sent or received.
+    /// Like [`Connection::close`], but refuses what `close` would adjust:
+    /// a reason over 123 bytes ([`ApiError::CloseReasonTooLong`]), a code
+    /// that may not be sent, or 1005 with a reason
+    /// ([`ApiError::InvalidCloseCode`]), and a close already sent or
+    /// received ([`Error::ConnectionClosed`]).
+    pub fn try_close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), Error> {
+        let sendable =
+            code.is_valid_on_wire() || (code == CloseCode::NO_STATUS && reason.is_empty());
+        if !sendable {
+            return Err(ApiError::InvalidCloseCode(code.0).into());
+        }
+        if reason.len() > MAX_REASON {
+            return Err(ApiError::CloseReasonTooLong(reason.len()).into());
+        }
+        if !self.is_open() {
+            return Err(Error::ConnectionClosed);
+        }
+        self.close(code, reason, now);
+        Ok(())
+    }
+
+    /// Starts the closing handshake: queues a close frame and waits up to
+    /// `close_timeout` from `now` for the peer's. Does nothing if a close
+    /// was already sent or received.
+    ///
+    /// It never fails, because closing must always be possible (timeouts,
+    /// shutdown, a handler's error path): a reason over 123 bytes is cut
+    /// at a character boundary, a code that may not be sent becomes 1011,
+    /// 1005 sends an empty close. [`Connection::try_close`] refuses
+    /// those instead.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) {
         self.close_until(code, reason, now + self.config.close_timeout);
     }
