@@ -10,8 +10,44 @@ use wsloop::server::{ConnId, Ctx};
 use wsloop::Message;
 
 use crate::history::{History, LocalHistory, Since};
-use crate::wire::{unix_ms, Out};
+use crate::wire::{unix_ms, Out, Refused};
 use crate::{HISTORY_PER_ROOM, MAX_HISTORIES};
+
+/// Why a bus (or the chat) did not do what a client asked; the client
+/// gets it as `{"type":"error","message":M}`, with `"retry":true` when
+/// nothing was done and the same request may succeed later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What was wrong, for people.
+    pub message: String,
+    /// Nothing was done; sending the same request again later may work
+    /// (a full queue, an unreachable backend).
+    pub retry: bool,
+}
+
+impl Refusal {
+    /// A refusal the client should not repeat as is.
+    pub fn new(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            retry: false,
+        }
+    }
+
+    /// A refusal of something that may work if sent again later.
+    pub fn retry(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            retry: true,
+        }
+    }
+}
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        Refusal::new(r.0)
+    }
+}
 
 /// Where rooms live. Every call happens on the loop thread, inside a
 /// handler callback, with that callback's [`Ctx`].
@@ -35,12 +71,13 @@ pub trait RoomBus {
         room: &str,
         since: Option<&Since>,
         member: bool,
-    );
+    ) -> Result<(), Refusal>;
 
     /// `id` leaves `room`; `false` if it was not in it.
     fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool;
 
-    /// Numbers, keeps and delivers a room message to every member.
+    /// Numbers, keeps and delivers a room message to every member (`Err`:
+    /// nothing was delivered).
     fn publish(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -48,14 +85,26 @@ pub trait RoomBus {
         from: &str,
         name: Option<&str>,
         text: &str,
-    );
+    ) -> Result<(), Refusal>;
 
-    /// Delivers a message to every connection.
-    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str);
+    /// Delivers a message to every connection (`Err`: to none).
+    fn broadcast(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    ) -> Result<(), Refusal>;
 
     /// `id` has closed (the library has already taken it out of its rooms).
     fn closed(&mut self, id: ConnId) {
         let _ = id;
+    }
+
+    /// The server has started a graceful shutdown (its connections close
+    /// after what is queued for them).
+    fn shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
     }
 }
 
@@ -116,7 +165,7 @@ impl<H: History> RoomBus for LocalBus<H> {
         room: &str,
         since: Option<&Since>,
         member: bool,
-    ) {
+    ) -> Result<(), Refusal> {
         if !member {
             ctx.join(id, room);
         }
@@ -147,6 +196,7 @@ impl<H: History> RoomBus for LocalBus<H> {
         for m in r.messages {
             let _ = ctx.send_text(id, &m);
         }
+        Ok(())
     }
 
     fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool {
@@ -160,7 +210,7 @@ impl<H: History> RoomBus for LocalBus<H> {
         from: &str,
         name: Option<&str>,
         text: &str,
-    ) {
+    ) -> Result<(), Refusal> {
         let (seq, json) = self.history.append(room, &mut |seq| {
             Out::Message {
                 room,
@@ -175,9 +225,16 @@ impl<H: History> RoomBus for LocalBus<H> {
         });
         let n = deliver(ctx, room, &json);
         debug!("chat: {room}#{seq} from {from} to {n}");
+        Ok(())
     }
 
-    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str) {
+    fn broadcast(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    ) -> Result<(), Refusal> {
         let json = Out::Broadcast {
             from,
             name,
@@ -187,5 +244,6 @@ impl<H: History> RoomBus for LocalBus<H> {
         }
         .json();
         ctx.broadcast_all(&Message::Text(Cow::Owned(json)));
+        Ok(())
     }
 }

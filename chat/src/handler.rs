@@ -5,17 +5,16 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
 use wsloop::handshake::Request;
 use wsloop::server::{
     http_common, percent_decode, Access, ConnId, Ctx, Handler, HttpResponse, Upgrade,
 };
 use wsloop::Message;
 
-use crate::bus::{send, LocalBus, RoomBus};
-use crate::history::{History, Since};
-use crate::wire::{room_field, str_field, text_field, Out, Refused};
-use crate::{MAX_NAME, MAX_ROOMS_PER_CONN};
+use crate::bus::{send, LocalBus, Refusal, RoomBus};
+use crate::history::{History, LocalHistory, Since};
+use crate::wire::{In, Out, Refused};
+use crate::{ChatConfig, MAX_NAME, MAX_ROOMS_PER_CONN};
 
 const PAGE: &str = include_str!("chat.html");
 
@@ -29,6 +28,7 @@ struct Member {
 /// serves the demo page at `/`, `/healthz`, and the chat at `/ws`.
 pub struct Chat<B: RoomBus = LocalBus> {
     access: Access,
+    config: ChatConfig,
     bus: B,
     members: HashMap<ConnId, Member>,
     next_id: u64,
@@ -38,6 +38,13 @@ impl Chat<LocalBus> {
     /// A chat with rooms and history in this process.
     pub fn new(access: Access) -> Self {
         Chat::with_bus(access, LocalBus::new())
+    }
+
+    /// A chat with rooms in this process, its limits from `config`
+    /// (history per room and rooms kept included).
+    pub fn with_config(access: Access, config: ChatConfig) -> Self {
+        let history = LocalHistory::new(config.history_per_room, config.max_rooms);
+        Chat::with_bus(access, LocalBus::with_history(history)).config(config)
     }
 }
 
@@ -53,88 +60,77 @@ impl<B: RoomBus> Chat<B> {
     pub fn with_bus(access: Access, bus: B) -> Self {
         Chat {
             access,
+            config: ChatConfig::default(),
             bus,
             members: HashMap::new(),
             next_id: 0,
         }
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, text: &str) -> Result<(), Refused> {
-        let v: Value =
-            serde_json::from_str(text).map_err(|e| Refused(format!("invalid JSON: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Refused("expected a JSON object".into()))?;
-        let kind = str_field(obj, "type")?;
+    /// Sets the chat's own limits and switches (input size, broadcast).
+    /// The bus keeps the history limits it was made with.
+    pub fn config(mut self, config: ChatConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The bus rooms travel through.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, text: &str) -> Result<(), Refusal> {
+        let input = In::parse(text, self.config.max_input)?;
         let Some(me) = self.members.get(&id) else {
             return Ok(());
         };
         let (from, name) = (me.id.clone(), me.name.clone());
-        match kind {
-            "join" => {
-                let room = room_field(obj)?;
-                let since = match obj.get("since") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(Since {
-                        seq: v.as_u64().ok_or_else(|| {
-                            Refused("field \"since\" must be a whole number".into())
-                        })?,
-                        epoch: match obj.get("epoch") {
-                            None | Some(Value::Null) => None,
-                            Some(e) => Some(
-                                e.as_str()
-                                    .ok_or_else(|| {
-                                        Refused("field \"epoch\" must be a string".into())
-                                    })?
-                                    .to_owned(),
-                            ),
-                        },
-                    }),
-                };
-                let member = self.bus.is_member(ctx, id, room);
+        match input {
+            In::Join { room, since, epoch } => {
+                let since = since.map(|seq| Since { seq, epoch });
+                let member = self.bus.is_member(ctx, id, &room);
                 if !member {
                     let me = self.members.get_mut(&id).expect("checked above");
                     if me.rooms >= MAX_ROOMS_PER_CONN {
                         return Err(Refused(format!(
                             "too many rooms: at most {MAX_ROOMS_PER_CONN} per connection"
-                        )));
+                        ))
+                        .into());
                     }
-                    me.rooms += 1;
                 }
                 // Answered when the bus knows where the room stands:
                 // joined, gap, replay, then live, in that order.
-                self.bus.join(ctx, id, room, since.as_ref(), member);
+                self.bus.join(ctx, id, &room, since.as_ref(), member)?;
+                if !member {
+                    if let Some(me) = self.members.get_mut(&id) {
+                        me.rooms += 1;
+                    }
+                }
             }
-            "leave" => {
-                let room = room_field(obj)?;
-                if !self.bus.leave(ctx, id, room) {
-                    return Err(Refused(format!("not in room \"{room}\"")));
+            In::Leave { room } => {
+                if !self.bus.leave(ctx, id, &room) {
+                    return Err(Refused(format!("not in room \"{room}\"")).into());
                 }
                 if let Some(me) = self.members.get_mut(&id) {
                     me.rooms = me.rooms.saturating_sub(1);
                 }
-                send(ctx, id, &Out::Left { room });
+                send(ctx, id, &Out::Left { room: &room });
             }
-            "message" => {
-                let room = room_field(obj)?;
-                let text = text_field(obj)?;
-                if !self.bus.is_member(ctx, id, room) {
-                    return Err(Refused(format!("not in room \"{room}\": join it first")));
+            In::Message { room, text } => {
+                if !self.bus.is_member(ctx, id, &room) {
+                    return Err(Refused(format!("not in room \"{room}\": join it first")).into());
                 }
-                self.bus.publish(ctx, room, &from, name.as_deref(), text);
+                self.bus
+                    .publish(ctx, &room, &from, name.as_deref(), &text)?;
             }
-            "broadcast" => {
-                let text = text_field(obj)?;
-                self.bus.broadcast(ctx, &from, name.as_deref(), text);
-            }
-            other => {
-                let mut shown: String = other.chars().take(40).collect();
-                if shown.len() < other.len() {
-                    shown.push('…');
+            In::Broadcast { text } => {
+                if !self.config.broadcast {
+                    return Err(Refused(
+                        "broadcast is turned off on this server: send to a room".into(),
+                    )
+                    .into());
                 }
-                return Err(Refused(format!(
-                    "unknown type \"{shown}\": expected join, leave, message or broadcast"
-                )));
+                self.bus.broadcast(ctx, &from, name.as_deref(), &text)?;
             }
         }
         Ok(())
@@ -213,11 +209,23 @@ impl<B: RoomBus> Handler for Chat<B> {
             Message::Text(t) => self.handle(ctx, id, t),
             Message::Binary(_) => Err(Refused(
                 "binary messages are not understood: send JSON in text messages".into(),
-            )),
+            )
+            .into()),
         };
-        if let Err(Refused(m)) = result {
-            send(ctx, id, &Out::Error { message: &m });
+        if let Err(r) = result {
+            send(
+                ctx,
+                id,
+                &Out::Error {
+                    message: &r.message,
+                    retry: r.retry,
+                },
+            );
         }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        self.bus.shutdown(ctx);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &wsloop::CloseInfo) {

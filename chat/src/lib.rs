@@ -60,13 +60,15 @@
 #![warn(missing_docs)]
 
 mod bus;
+mod config;
 mod handler;
 mod history;
 #[cfg(feature = "redis")]
 mod redis;
 mod wire;
 
-pub use bus::{LocalBus, RoomBus};
+pub use bus::{LocalBus, Refusal, RoomBus};
+pub use config::{ChatConfig, DEFAULT_MAX_INPUT, MAX_HISTORY_PER_ROOM};
 pub use handler::Chat;
 pub use history::{Gap, History, LocalHistory, Replay, Since};
 #[cfg(feature = "redis")]
@@ -89,3 +91,6 @@ pub const MAX_ROOM: usize = 64;
 pub const MAX_NAME: usize = 32;
 /// Most rooms one connection may be in.
 pub const MAX_ROOMS_PER_CONN: usize = 32;
+/// Largest `since` a client may send: 2^53 - 1, the largest whole number
+/// a JavaScript client holds exactly (no room gets anywhere near it).
+pub const MAX_SINCE: u64 = (1 << 53) - 1;

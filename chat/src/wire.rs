@@ -1,10 +1,11 @@
 //! The wire format: what the server sends ([`Out`], serialized with
-//! serde) and the checks on what clients send.
+//! serde) and what clients send ([`In`], parsed with serde into typed
+//! variants, with errors that name the field).
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::de::{Deserializer, Error as _};
+use serde::{Deserialize, Serialize};
 
-use crate::{MAX_ROOM, MAX_TEXT};
+use crate::{MAX_ROOM, MAX_SINCE, MAX_TEXT};
 
 /// What the server sends. Field order is as declared. `local` (only with
 /// the backplane) marks what was served without Redis.
@@ -57,6 +58,10 @@ pub(crate) enum Out<'a> {
     },
     Error {
         message: &'a str,
+        /// The request was refused as a whole (nothing of it was done) and
+        /// can be sent again unchanged later.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
     },
 }
 
@@ -69,39 +74,135 @@ impl Out<'_> {
 /// A client message that cannot be served; sent back as `{"type":"error"}`.
 pub(crate) struct Refused(pub(crate) String);
 
-fn field<'v>(obj: &'v serde_json::Map<String, Value>, name: &str) -> Result<&'v Value, Refused> {
-    obj.get(name)
-        .ok_or_else(|| Refused(format!("missing field \"{name}\"")))
+/// What a client sends: one JSON object per text message, `type` naming
+/// the variant. Strings are owned: the tagged form is buffered by serde
+/// anyway, and an escaped string cannot be borrowed.
+#[derive(Deserialize, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum In {
+    Join {
+        #[serde(deserialize_with = "room")]
+        room: String,
+        #[serde(default, deserialize_with = "since")]
+        since: Option<u64>,
+        #[serde(default, deserialize_with = "epoch")]
+        epoch: Option<String>,
+    },
+    Leave {
+        #[serde(deserialize_with = "room")]
+        room: String,
+    },
+    Message {
+        #[serde(deserialize_with = "room")]
+        room: String,
+        #[serde(deserialize_with = "text")]
+        text: String,
+    },
+    Broadcast {
+        #[serde(deserialize_with = "text")]
+        text: String,
+    },
 }
 
-pub(crate) fn str_field<'v>(
-    obj: &'v serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<&'v str, Refused> {
-    field(obj, name)?
-        .as_str()
-        .ok_or_else(|| Refused(format!("field \"{name}\" must be a string")))
+const TYPES: &str = "join, leave, message or broadcast";
+
+impl In {
+    /// Parses one client message of at most `max` bytes (the limit is
+    /// checked first: nothing bigger is parsed).
+    pub(crate) fn parse(json: &str, max: usize) -> Result<In, Refused> {
+        if json.len() > max {
+            return Err(Refused(format!(
+                "message too long: {} bytes, at most {max}",
+                json.len()
+            )));
+        }
+        // A tagged enum would also take a list with the tag first.
+        if !json.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(json) {
+                Err(e) => Refused(format!("invalid JSON: {e}")),
+                Ok(_) => Refused("expected a JSON object".into()),
+            });
+        }
+        serde_json::from_str(json).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Refused(format!("invalid JSON: {e}"))
+                }
+                Category::Data => Refused(data_error(&e)),
+            }
+        })
+    }
 }
 
-pub(crate) fn room_field(obj: &serde_json::Map<String, Value>) -> Result<&str, Refused> {
-    let room = str_field(obj, "room")?;
+/// serde's message for a well-formed object of the wrong shape, in the
+/// words of the protocol (field names in quotes, no position).
+fn data_error(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let msg = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m);
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let name = rest.rsplit_once("`, expected").map_or(rest, |(n, _)| n);
+        let mut shown: String = name.chars().take(40).collect();
+        if shown.len() < name.len() {
+            shown.push('…');
+        }
+        return format!("unknown type \"{shown}\": expected {TYPES}");
+    }
+    if msg.contains("expected variant identifier") || msg.contains("expected internally tagged") {
+        return format!("field \"type\" must be a string: {TYPES}");
+    }
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return format!("missing field \"{field}\"");
+    }
+    msg.replace('`', "\"")
+}
+
+fn string<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<String, D::Error> {
+    String::deserialize(d)
+        .map_err(|_| D::Error::custom(format!("field \"{name}\" must be a string")))
+}
+
+fn room<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let room = string(d, "room")?;
     if room.is_empty() || room.len() > MAX_ROOM || room.chars().any(char::is_control) {
-        return Err(Refused(format!(
+        return Err(D::Error::custom(format!(
             "invalid room name: 1 to {MAX_ROOM} bytes, no control characters"
         )));
     }
     Ok(room)
 }
 
-pub(crate) fn text_field(obj: &serde_json::Map<String, Value>) -> Result<&str, Refused> {
-    let text = str_field(obj, "text")?;
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = string(d, "text")?;
     if text.len() > MAX_TEXT {
-        return Err(Refused(format!(
+        return Err(D::Error::custom(format!(
             "text too long: {} bytes, at most {MAX_TEXT}",
             text.len()
         )));
     }
     Ok(text)
+}
+
+fn since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let wrong = || {
+        D::Error::custom(format!(
+            "field \"since\" must be a whole number from 0 to {MAX_SINCE}"
+        ))
+    };
+    match Option::<u64>::deserialize(d).map_err(|_| wrong())? {
+        Some(n) if n > MAX_SINCE => Err(wrong()),
+        n => Ok(n),
+    }
+}
+
+fn epoch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+        .map_err(|_| D::Error::custom("field \"epoch\" must be a string"))
 }
 
 /// Server time, milliseconds since the Unix epoch.
@@ -147,5 +248,130 @@ mod tests {
             .json(),
             r#"{"type":"welcome","id":"u2","name":"Ann"}"#
         );
+        assert_eq!(
+            Out::Error {
+                message: "m",
+                retry: true
+            }
+            .json(),
+            r#"{"type":"error","message":"m","retry":true}"#
+        );
+    }
+
+    fn refused(json: &str) -> String {
+        match In::parse(json, 1000) {
+            Ok(v) => panic!("{json} parsed as {v:?}"),
+            Err(Refused(m)) => m,
+        }
+    }
+
+    #[test]
+    fn input_parses_into_typed_variants() {
+        assert_eq!(
+            In::parse(
+                r#"{"type":"join","room":"r","since":7,"epoch":"e","x":1}"#,
+                1000
+            )
+            .ok(),
+            Some(In::Join {
+                room: "r".into(),
+                since: Some(7),
+                epoch: Some("e".into())
+            })
+        );
+        assert_eq!(
+            In::parse(r#" {"room":"r\u00e9","type":"join","since":null}"#, 1000).ok(),
+            Some(In::Join {
+                room: "ré".into(),
+                since: None,
+                epoch: None
+            })
+        );
+        assert_eq!(
+            In::parse(r#"{"type":"message","room":"r","text":"a\"b"}"#, 1000).ok(),
+            Some(In::Message {
+                room: "r".into(),
+                text: "a\"b".into()
+            })
+        );
+        assert_eq!(
+            In::parse(r#"{"type":"broadcast","text":""}"#, 1000).ok(),
+            Some(In::Broadcast { text: "".into() })
+        );
+        assert_eq!(
+            In::parse(r#"{"type":"leave","room":"r"}"#, 1000).ok(),
+            Some(In::Leave { room: "r".into() })
+        );
+    }
+
+    #[test]
+    fn input_errors_name_what_is_wrong() {
+        for (json, want) in [
+            ("{not json", "invalid JSON"),
+            ("", "invalid JSON"),
+            (r#"["join","r"]"#, "expected a JSON object"),
+            ("5", "expected a JSON object"),
+            (r#"{"room":"r"}"#, "missing field \"type\""),
+            (r#"{"type":5}"#, "field \"type\" must be a string"),
+            (
+                r#"{"type":"dance"}"#,
+                "unknown type \"dance\": expected join, leave, message or broadcast",
+            ),
+            (r#"{"type":"join"}"#, "missing field \"room\""),
+            (
+                r#"{"type":"join","room":5}"#,
+                "field \"room\" must be a string",
+            ),
+            (r#"{"type":"join","room":""}"#, "invalid room name"),
+            (r#"{"type":"join","room":"a\u0007"}"#, "invalid room name"),
+            (r#"{"type":"join","room":"r","since":-1}"#, "whole number"),
+            (r#"{"type":"join","room":"r","since":1.5}"#, "whole number"),
+            (r#"{"type":"join","room":"r","since":"3"}"#, "whole number"),
+            (
+                r#"{"type":"join","room":"r","since":18446744073709551615}"#,
+                "from 0 to 9007199254740991",
+            ),
+            (
+                r#"{"type":"join","room":"r","epoch":3}"#,
+                "field \"epoch\" must be a string",
+            ),
+            (r#"{"type":"message","room":"r"}"#, "missing field \"text\""),
+            (
+                r#"{"type":"message","room":"r","text":[]}"#,
+                "field \"text\" must be a string",
+            ),
+            (r#"{"type":"broadcast"}"#, "missing field \"text\""),
+            (
+                r#"{"type":"leave","room":"r","room":"s"}"#,
+                "duplicate field \"room\"",
+            ),
+        ] {
+            let m = refused(json);
+            assert!(m.contains(want), "{json}: {m:?} lacks {want:?}");
+            // Positions help only when the JSON itself is broken.
+            let syntax = want == "invalid JSON";
+            assert_eq!(m.contains(" at line "), syntax, "{json}: {m:?}");
+        }
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(100));
+        assert!(refused(&long).contains(&format!("\"{}…\"", "x".repeat(40))));
+        let text = format!(
+            r#"{{"type":"message","room":"r","text":"{}"}}"#,
+            "x".repeat(MAX_TEXT + 1)
+        );
+        assert!(In::parse(&text, 1 << 20).is_err_and(|Refused(m)| m.contains("text too long")));
+    }
+
+    #[test]
+    fn input_limit_applies_before_parsing() {
+        let ok = r#"{"type":"leave","room":"r"}"#;
+        assert!(In::parse(ok, ok.len()).is_ok());
+        // One byte over: refused whatever it holds, even invalid JSON.
+        let m = refused(&"{".repeat(1001));
+        assert_eq!(m, "message too long: 1001 bytes, at most 1000");
+        let padded = format!(
+            r#"{{"type":"leave","room":"r","pad":"{}"}}"#,
+            "x".repeat(1000)
+        );
+        assert!(refused(&padded).starts_with("message too long"));
     }
 }

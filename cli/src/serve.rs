@@ -68,6 +68,14 @@ OPTIONS:
                              this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]);
                              history is kept there (needs the `redis`
                              feature) [default: none, one process]
+    --chat-max-input SIZE    Chat only: longest client message, checked
+                             before parsing (an error answers a longer one)
+                             [default: 16K]
+    --no-broadcast           Chat only: refuse \"broadcast\" (to everyone)
+    --history N              Chat only: messages kept per room [default: 1000]
+    --max-rooms N            Chat only: rooms with history, in memory; with
+                             --redis, rooms this server may use within the
+                             history's 24 h lifetime [default: 1024]
     --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
                              Bearer SECRET', else 401 [default: none]. Prefer
                              WSLOOP_TOKEN or --token-file: a flag is visible
@@ -139,6 +147,10 @@ const ENV: &[(&str, EnvKind)] = &[
     ("tls-key", EnvKind::Value),
     ("threads", EnvKind::Value),
     ("redis", EnvKind::Value),
+    ("chat-max-input", EnvKind::Value),
+    ("no-broadcast", EnvKind::Switch),
+    ("history", EnvKind::Value),
+    ("max-rooms", EnvKind::Value),
     ("token", EnvKind::Value),
     ("token-file", EnvKind::Value),
     ("allowed-origin", EnvKind::List),
@@ -156,6 +168,9 @@ pub struct Options {
     pub tls: TlsSetting,
     /// `--redis URL` (only accepted when built with the `redis` feature).
     pub redis: Option<String>,
+    /// The chat's own limits (`--chat-max-input`, `--no-broadcast`,
+    /// `--history`, `--max-rooms`).
+    pub chat: wsloop_chat::ChatConfig,
     /// `--threads N`: event loops sharing the listener (echo only).
     pub threads: usize,
     /// `--log-format`: text (people) or json (one object per line).
@@ -205,6 +220,7 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         access: Access::default(),
         tls: None,
         redis: None,
+        chat: wsloop_chat::ChatConfig::default(),
         threads: 1,
         log_format: LogFormat::Text,
         redis_ignored: false,
@@ -300,6 +316,10 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
                     opts.redis = Some(v);
                 }
             }
+            "chat-max-input" => opts.chat.max_input = args.size("chat-max-input")?,
+            "no-broadcast" => opts.chat.broadcast = false,
+            "history" => opts.chat.history_per_room = args.num("history")?,
+            "max-rooms" => opts.chat.max_rooms = args.num("max-rooms")?,
             "log-format" => {
                 let v = args.value("log-format")?;
                 opts.log_format = match v.as_str() {
@@ -421,6 +441,9 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         return Err(ArgError(
             "wsloop serve: --threads needs --app echo (chat rooms live in one event loop)".into(),
         ));
+    }
+    if let Err(e) = opts.chat.validate() {
+        return Err(ArgError(format!("wsloop serve: {e}")));
     }
     redis_from_platform(&mut opts)?;
     if opts.redis.is_some() && opts.app != App::Chat {
@@ -574,7 +597,7 @@ pub fn run(opts: Options) -> i32 {
                 &opts.addr,
                 opts.config,
                 opts.tls,
-                wsloop_chat::Chat::with_bus(opts.access, bus),
+                wsloop_chat::Chat::with_bus(opts.access, bus).config(opts.chat),
                 // The threads need the loop's handle: started once bound.
                 move |handle| starter.start(handle),
             )
@@ -583,7 +606,7 @@ pub fn run(opts: Options) -> i32 {
             &opts.addr,
             opts.config,
             opts.tls,
-            wsloop_chat::Chat::new(opts.access),
+            wsloop_chat::Chat::with_config(opts.access, opts.chat),
             |_| Ok(()),
         ),
     }

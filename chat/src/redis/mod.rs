@@ -67,7 +67,7 @@ use log::info;
 use redis::Client;
 use wsloop::server::{ConnId, Ctx, Handle};
 
-use crate::bus::RoomBus;
+use crate::bus::{Refusal, RoomBus};
 use crate::history::Since;
 use crate::wire::{unix_ms, Out};
 
@@ -164,8 +164,9 @@ impl RoomBus for RedisBus {
         room: &str,
         since: Option<&Since>,
         _member: bool,
-    ) {
+    ) -> Result<(), Refusal> {
         lock(&self.state).join(&mut CtxSink(ctx), id, room, since);
+        Ok(())
     }
 
     fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool {
@@ -185,12 +186,19 @@ impl RoomBus for RedisBus {
         from: &str,
         name: Option<&str>,
         text: &str,
-    ) {
+    ) -> Result<(), Refusal> {
         let msg = room_message(room, from, name, text);
         lock(&self.state).publish(&mut CtxSink(ctx), msg);
+        Ok(())
     }
 
-    fn broadcast(&mut self, ctx: &mut Ctx<'_>, from: &str, name: Option<&str>, text: &str) {
+    fn broadcast(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: &str,
+        name: Option<&str>,
+        text: &str,
+    ) -> Result<(), Refusal> {
         let ts = unix_ms();
         let out = |local| {
             Out::Broadcast {
@@ -203,5 +211,6 @@ impl RoomBus for RedisBus {
             .json()
         };
         lock(&self.state).broadcast(&mut CtxSink(ctx), out(false), out(true));
+        Ok(())
     }
 }
