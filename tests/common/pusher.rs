@@ -44,6 +44,20 @@ impl Stats {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Waits for a burst of `n` sends past `limit` under the Close
+    /// overflow policy: about `limit` of it is accepted, the rest refused,
+    /// and the queue stayed bounded. Returns how many were accepted.
+    pub fn expect_burst_cut_at_limit(&self, n: usize, limit: usize) -> usize {
+        let accepted = self.wait_burst(n);
+        eprintln!("accepted {accepted} of {n}");
+        assert!(
+            accepted < n && accepted >= limit / (CHUNK + HDR) - 1,
+            "accepted {accepted}"
+        );
+        self.assert_queue_bounded(limit);
+        accepted
+    }
+
     /// The write queue never held more than `limit` plus one message.
     pub fn assert_queue_bounded(&self, limit: usize) {
         let max = self.max_buffered.load(Ordering::SeqCst);
