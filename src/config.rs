@@ -109,6 +109,15 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Size of the loop-wide read buffer. Default 256 KiB.
     pub read_buffer_size: usize,
+    /// Most requests from other threads (a server's
+    /// [`Handle`](crate::server::Handle)) waiting for the event loop; past
+    /// it (or `command_queue_bytes`) they are refused with
+    /// [`CapacityError::CommandQueueFull`](crate::CapacityError::CommandQueueFull).
+    /// Default 65536.
+    pub command_queue_len: usize,
+    /// Most message payload bytes in those requests. One request is always
+    /// accepted into an empty queue, whatever its size. Default 64 MiB.
+    pub command_queue_bytes: usize,
     /// Limit on what each peer may send (server). Default none.
     pub rate_limit: Option<RateLimit>,
     /// permessage-deflate (feature `deflate`). Default off.
@@ -135,6 +144,8 @@ impl Default for Config {
             max_connections: None,
             shutdown_timeout: Duration::from_secs(25),
             read_buffer_size: 256 << 10,
+            command_queue_len: 1 << 16,
+            command_queue_bytes: 64 << 20,
             rate_limit: None,
             deflate: DeflateConfig::default(),
         }
@@ -191,6 +202,12 @@ impl Config {
                 "read_buffer_size",
                 format!("{} is below the minimum 4096", self.read_buffer_size),
             );
+        }
+        if self.command_queue_len == 0 {
+            return err("command_queue_len", "must be at least 1".into());
+        }
+        if self.command_queue_bytes == 0 {
+            return err("command_queue_bytes", "must be at least 1".into());
         }
         if self.deflate.enabled && !cfg!(feature = "deflate") {
             return err("deflate", "this build lacks the `deflate` feature".into());

@@ -264,6 +264,20 @@ pub enum CapacityError {
         /// The limit.
         max: usize,
     },
+    /// A server [`Handle`](crate::server::Handle) call found the loop's
+    /// queue of requests from other threads full (`Config::command_queue_len`
+    /// or `command_queue_bytes`): the loop is behind. Nothing was queued;
+    /// retry later (after a short sleep), or drop the message.
+    CommandQueueFull {
+        /// Requests waiting.
+        commands: usize,
+        /// Payload bytes waiting.
+        bytes: usize,
+        /// `Config::command_queue_len`.
+        max_commands: usize,
+        /// `Config::command_queue_bytes`.
+        max_bytes: usize,
+    },
 }
 
 impl fmt::Display for CapacityError {
@@ -293,6 +307,17 @@ impl fmt::Display for CapacityError {
             CapacityError::SendTooLarge { size, max } => {
                 write!(f, "message of {size} bytes exceeds max_message_size {max}")
             }
+            CapacityError::CommandQueueFull {
+                commands,
+                bytes,
+                max_commands,
+                max_bytes,
+            } => write!(
+                f,
+                "server command queue full: {commands} requests ({bytes} bytes) waiting for the \
+                 event loop, limits command_queue_len {max_commands} and command_queue_bytes \
+                 {max_bytes}; retry later"
+            ),
         }
     }
 }

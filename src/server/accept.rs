@@ -19,6 +19,10 @@ use super::{Handler, Server};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// 503 answers in flight beyond `max_connections`; past this, drop.
 const REJECT_SLACK: usize = 64;
+/// Accepts per call. Loops sharing one listener (`--threads`) are all woken
+/// by a new connection; one that drained the whole backlog in one go would
+/// starve the others. The rest of the backlog is taken next pass.
+pub(super) const ACCEPTS_PER_CALL: usize = 32;
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 (Linux numbering).
@@ -27,10 +31,16 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 
 impl<H: Handler> Server<H> {
     pub(super) fn accept(&mut self) {
+        self.accept_more = false;
         let Some(listener) = &self.listener else {
             return;
         };
-        loop {
+        if self.accept_resume.is_some() {
+            // Backing off after EMFILE: a listener event does not retry
+            // before the pause ends (`turn` accepts then).
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_CALL {
             let (mut sock, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -129,6 +139,8 @@ impl<H: Handler> Server<H> {
                 above_high: false,
                 timer_at: None,
                 eof: false,
+                owed_read: false,
+                handler_failed: false,
                 rooms: None,
                 bucket: None,
             });
@@ -137,5 +149,8 @@ impl<H: Handler> Server<H> {
             }
             core.schedule(key);
         }
+        // The cap was reached: with edge-triggered readiness no new event
+        // comes for what is still waiting, so try again next pass.
+        self.accept_more = true;
     }
 }

@@ -1,13 +1,24 @@
 //! Requests from other threads, sent through a [`Handle`](super::Handle),
-//! and the graceful shutdown one of them starts.
+//! the bound on how many may wait, and the graceful shutdown one of them
+//! starts.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::info;
 
 use crate::close::CloseCode;
+use crate::error::CapacityError;
 use crate::protocol::Message;
 
 use super::entry::{kill, Phase};
+use super::guard::guarded;
 use super::{handler, ConnId, Ctx, Handler, Server};
+
+/// Requests run per loop pass, and their payload bytes: past either, the
+/// rest wait for the next pass, so sockets are served in between however
+/// fast other threads send.
+const COMMANDS_PER_PASS: usize = 256;
+const COMMAND_BYTES_PER_PASS: usize = 4 << 20;
 
 /// A request from another thread, carried by a [`Handle`](super::Handle).
 pub(crate) enum Command {
@@ -18,9 +29,84 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// The payload bytes it holds (what the byte bound counts).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Command::Send(_, m) | Command::Broadcast(m) => m.as_bytes().len(),
+            Command::Close(_, _, reason) => reason.len(),
+            Command::Run(_) | Command::Shutdown => 0,
+        }
+    }
+}
+
+/// What waits in the channel between the handles and the loop, counted by
+/// both ends: a handle adds before sending, the loop subtracts as it takes.
+pub(crate) struct Backlog {
+    commands: AtomicUsize,
+    bytes: AtomicUsize,
+    max_commands: usize,
+    max_bytes: usize,
+}
+
+impl Backlog {
+    pub(crate) fn new(max_commands: usize, max_bytes: usize) -> Self {
+        Backlog {
+            commands: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_commands,
+            max_bytes,
+        }
+    }
+
+    /// Reserves room for `cmd`. `Ok(true)` if the queue was empty (the loop
+    /// must be woken); a full queue refuses everything but a shutdown, and
+    /// always takes one request when empty.
+    pub(crate) fn reserve(&self, cmd: &Command) -> Result<bool, CapacityError> {
+        let weight = cmd.weight();
+        let commands = self.commands.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(weight, Ordering::AcqRel);
+        let over = commands >= self.max_commands || bytes + weight > self.max_bytes;
+        if over && commands > 0 && !matches!(cmd, Command::Shutdown) {
+            self.release(weight);
+            return Err(CapacityError::CommandQueueFull {
+                commands,
+                bytes,
+                max_commands: self.max_commands,
+                max_bytes: self.max_bytes,
+            });
+        }
+        Ok(commands == 0)
+    }
+
+    /// Gives back what a request reserved (sent, or failed to send).
+    pub(crate) fn release(&self, weight: usize) {
+        self.bytes.fetch_sub(weight, Ordering::AcqRel);
+        self.commands.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// True while requests are reserved: the loop must not sleep.
+    pub(crate) fn pending(&self) -> bool {
+        self.commands.load(Ordering::Acquire) > 0
+    }
+}
+
 impl<H: Handler> Server<H> {
+    /// Runs waiting requests, up to this pass's budget. A handle wakes the
+    /// loop only when it finds the queue empty; the loop does not sleep
+    /// while any remain (see `next_timeout`).
     pub(super) fn run_commands(&mut self) {
-        while let Ok(cmd) = self.commands.try_recv() {
+        let mut bytes = 0;
+        for _ in 0..COMMANDS_PER_PASS {
+            if bytes >= COMMAND_BYTES_PER_PASS {
+                break;
+            }
+            let Ok(cmd) = self.commands.try_recv() else {
+                break;
+            };
+            let weight = cmd.weight();
+            bytes += weight;
+            self.core.handle.backlog.release(weight);
             let mut ctx = Ctx {
                 core: &mut self.core,
             };
@@ -32,7 +118,9 @@ impl<H: Handler> Server<H> {
                     ctx.broadcast_all(&msg);
                 }
                 Command::Close(id, code, reason) => ctx.close(id, code, &reason),
-                Command::Run(f) => f(&mut ctx),
+                Command::Run(f) => {
+                    let _ = guarded("a Handle::run closure", "loop", || f(&mut ctx));
+                }
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
@@ -50,8 +138,9 @@ impl<H: Handler> Server<H> {
             let _ = self.core.registry.deregister(&mut l);
         }
         self.accept_resume = None;
-        self.handler.on_shutdown(&mut Ctx {
-            core: &mut self.core,
+        let (handler, core) = (&mut self.handler, &mut self.core);
+        let _ = guarded("on_shutdown", "loop", || {
+            handler.on_shutdown(&mut Ctx { core })
         });
         let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
         let (code, reason) = handler::SHUTDOWN_CLOSE;

@@ -6,10 +6,12 @@ use std::time::Instant;
 use mio::Waker;
 
 use crate::close::CloseCode;
+#[allow(unused_imports)] // for the docs
+use crate::error::CapacityError;
 use crate::error::Error;
 use crate::protocol::{encode_shared, Message, SendStatus};
 
-use super::commands::Command;
+use super::commands::{Backlog, Command};
 use super::entry::Phase;
 use super::{ConnId, Core};
 
@@ -206,18 +208,43 @@ impl Ctx<'_> {
     }
 }
 
-/// Feeds the loop from other threads; cheap to clone. Every call wakes the
-/// loop through mio's `Waker`. Calls fail only when the server has stopped.
+/// Feeds the loop from other threads; cheap to clone.
+///
+/// Requests wait in a queue bounded by `Config::command_queue_len` and
+/// `Config::command_queue_bytes` (message payload bytes), and the loop runs
+/// a few hundred of them per pass, between serving its sockets. A call
+/// fails with:
+/// - [`CapacityError::CommandQueueFull`](crate::CapacityError::CommandQueueFull)
+///   when the queue is full: the loop
+///   is behind. Nothing was queued; the caller may retry later (after a
+///   short sleep) or drop the request. [`Handle::shutdown`] is never
+///   refused for this;
+/// - [`Error::ConnectionClosed`] when the server has stopped.
+///
+/// A request that was queued still reports nothing about its outcome: a
+/// send to a connection that is gone, or whose write queue is full, is
+/// dropped on the loop.
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) waker: Arc<Waker>,
+    pub(crate) backlog: Arc<Backlog>,
 }
 
 impl Handle {
     fn submit(&self, cmd: Command) -> Result<(), Error> {
-        self.tx.send(cmd).map_err(|_| Error::ConnectionClosed)?;
-        self.waker.wake()?;
+        let weight = cmd.weight();
+        let wake = self.backlog.reserve(&cmd)?;
+        if self.tx.send(cmd).is_err() {
+            self.backlog.release(weight);
+            return Err(Error::ConnectionClosed);
+        }
+        // Only the first request into an empty queue wakes the loop (one
+        // syscall, not one per request): the loop keeps polling without
+        // sleeping while requests wait.
+        if wake {
+            self.waker.wake()?;
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use crate::handshake::RequestReader;
 use crate::protocol::{CloseInfo, Connection};
 use crate::stream::Stream;
 
+use super::guard::guarded;
 use super::rate::Bucket;
 use super::{Core, Ctx, Handler};
 
@@ -48,6 +49,11 @@ pub(super) struct Entry {
     pub(super) timer_at: Option<Instant>,
     /// The peer's EOF arrived after its close frame; end once flushed.
     pub(super) eof: bool,
+    /// On `Core::pending_reads`: to be read next pass.
+    pub(super) owed_read: bool,
+    /// A callback about this connection panicked: its input no longer
+    /// reaches the handler.
+    pub(super) handler_failed: bool,
     /// Rooms joined (allocated on the first join). Boxed: 8 bytes instead
     /// of 24 in every slab entry, and most connections join no room.
     #[allow(clippy::box_collection)]
@@ -114,7 +120,10 @@ pub(super) fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, i
     // The handler sees the connection as gone: sends to it now fail.
     let was_dead = core.slab[key].dead;
     core.slab[key].dead = true;
-    handler.on_close(&mut Ctx { core }, id, info);
+    // A panic here is only logged: the connection is ending anyway.
+    let _ = guarded("on_close", id, || {
+        handler.on_close(&mut Ctx { core }, id, info)
+    });
     core.slab[key].dead = was_dead;
 }
 

@@ -4,6 +4,7 @@
 use crate::buffer::WriteQueue;
 
 use super::entry::{closed, lost, Phase};
+use super::guard::guarded;
 use super::{Core, Ctx, Handler};
 
 /// Writes every connection marked dirty.
@@ -56,7 +57,10 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             } else if buffered <= low {
                 if e.paused {
                     e.paused = false;
-                    core.pending_reads.push(key);
+                    if !e.owed_read {
+                        e.owed_read = true;
+                        core.pending_reads.push((key, e.gen));
+                    }
                 }
                 if e.above_high {
                     e.above_high = false;
@@ -87,7 +91,9 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
             if drained {
                 let id = core.id(key);
-                handler.on_drain(&mut Ctx { core }, id);
+                if guarded("on_drain", id, || handler.on_drain(&mut Ctx { core }, id)).is_none() {
+                    core.fail_by_panic(key);
+                }
             }
         }
         Phase::Draining {

@@ -170,6 +170,24 @@ impl OriginAllowList {
 
 /// The application. Every callback runs on the loop thread; keep them short
 /// and non-blocking. `ctx` sends to any connection, groups, or all.
+///
+/// # Panics in callbacks
+///
+/// A panic in a callback costs the connection it was about, not the server
+/// (it is caught with `catch_unwind`, so not under `panic = "abort"`). It is
+/// logged at error level with the connection's id, and:
+/// - in `on_open`, `on_message`, `on_ping`, `on_pong`, `on_drain`: that
+///   connection is closed with 1011 "internal error" after what is already
+///   queued for it; its later input is no longer handed to the handler,
+///   and `on_close` is still called for it;
+/// - in `on_upgrade` or `on_http`: the request is answered 500;
+/// - in `on_close`, `on_shutdown` or a [`Handle::run`](super::Handle::run)
+///   closure: nothing more (the rest of that call is skipped).
+///
+/// The handler itself keeps running, for every other connection, with its
+/// state as the panic left it: possibly half-way through an update. Keep
+/// invariants that span several fields simple, or repair them in
+/// `on_close`.
 pub trait Handler {
     /// A valid WebSocket upgrade request arrived. Default: accept.
     fn on_upgrade(&mut self, ctx: &mut Ctx<'_>, id: ConnId, req: &Request) -> Upgrade {

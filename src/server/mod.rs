@@ -15,10 +15,14 @@ mod commands;
 mod ctx;
 mod entry;
 mod flush;
+mod guard;
 mod handler;
 mod rate;
 mod read;
 mod timers;
+
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -36,7 +40,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 
-use commands::Command;
+use commands::{Backlog, Command};
 use entry::{kill, Entry};
 use flush::{flush_dirty, flush_now};
 use read::read_conn;
@@ -66,7 +70,10 @@ pub(crate) struct Core {
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
     dead: Vec<usize>,
-    pending_reads: Vec<usize>,
+    /// Connections owed a read next pass (`Entry::owed_read`), with their
+    /// generation: a key reused by a new connection in between is not read
+    /// for the old one.
+    pending_reads: Vec<(usize, u32)>,
     rooms: HashMap<Arc<str>, HashSet<ConnId>>,
     now: Instant,
     open: usize,
@@ -98,6 +105,8 @@ pub struct Server<H: Handler> {
     scratch: Vec<u8>,
     commands: mpsc::Receiver<Command>,
     accept_resume: Option<Instant>,
+    /// The last accept stopped at its cap with connections maybe waiting.
+    accept_more: bool,
     /// EMFILE was logged and no accept has succeeded since.
     accept_warned: bool,
     #[cfg(feature = "tls")]
@@ -130,6 +139,10 @@ impl<H: Handler> Server<H> {
         let (tx, rx) = mpsc::channel();
         let local_addr = listener.local_addr()?;
         let scratch = vec![0u8; config.read_buffer_size];
+        let backlog = Arc::new(Backlog::new(
+            config.command_queue_len,
+            config.command_queue_bytes,
+        ));
         Ok(Server {
             core: Core {
                 config: Arc::new(config),
@@ -145,7 +158,7 @@ impl<H: Handler> Server<H> {
                 now: Instant::now(),
                 open: 0,
                 shutdown_at: None,
-                handle: Handle { tx, waker },
+                handle: Handle { tx, waker, backlog },
             },
             poll,
             listener: Some(listener),
@@ -154,6 +167,7 @@ impl<H: Handler> Server<H> {
             scratch,
             commands: rx,
             accept_resume: None,
+            accept_more: false,
             accept_warned: false,
             #[cfg(feature = "tls")]
             tls: None,
@@ -219,7 +233,8 @@ impl<H: Handler> Server<H> {
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => self.accept(),
-                WAKER => self.run_commands(),
+                // Requests run below, whether or not this pass was woken.
+                WAKER => {}
                 Token(key) => {
                     if ev.is_writable() {
                         self.core.mark_dirty(key);
@@ -241,7 +256,13 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        for key in pending {
+        if self.core.handle.backlog.pending() {
+            self.run_commands();
+        }
+        for (key, gen) in pending {
+            if !self.core.take_owed_read(key, gen) {
+                continue;
+            }
             read_conn(
                 &mut self.core,
                 &mut self.handler,
@@ -259,6 +280,8 @@ impl<H: Handler> Server<H> {
                 self.accept_resume = None;
                 self.accept();
             }
+        } else if self.accept_more {
+            self.accept();
         }
         if let Some(deadline) = self.core.shutdown_at {
             if self.core.slab.is_empty() {
@@ -326,6 +349,29 @@ impl Core {
         }
     }
 
+    /// Owes `key` a read at the next pass (once: the list stays within
+    /// the number of entries, and no peer is read more than its share).
+    fn owe_read(&mut self, key: usize) {
+        if let Some(e) = self.slab.get_mut(key) {
+            if !e.owed_read {
+                e.owed_read = true;
+                self.pending_reads.push((key, e.gen));
+            }
+        }
+    }
+
+    /// Settles a read owed to (`key`, `gen`): true if that entry is still
+    /// there to be read (not a new connection in a reused slot).
+    fn take_owed_read(&mut self, key: usize, gen: u32) -> bool {
+        match self.slab.get_mut(key) {
+            Some(e) if e.gen == gen => {
+                e.owed_read = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes dead entries (end of an event batch).
     fn reap(&mut self) {
         for key in std::mem::take(&mut self.dead) {
@@ -338,5 +384,6 @@ impl Core {
         if self.slab.is_empty() && self.slab.capacity() > 1024 {
             self.slab.shrink_to_fit();
         }
+        self.compact_timers();
     }
 }

@@ -11,8 +11,9 @@ use crate::handshake::{self, Head, Request};
 use crate::protocol::{Connection, Event, Role};
 
 use super::entry::{lost, start_draining, Entry, Phase};
+use super::guard::guarded;
 use super::rate::Bucket;
-use super::{Core, Ctx, Handler, Upgrade};
+use super::{Core, Ctx, Handler, HttpResponse, Upgrade};
 
 /// Reads per readiness event before other connections get a turn.
 const MAX_READS_PER_EVENT: usize = 8;
@@ -78,7 +79,7 @@ pub(super) fn read_conn<H: Handler>(
             return;
         }
     }
-    core.pending_reads.push(key);
+    core.owe_read(key);
 }
 
 fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: usize) {
@@ -108,7 +109,8 @@ fn handshake_done<H: Handler>(
 ) {
     let mut bytes = Vec::new();
     if !req.wants_upgrade() {
-        let resp = handler.on_http(&req);
+        let resp = guarded("on_http", core.id(key), || handler.on_http(&req))
+            .unwrap_or_else(internal_error);
         handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
         if req.method == "HEAD" {
             // Same headers (Content-Length included), no body.
@@ -128,7 +130,11 @@ fn handshake_done<H: Handler>(
         }
     };
     let id = core.id(key);
-    match handler.on_upgrade(&mut Ctx { core }, id, &req) {
+    let answer = guarded("on_upgrade", id, || {
+        handler.on_upgrade(&mut Ctx { core }, id, &req)
+    })
+    .unwrap_or_else(|| Upgrade::Reject(internal_error()));
+    match answer {
         Upgrade::Reject(resp) => {
             debug!("{id}: upgrade rejected with {}", resp.status);
             handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
@@ -171,7 +177,9 @@ fn handshake_done<H: Handler>(
             e.timer_at = None;
             core.open += 1;
             debug!("{id}: open {}", req.target);
-            handler.on_open(&mut Ctx { core }, id);
+            if guarded("on_open", id, || handler.on_open(&mut Ctx { core }, id)).is_none() {
+                core.fail_by_panic(key);
+            }
             core.schedule(key);
             core.mark_dirty(key);
             if !rest.is_empty() {
@@ -180,6 +188,11 @@ fn handshake_done<H: Handler>(
             }
         }
     }
+}
+
+/// The answer when `on_http` or `on_upgrade` panicked.
+fn internal_error() -> HttpResponse {
+    HttpResponse::text(500, "internal server error\n")
 }
 
 fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &mut [u8]) {
@@ -191,6 +204,7 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
             phase: Phase::Open { conn, .. },
             dead: false,
             bucket,
+            handler_failed,
             ..
         }) = core.slab.get_mut(key)
         else {
@@ -216,12 +230,20 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
                 }
             }
         }
+        if *handler_failed {
+            // Its handler panicked: the input is still parsed (the close
+            // reply must be seen) but no longer handed out.
+            continue;
+        }
         let mut ctx = Ctx { core };
-        match ev {
-            Event::Message(m) => handler.on_message(&mut ctx, id, m),
-            Event::Ping(p) => handler.on_ping(&mut ctx, id, &p),
-            Event::Pong(p) => handler.on_pong(&mut ctx, id, &p),
-            Event::Close(..) => {}
+        let done = match ev {
+            Event::Message(m) => guarded("on_message", id, || handler.on_message(&mut ctx, id, m)),
+            Event::Ping(p) => guarded("on_ping", id, || handler.on_ping(&mut ctx, id, &p)),
+            Event::Pong(p) => guarded("on_pong", id, || handler.on_pong(&mut ctx, id, &p)),
+            Event::Close(..) => Some(()),
+        };
+        if done.is_none() {
+            core.fail_by_panic(key);
         }
     }
     core.mark_dirty(key);

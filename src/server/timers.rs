@@ -1,7 +1,9 @@
 //! Timers: one binary heap of (deadline, key, generation) with lazy
 //! deletion. An entry keeps at most one live timer, its earliest deadline
 //! (`Entry::timer_at`); heap items that do not match it are stale and
-//! skipped.
+//! skipped. Stale items of closed connections would otherwise stay until
+//! their deadline (minutes, under churn hundreds of thousands of them): the
+//! heap is rebuilt without them once they outnumber the live ones.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
@@ -15,7 +17,11 @@ use super::{Core, Handler, Server};
 
 impl<H: Handler> Server<H> {
     pub(super) fn next_timeout(&mut self) -> Option<Duration> {
-        if !self.core.pending_reads.is_empty() || !self.core.dirty.is_empty() {
+        if !self.core.pending_reads.is_empty()
+            || !self.core.dirty.is_empty()
+            || self.core.handle.backlog.pending()
+            || (self.accept_more && self.accept_resume.is_none())
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -73,6 +79,23 @@ impl Core {
     pub(super) fn drain_deadline(&self) -> Instant {
         let d = self.now + self.config.close_timeout;
         self.shutdown_at.map_or(d, |s| s.max(d))
+    }
+
+    /// Most heap items beyond twice the entries: past it the heap is rebuilt
+    /// with only its live items. Each rebuild is paid for by at least as
+    /// many pushes, so it costs O(1) per push.
+    const TIMER_SLACK: usize = 64;
+
+    /// Drops stale items once they could outnumber the live ones.
+    pub(super) fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.slab.len() + Self::TIMER_SLACK {
+            return;
+        }
+        let slab = &self.slab;
+        self.timers.retain(|Reverse((t, key, gen))| {
+            slab.get(*key)
+                .is_some_and(|e| e.gen == *gen && !e.dead && e.timer_at == Some(*t))
+        });
     }
 
     /// Makes sure a timer is set for the entry's next deadline.
