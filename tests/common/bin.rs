@@ -33,6 +33,24 @@ impl BinServer {
         })
     }
 
+    /// Like [`BinServer::spawn`], with `env` set in the server's
+    /// environment (and every other `WSLOOP_*` variable of this process
+    /// removed, so only what the test says applies).
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> BinServer {
+        Self::start("wsloop serve (with environment)", |addr| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
+            for (k, _) in std::env::vars() {
+                if k.starts_with("WSLOOP_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.args(["serve", "--addr", &addr.to_string()])
+                .args(args)
+                .envs(env.iter().copied());
+            cmd
+        })
+    }
+
     /// Like [`BinServer::spawn`], with the server's open-file limit lowered
     /// to `nofile` (`ulimit -n` in a shell that then execs the server, so
     /// the child's pid is the server's).
