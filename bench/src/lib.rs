@@ -1,6 +1,20 @@
 //! `wsloop bench URL`: a load generator for any WebSocket echo server, in
 //! the spirit of uSockets' load_test.
 //!
+//! ```text
+//!  Options ──► run: resolve the URL, build one read-only Plan
+//!                │  one thread per --threads, each with its own mio Poll
+//!                ▼
+//!              worker: connect (bounded concurrency) → barrier → warmup →
+//!                │     measure (or hold) → close, each phase with a deadline
+//!                ▼
+//!              conn: per socket, dial (non-blocking connect, upgrade) then a
+//!                │   sans-IO Connection in the client role; echoes checked
+//!                ▼
+//!              stats, hist per thread ──► merged ──► report: summary or --json
+//!              procfs: the server's RSS and CPU (--server-pid), sampled by run
+//! ```
+//!
 //! One mio `Poll` per thread drives many sans-IO [`Connection`](wsloop::Connection)s in the
 //! client role directly (not the blocking client): non-blocking connect,
 //! the upgrade with `handshake::{ClientRequest, ResponseReader}`, then
@@ -22,11 +36,26 @@
 //! `dial` connects and upgrades; `conn` drives one connection, `worker`
 //! one thread's loop; `stats` and `hist` count, `procfs` samples the
 //! server, `meter` draws progress and `report` prints the summary.
+//! `wsloop bench` fills [`Options`] from its flags and calls [`run`], which
+//! prints the summary and returns the exit status.
 //!
 //! Two more loads for the chat app, each with a program in
 //! `bench/examples/`: [`fanout`] (one sender, thousands of receivers: the
 //! server's fan-out rate) and [`soak`] (a mixed load for many minutes:
-//! churn, slow readers, a checked firehose; `scripts/soak.sh`).
+//! churn, slow readers, a checked firehose; `scripts/soak.sh`). The
+//! fan-out rate of a running `wsloop serve --app chat`:
+//!
+//! ```no_run
+//! use wsloop_bench::fanout::{run, Options};
+//!
+//! let o = Options {
+//!     url: "ws://127.0.0.1:9100/ws".into(),
+//!     conns: 1000,
+//!     ..Options::default()
+//! };
+//! run(&o)?; // prints the delivered messages per second of each run
+//! # Ok::<(), String>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
