@@ -1,5 +1,6 @@
 //! One connection of the echo bench, driven by readiness events: connect,
-//! upgrade, then check every echo, time it and replace it.
+//! upgrade, then check every echo, time it and (closed loop) replace it.
+//! In chat mode the connection is a room member (`chat`).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -10,6 +11,7 @@ use wsloop::handshake::{ClientRequest, Head, ResponseReader};
 use wsloop::stream::Stream;
 use wsloop::{Connection, Event, HandshakeError, Message, Role};
 
+use crate::chat::{Member, Reply};
 use crate::dial;
 use crate::options::Mode;
 use crate::plan::Plan;
@@ -20,6 +22,8 @@ pub(crate) enum St {
     New,
     Connecting,
     Handshake,
+    /// Chat: upgraded, waiting for the welcome and the join's answer.
+    Joining,
     Open,
     Done,
 }
@@ -35,7 +39,13 @@ pub(crate) struct Hs {
 
 impl Hs {
     pub(crate) fn new(plan: &Plan, now: Instant) -> Box<Hs> {
-        let (req, out) = dial::request(&plan.host, &plan.target, &plan.config.deflate);
+        let (req, out) = dial::request(
+            &plan.host,
+            &plan.target,
+            &plan.config.deflate,
+            &plan.protocols,
+            &plan.headers,
+        );
         Box::new(Hs {
             req,
             out,
@@ -52,12 +62,18 @@ pub(crate) struct Conn {
     pub(crate) hs: Option<Box<Hs>>,
     pub(crate) ws: Option<Connection>,
     /// Send times of the messages in flight, oldest first (echoes come back
-    /// in order).
+    /// in order); in open loop their scheduled times.
     pub(crate) sent: VecDeque<Instant>,
     pub(crate) send_seq: u64,
     recv_seq: u64,
     /// The server sent a close frame on its own (already counted).
     server_closed: bool,
+    /// Chat mode: the member's room and what it has been delivered.
+    pub(crate) chat: Option<Box<Member>>,
+    /// Open loop: messages are due that it could not take yet (see `pace`).
+    pub(crate) behind: bool,
+    /// Open loop: something was queued in this round of sends.
+    pub(crate) touched: bool,
 }
 
 impl Conn {
@@ -71,14 +87,20 @@ impl Conn {
             send_seq: 0,
             recv_seq: 0,
             server_closed: false,
+            chat: None,
+            behind: false,
+            touched: false,
         }
     }
 }
 
 /// When messages are sent and counted.
 pub(crate) struct Window {
+    /// Closed loop: send a new message for each echo.
     pub(crate) sending: bool,
     pub(crate) closing: bool,
+    /// The start of the load: open-loop schedules count from here.
+    pub(crate) go: Instant,
     pub(crate) from: Instant,
     pub(crate) to: Instant,
 }
@@ -236,8 +258,8 @@ fn input(
         {
             Ok(Head::Partial) => return Ok(()),
             Ok(Head::Complete(resp, mut rest)) => {
-                let deflate = match resp.validate_with(&hs.req, &cfg.deflate) {
-                    Ok((_, deflate)) => deflate,
+                let (protocol, deflate) = match resp.validate_with(&hs.req, &cfg.deflate) {
+                    Ok(chosen) => chosen,
                     Err(e) => {
                         return Err(match e {
                             HandshakeError::Status(s) => format!(
@@ -256,12 +278,25 @@ fn input(
                             .into(),
                     );
                 }
+                if !plan.protocols.is_empty() && protocol.is_none() {
+                    return Err(
+                        "handshake: the server chose none of the subprotocols offered (--protocol)"
+                            .into(),
+                    );
+                }
                 stats
                     .handshake
                     .record(now.saturating_duration_since(hs.started));
                 stats.opened += 1;
-                c.hs = None;
-                c.st = St::Open;
+                if plan.mode == Mode::Chat {
+                    // Still connecting until the join is answered; the
+                    // upgrade state keeps the attempt's start time.
+                    c.st = St::Joining;
+                    c.chat = Some(Box::new(Member::new(id, plan)));
+                } else {
+                    c.hs = None;
+                    c.st = St::Open;
+                }
                 #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
                 let mut ws = Connection::new(Role::Client, plan.config.clone(), now);
                 #[cfg(feature = "deflate")]
@@ -269,7 +304,7 @@ fn input(
                     ws.enable_deflate(p);
                 }
                 c.ws = Some(ws);
-                if plan.mode != Mode::Connect {
+                if !matches!(plan.mode, Mode::Connect | Mode::Chat) {
                     c.sent = VecDeque::with_capacity(plan.pipeline);
                 }
                 if rest.is_empty() {
@@ -295,23 +330,46 @@ fn frames(
     now: Instant,
 ) -> Result<(), Cow<'static, str>> {
     let Conn {
+        st,
+        hs,
         ws,
         sock,
         sent,
         send_seq,
         recv_seq,
         server_closed,
+        chat,
         ..
     } = c;
     let (Some(ws), Some(sock)) = (ws.as_mut(), sock.as_mut()) else {
         return Ok(());
     };
     let latency = plan.mode == Mode::Latency;
+    let open_loop = plan.open_loop();
     let mut input = data;
     loop {
         match ws.poll_event(&mut input, now) {
             Ok(None) => return Ok(()),
             Ok(Some(Event::Message(m))) => {
+                if let Some(member) = chat.as_mut() {
+                    let Message::Text(json) = &m else {
+                        stats.error("chat: a binary message from the server");
+                        continue;
+                    };
+                    match member.on_text(json, plan, win, stats, now)? {
+                        Reply::Nothing => {}
+                        Reply::Send(j) => {
+                            if let Err(e) = ws.send_text(&j) {
+                                return Err(format!("chat: send the join: {e}").into());
+                            }
+                        }
+                        Reply::Joined => {
+                            *st = St::Open;
+                            *hs = None;
+                        }
+                    }
+                    continue;
+                }
                 let t = if latency { Instant::now() } else { now };
                 stats.msgs_all += 1;
                 let Some(at) = sent.pop_front() else {
@@ -332,16 +390,20 @@ fn frames(
                     } else {
                         "payload mismatch: wrong content"
                     });
-                } else if t >= win.from && t < win.to {
-                    stats.msgs += 1;
-                    stats.bytes += bytes.len() as u64;
-                    stats.rtt.record(t.saturating_duration_since(at));
+                } else {
+                    // Open loop: `at` is when the message was due, and the
+                    // message belongs to the window it was due in.
+                    let key = if open_loop { at } else { t };
+                    let measured = key >= win.from && key < win.to;
+                    stats.received(t.saturating_duration_since(at), bytes.len(), measured);
                 }
-                if win.sending && ws.is_open() {
+                if win.sending && !open_loop && ws.is_open() {
                     let now = if latency { Instant::now() } else { now };
                     if let Err(e) = send_next(ws, sent, send_seq, id, plan, now) {
                         return Err(format!("send: {e}").into());
                     }
+                    stats.sent += 1;
+                    stats.sec.sent += 1;
                     if latency {
                         if let Err(e) = ws.write_to(sock) {
                             return Err(format!("write: {e}").into());

@@ -22,13 +22,16 @@ pub(crate) fn connected(sock: &TcpStream) -> io::Result<bool> {
 }
 
 /// The upgrade request for `host` and `target` (offering permessage-deflate
-/// when `deflate` is enabled), and its bytes.
+/// when `deflate` is enabled, the subprotocols `protocols`, and the extra
+/// header fields `extra`), and its bytes.
 pub(crate) fn request(
     host: &str,
     target: &str,
     deflate: &DeflateConfig,
+    protocols: &[String],
+    extra: &[(String, String)],
 ) -> (ClientRequest, Vec<u8>) {
-    let mut headers = Vec::new();
+    let mut headers = extra.to_vec();
     if deflate.enabled {
         headers.push(("Sec-WebSocket-Extensions".to_owned(), client_offer(deflate)));
     }
@@ -36,7 +39,7 @@ pub(crate) fn request(
         host: host.to_owned(),
         target: target.to_owned(),
         key: generate_key(),
-        protocols: Vec::new(),
+        protocols: protocols.to_vec(),
         headers,
     };
     let mut out = Vec::with_capacity(256);

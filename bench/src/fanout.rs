@@ -136,7 +136,13 @@ impl Conn {
         poll.registry()
             .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| format!("register: {e}"))?;
-        let (req, out) = dial::request(&url.host_header(), &url.target, &DeflateConfig::default());
+        let (req, out) = dial::request(
+            &url.host_header(),
+            &url.target,
+            &DeflateConfig::default(),
+            &[],
+            &[],
+        );
         Ok(Conn {
             sock,
             state: State::Connecting,

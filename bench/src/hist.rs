@@ -57,6 +57,16 @@ impl Hist {
         self.sum += v as u128;
     }
 
+    pub(crate) fn clear(&mut self) {
+        if self.total > 0 {
+            self.counts.fill(0);
+        }
+        self.total = 0;
+        self.min = u64::MAX;
+        self.max = 0;
+        self.sum = 0;
+    }
+
     pub(crate) fn merge(&mut self, o: &Hist) {
         for (a, b) in self.counts.iter_mut().zip(&o.counts) {
             *a += b;

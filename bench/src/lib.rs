@@ -1,17 +1,20 @@
 //! `wsloop bench URL`: a load generator for any WebSocket echo server, in
-//! the spirit of uSockets' load_test.
+//! the spirit of uSockets' load_test, and for `wsloop serve --app chat`.
 //!
 //! ```text
 //!  Options ──► run: resolve the URL, build one read-only Plan
 //!                │  one thread per --threads, each with its own mio Poll
 //!                ▼
 //!              worker: connect (bounded concurrency) → barrier → warmup →
-//!                │     measure (or hold) → close, each phase with a deadline
+//!                │     measure (or hold) → open loop's drain → close, each
+//!                │     phase with a deadline; pace: the open loop's schedule
 //!                ▼
 //!              conn: per socket, dial (non-blocking connect, upgrade) then a
-//!                │   sans-IO Connection in the client role; echoes checked
+//!                │   sans-IO Connection in the client role; echoes checked,
+//!                │   or (chat) room deliveries checked by sequence number
 //!                ▼
 //!              stats, hist per thread ──► merged ──► report: summary or --json
+//!              series: each second, all threads ──► --progress, --json
 //!              procfs: the server's RSS and CPU (--server-pid), sampled by run
 //! ```
 //!
@@ -24,8 +27,17 @@
 //! shared pattern buffer, so the hot path allocates nothing of its own.
 //!
 //! Phases: connect (bounded concurrency, every thread) → barrier → warmup →
-//! measure (or hold, in connect mode) → close handshake on every connection.
-//! Every phase has a deadline, so the run always ends by itself.
+//! measure (or hold, in connect mode) → with `--rate`, a drain (what is
+//! owed is sent, the last replies awaited) → close handshake on every
+//! connection. Every phase has a deadline, so the run always ends by
+//! itself.
+//!
+//! Closed loop (echo, latency): a message is sent for each echo, so a slow
+//! server slows the sending and hides its own delay. Open loop (`--rate`,
+//! and chat mode): `pace` sends on a schedule and times each message from
+//! when it was due, so queueing shows in the latency. Chat mode makes each
+//! connection a member of a `wsloop serve --app chat` room (`chat`) and
+//! checks every delivery's room sequence number.
 //!
 //! wss:// URLs (feature `tls`) put each socket in a [`Stream`](wsloop::stream::Stream) with a
 //! rustls client connection; the TLS handshake is timed as part of the
@@ -33,9 +45,11 @@
 //!
 //! Where things are: [`Options`] and [`Mode`] say what to do; `plan` is
 //! what every thread reads; `payload` makes and checks the messages;
-//! `dial` connects and upgrades; `conn` drives one connection, `worker`
-//! one thread's loop; `stats` and `hist` count, `procfs` samples the
-//! server, `meter` draws progress and `report` prints the summary.
+//! `dial` connects and upgrades; `conn` drives one connection, `chat` its
+//! room membership, `pace` the open loop's schedule, `worker` one thread's
+//! loop and phases; `stats` and `hist` count, `series` keeps each second,
+//! `procfs` samples the server, `meter` draws progress and `report` prints
+//! the summary.
 //! `wsloop bench` fills [`Options`] from its flags and calls [`run`], which
 //! prints the summary and returns the exit status.
 //!
@@ -59,23 +73,26 @@
 
 #![forbid(unsafe_code)]
 
+mod chat;
 mod conn;
 mod dial;
 pub mod fanout;
 mod hist;
 mod meter;
 mod options;
+mod pace;
 mod payload;
 mod plan;
 mod procfs;
 mod report;
+mod series;
 pub mod soak;
 mod stats;
 mod worker;
 
 use std::io::{self, IsTerminal};
 use std::net::ToSocketAddrs;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +108,7 @@ use payload::Payload;
 use plan::Plan;
 use procfs::CpuMarks;
 use report::{Report, Rss};
+use series::Series;
 use stats::Stats;
 use worker::{Progress, Shared, Worker, CLOSE_TIMEOUT};
 
@@ -136,6 +154,16 @@ pub fn run(o: Options) -> i32 {
         warmup: o.warmup,
         duration: o.duration,
         hold: o.hold,
+        conns: o.conns as u64,
+        rate: o.rate,
+        rooms: room_names(&o),
+        headers: o
+            .origin
+            .iter()
+            .map(|v| ("Origin".to_owned(), v.clone()))
+            .chain(o.headers.iter().cloned())
+            .collect(),
+        protocols: o.protocols.clone(),
         #[cfg(feature = "tls")]
         tls: match &o.tls {
             Some(cfg) => match wsloop::tls::server_name(&url.host) {
@@ -164,6 +192,8 @@ pub fn run(o: Options) -> i32 {
         server_pid: o.server_pid,
         rss_open: Mutex::new(None),
         progress: (0..o.threads).map(|_| Progress::default()).collect(),
+        series: Series::new(o.threads),
+        published: plan.rooms.iter().map(|_| AtomicU64::new(0)).collect(),
     };
     // Make every poller before starting, so a failure is one clear message.
     let mut workers = Vec::with_capacity(o.threads);
@@ -178,7 +208,10 @@ pub fn run(o: Options) -> i32 {
             }
         }
     }
-    let tty = io::stderr().is_terminal();
+    // --progress: a line a second, terminal or not; otherwise a line
+    // redrawn in place on a terminal.
+    let lines = o.progress;
+    let tty = !lines && io::stderr().is_terminal();
     let mut total = Stats::new();
     let mut cpu = CpuMarks::new(&o, shared.start);
     std::thread::scope(|s| {
@@ -198,6 +231,8 @@ pub fn run(o: Options) -> i32 {
             std::thread::sleep(nap);
             if tty {
                 meter.tick();
+            } else if lines {
+                meter.line();
             }
         }
         if tty {
@@ -237,6 +272,7 @@ pub fn run(o: Options) -> i32 {
             after: read_rss_kib(pid),
         }),
         server_cpu: cpu.cores_and_secs(measured_secs),
+        series: shared.series.finish(),
     };
     if o.json {
         println!("{}", report.json());
@@ -250,4 +286,20 @@ pub fn run(o: Options) -> i32 {
     } else {
         0
     }
+}
+
+/// Chat mode: the rooms' names, fresh for this run (a process id and a
+/// clock reading), so that no earlier run's history or members are in
+/// them.
+fn room_names(o: &Options) -> Vec<String> {
+    if o.mode != Mode::Chat {
+        return Vec::new();
+    }
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64 & 0xff_ffff_ffff);
+    let run = format!("{:x}-{nonce:x}", std::process::id());
+    (0..o.rooms.max(1))
+        .map(|r| format!("wsloop-bench-{run}-{r}"))
+        .collect()
 }

@@ -14,6 +14,10 @@ pub enum Mode {
     Latency,
     /// Open connections (handshakes per second), hold them, close them.
     Connect,
+    /// Members of a `wsloop serve --app chat` server: join rooms, publish
+    /// on a schedule, check every delivery's room sequence number and time
+    /// publish to delivery.
+    Chat,
 }
 
 impl Mode {
@@ -23,6 +27,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Latency => "latency",
             Mode::Connect => "connect",
+            Mode::Chat => "chat",
         }
     }
 }
@@ -47,6 +52,21 @@ pub struct Options {
     pub connect_timeout: Duration,
     pub server_pid: Option<u32>,
     pub json: bool,
+    /// Open loop (`--rate`): messages a second in total over all
+    /// connections, each with its own scheduled send time; chat mode's
+    /// publishes a second. `None`: closed loop (echo, latency).
+    pub rate: Option<u64>,
+    /// Chat mode: rooms the members are spread over (`--rooms`).
+    pub rooms: usize,
+    /// Extra upgrade request headers (`--header`), already checked.
+    pub headers: Vec<(String, String)>,
+    /// The upgrade request's `Origin` (`--origin`).
+    pub origin: Option<String>,
+    /// Subprotocols to offer (`--protocol`); the server must pick one.
+    pub protocols: Vec<String>,
+    /// A progress line every second on stderr, terminal or not
+    /// (`--progress`).
+    pub progress: bool,
     /// The TLS client configuration for a wss:// URL.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub tls: TlsSetting,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::options::{Mode, Options};
+use crate::series::Row;
 use crate::stats::Stats;
 
 pub(crate) struct Rss {
@@ -26,6 +27,8 @@ pub(crate) struct Report<'a> {
     /// the seconds it is averaged over: the measured window, or in connect
     /// mode the connect phase. From --server-pid.
     pub(crate) server_cpu: Option<(f64, f64)>,
+    /// The run second by second.
+    pub(crate) series: Vec<Row>,
 }
 
 /// 1234567 → "1,234,567".
@@ -51,7 +54,7 @@ pub(crate) fn secs(d: Duration) -> String {
 }
 
 /// Nanoseconds for people.
-fn dur(ns: u64) -> String {
+pub(crate) fn dur(ns: u64) -> String {
     match ns {
         0..=999 => format!("{ns} ns"),
         1_000..=999_949 => format!("{:.1} µs", ns as f64 / 1e3),
@@ -119,8 +122,27 @@ impl Report<'_> {
     pub(crate) fn text(&self) -> String {
         let (o, s) = (self.o, self.s);
         let mut t = String::new();
-        let what = match o.mode {
-            Mode::Connect => format!("{} connections held {}", o.conns, secs(o.hold)),
+        let what = match (o.mode, o.rate) {
+            (Mode::Connect, _) => format!("{} connections held {}", o.conns, secs(o.hold)),
+            (Mode::Chat, rate) => format!(
+                "{} members in {} rooms, {} publishes/s, {} texts, {} warmup, {} measured",
+                o.conns,
+                o.rooms,
+                group(rate.unwrap_or(0)),
+                fmt_bytes(o.size),
+                secs(o.warmup),
+                secs(o.duration)
+            ),
+            (_, Some(rate)) => format!(
+                "{} conns, open loop at {} msgs/s (at most {} in flight each), {} {}, {} warmup, {} measured",
+                o.conns,
+                group(rate),
+                o.pipeline,
+                fmt_bytes(o.size),
+                if o.text { "text" } else { "binary" },
+                secs(o.warmup),
+                secs(o.duration)
+            ),
             _ => format!(
                 "{} conns x {} in flight, {} {}, {} warmup, {} measured",
                 o.conns,
@@ -172,7 +194,9 @@ impl Report<'_> {
                 dur(h.max)
             );
         }
-        if o.mode != Mode::Connect && s.opened > 0 {
+        if o.mode == Mode::Chat && s.opened > 0 {
+            self.chat_text(&mut t);
+        } else if o.mode != Mode::Connect && s.opened > 0 {
             let _ = writeln!(
                 t,
                 "  messages   {} echoed in {:.2} s: {} msgs/s, {:.1} MB/s{}",
@@ -190,13 +214,21 @@ impl Report<'_> {
             if r.total > 0 {
                 let _ = writeln!(
                     t,
-                    "  round trip p50 {}  p99 {}  p99.9 {}  max {}  mean {}",
+                    "  round trip p50 {}  p99 {}  p99.9 {}  max {}  mean {}{}",
                     dur(r.quantile(0.5)),
                     dur(r.quantile(0.99)),
                     dur(r.quantile(0.999)),
                     dur(r.max),
-                    dur(r.mean())
+                    dur(r.mean()),
+                    if o.rate.is_some() {
+                        " (from when each was due)"
+                    } else {
+                        ""
+                    }
                 );
+            }
+            if o.rate.is_some() {
+                self.schedule_text(&mut t);
             }
         }
         if let (Some((cores, _)), Some(per)) = (self.server_cpu, self.cpu_ns_per_msg()) {
@@ -205,10 +237,10 @@ impl Report<'_> {
                 "  server cpu {:.0}% of a core, {} per {}",
                 cores * 100.0,
                 dur(per.round() as u64),
-                if o.mode == Mode::Connect {
-                    "handshake"
-                } else {
-                    "message"
+                match o.mode {
+                    Mode::Connect => "handshake",
+                    Mode::Chat => "delivery",
+                    _ => "message",
                 }
             );
         }
@@ -282,6 +314,8 @@ impl Report<'_> {
         );
         if o.mode == Mode::Connect {
             let _ = write!(j, ",\"hold_s\":{}", o.hold.as_secs_f64());
+        } else if o.mode == Mode::Chat {
+            self.chat_json(&mut j);
         } else {
             let r = &s.rtt;
             let _ = write!(
@@ -302,6 +336,9 @@ impl Report<'_> {
                 us(if r.total > 0 { r.max } else { 0 }),
                 us(r.mean())
             );
+            if o.rate.is_some() {
+                self.schedule_json(&mut j);
+            }
         }
         if let Some(r) = &self.rss {
             let n = |v: Option<u64>| v.map_or("null".to_owned(), |k| k.to_string());
@@ -316,10 +353,10 @@ impl Report<'_> {
             );
         }
         if let Some((cores, _)) = self.server_cpu {
-            let key = if o.mode == Mode::Connect {
-                "server_cpu_ns_per_handshake"
-            } else {
-                "server_cpu_ns_per_msg"
+            let key = match o.mode {
+                Mode::Connect => "server_cpu_ns_per_handshake",
+                Mode::Chat => "server_cpu_ns_per_delivery",
+                _ => "server_cpu_ns_per_msg",
             };
             let _ = write!(
                 j,
@@ -340,8 +377,120 @@ impl Report<'_> {
             json_str(k, &mut j);
             let _ = write!(j, ":{n}");
         }
-        j.push_str("}}");
+        j.push_str("},\"series\":[");
+        for (i, row) in self.series.iter().enumerate() {
+            if i > 0 {
+                j.push(',');
+            }
+            row.json(&mut j);
+        }
+        j.push_str("]}");
         j
+    }
+
+    /// Chat mode's lines: deliveries, their latency, the schedule, order.
+    fn chat_text(&self, t: &mut String) {
+        let s = self.s;
+        let _ = writeln!(
+            t,
+            "  deliveries {} in {:.2} s: {}/s ({} published in all){}",
+            group(s.msgs),
+            self.measured_secs,
+            group(self.rate(s.msgs) as u64),
+            group(s.sent),
+            if self.cut_short() {
+                " (cut short: no connection left)"
+            } else {
+                ""
+            }
+        );
+        let r = &s.rtt;
+        if r.total > 0 {
+            let _ = writeln!(
+                t,
+                "  latency    p50 {}  p99 {}  p99.9 {}  max {}  mean {} (publish due to delivery)",
+                dur(r.quantile(0.5)),
+                dur(r.quantile(0.99)),
+                dur(r.quantile(0.999)),
+                dur(r.max),
+                dur(r.mean())
+            );
+        }
+        self.schedule_text(t);
+        let _ = writeln!(
+            t,
+            "  order      {} gaps, {} duplicates, {} out of order, {} undelivered",
+            group(s.gaps),
+            group(s.duplicates),
+            group(s.reorders),
+            group(s.undelivered)
+        );
+    }
+
+    /// Open loop: how well the schedule was kept.
+    fn schedule_text(&self, t: &mut String) {
+        let s = self.s;
+        let l = &s.lag;
+        let _ = write!(
+            t,
+            "  schedule   {} sent, behind by p50 {}  p99 {}  max {}; {} never sent",
+            group(s.sent),
+            dur(l.quantile(0.5)),
+            dur(l.quantile(0.99)),
+            dur(if l.total > 0 { l.max } else { 0 }),
+            group(s.unsent)
+        );
+        if self.o.mode == Mode::Chat {
+            t.push('\n');
+        } else {
+            let _ = writeln!(t, ", {} not echoed by the end", group(s.unanswered));
+        }
+    }
+
+    fn chat_json(&self, j: &mut String) {
+        let (o, s) = (self.o, self.s);
+        let us = |ns: u64| ns as f64 / 1e3;
+        let r = &s.rtt;
+        let _ = write!(
+            j,
+            ",\"rooms\":{},\"size\":{},\"warmup_s\":{},\"duration_s\":{},\"measured_s\":{:.6},\"deliveries\":{},\"deliveries_per_s\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\"gaps\":{},\"duplicates\":{},\"reorders\":{},\"undelivered\":{}",
+            o.rooms,
+            o.size,
+            o.warmup.as_secs_f64(),
+            o.duration.as_secs_f64(),
+            self.measured_secs,
+            s.msgs,
+            self.rate(s.msgs),
+            us(r.quantile(0.5)),
+            us(r.quantile(0.99)),
+            us(r.quantile(0.999)),
+            us(if r.total > 0 { r.max } else { 0 }),
+            us(r.mean()),
+            s.gaps,
+            s.duplicates,
+            s.reorders,
+            s.undelivered
+        );
+        self.schedule_json(j);
+    }
+
+    fn schedule_json(&self, j: &mut String) {
+        let (o, s) = (self.o, self.s);
+        let us = |ns: u64| ns as f64 / 1e3;
+        let l = &s.lag;
+        let _ = write!(
+            j,
+            ",\"rate\":{},\"sent\":{},\"unsent\":{},\"lag_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+            o.rate.unwrap_or(0),
+            s.sent,
+            s.unsent,
+            us(l.quantile(0.5)),
+            us(l.quantile(0.99)),
+            us(if l.total > 0 { l.max } else { 0 })
+        );
+        if o.mode != Mode::Chat {
+            let _ = write!(j, ",\"unanswered\":{}", s.unanswered);
+        }
     }
 }
 

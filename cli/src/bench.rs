@@ -8,8 +8,13 @@ use wsloop_bench::{fmt_bytes as bytes, read_rss_kib, Mode, Options, TlsSetting};
 
 use crate::args::{Arg, ArgError, Args};
 
+mod upgrade;
+
+use upgrade::{header, is_token, origin_ok};
+
 const HELP: &str = "\
-wsloop bench: a load generator for any WebSocket echo server
+wsloop bench: a load generator for any WebSocket echo server, and for
+wsloop serve --app chat
 
 USAGE:
     wsloop bench [OPTIONS] URL
@@ -30,21 +35,58 @@ MODES (--mode):
     connect   open --conns idle connections and report handshakes/s; hold
               them for --hold, then close them all cleanly; with
               --server-pid, report the server's memory per connection
+    chat      --conns members of a `wsloop serve --app chat` server (URL
+              ws://HOST:PORT/ws), spread over --rooms fresh rooms, one room
+              each; together they publish --rate messages a second (each
+              member in turn). Every member must be delivered every message
+              of its room once, in room sequence order: gaps, duplicates,
+              out-of-order and undelivered messages are errors. Reports
+              deliveries/s and the latency from each publish's scheduled
+              time to each delivery
+
+OPEN LOOP (--rate N, echo and chat modes):
+    Messages are sent on a schedule, not when echoes come back: --rate N
+    is messages a second IN TOTAL over all connections, taken in turn, so
+    each connection sends N / --conns a second. Each message has a
+    scheduled send time, and its round trip is measured from that time:
+    when the server (or the bench itself) falls behind, the delay shows in
+    the latency instead of lowering the send rate (no coordinated
+    omission). A connection that cannot take its next message (--pipeline
+    messages await their echo, or its write queue is full) falls behind;
+    what it owes is sent, oldest first, as soon as it can, never skipped.
+    The report says how late sends were (behind by p50/p99/max) and what
+    was never sent. After --duration, what is owed is still sent and the
+    last echoes awaited for up to 5 s; a message counts in the measured
+    window if it was due in it. Sends are timed to about 1 ms.
 
 OUTPUT:
     The summary gives messages/s and MB/s (echoed payload, 1 MB = 10^6
     bytes) over the measured time, the round trip p50/p99/p99.9/max (from
     a message being queued to its echo being read; ~1% precision), the
     connect rate, and errors by kind. A progress line is drawn on stderr
-    when stderr is a terminal. With --json, one JSON object on one line
-    goes to stdout instead of the summary.
+    when stderr is a terminal; --progress prints one line a second
+    instead, terminal or not. With --json, one JSON object on one line
+    goes to stdout instead of the summary; its \"series\" is an array with
+    one object per second of the load (from the end of the connect phase):
+    t, sent, received, errors, p50_us, p99_us, p999_us, max_us (latency of
+    what was received in that second) and lag_max_us (open loop: the most
+    a send was behind its schedule).
 
 OPTIONS:
-    --mode MODE              echo, latency or connect [default: echo]
-    --conns N                Connections [default: 100]
-    --pipeline N             Messages in flight per connection
-                             [default: 16; latency mode: 1]
-    --size SIZE              Payload bytes per message [default: 32]
+    --mode MODE              echo, latency, connect or chat [default: echo]
+    --conns N                Connections (chat: members) [default: 100]
+    --pipeline N             Messages in flight per connection [default: 16;
+                             latency mode: 1]; with --rate, the most
+                             awaiting their echo on one connection before it
+                             falls behind [default: 1024, fewer if --conns x
+                             --size would pass 4 GiB]
+    --rate N                 Open loop: N messages a second in total over all
+                             connections (see OPEN LOOP); chat mode: N
+                             publishes a second [chat default: 100]
+    --rooms N                Chat mode: rooms the members are spread over
+                             (member i joins room i mod N) [default: 1]
+    --size SIZE              Payload bytes per message; chat mode: bytes of
+                             text per publish, at most 4096 [default: 32]
     --binary                 Send binary messages [default]
     --text                   Send text messages (printable ASCII)
     --deflate                Offer permessage-deflate (RFC 7692; needs the
@@ -83,6 +125,18 @@ OPTIONS:
                              the measured window, or per handshake over the
                              connect phase
     --json                   One machine-readable line on stdout
+    --progress               A progress line every second on stderr, also
+                             when stderr is not a terminal (logs, CI)
+    --header 'NAME: VALUE'   Add a header to every upgrade request
+                             (repeatable). NAME must be an HTTP token; the
+                             headers of the upgrade itself (Host, Upgrade,
+                             Connection, Sec-WebSocket-*) cannot be set, and
+                             Origin is set with --origin
+    --origin ORIGIN          Send Origin: ORIGIN (scheme://host[:port], or
+                             null), as a browser would
+    --protocol NAME          Offer the subprotocol NAME (repeatable); the
+                             server must choose one of them, or the
+                             connection counts as failed
     --ca FILE                For wss://: trust only the CA certificates in
                              this PEM file [default: the bundled Mozilla
                              roots] (needs the `tls` feature)
@@ -91,8 +145,9 @@ OPTIONS:
     -h, --help               Print this help
 
 The run ends by itself: the connect phase (cut after 60 s), then --warmup
-plus --duration (or --hold), then a close handshake on every connection
-(at most 5 s more). One process holds at most as many connections as its
+plus --duration (or --hold), then with --rate at most 5 s to send what is
+owed and wait for the last replies, then a close handshake on every
+connection (at most 5 s more). One process holds at most as many connections as its
 open-file limit allows (see /proc/self/limits): run several processes for
 more, each against a different server address (ws://127.0.0.2:PORT/, ...)
 when one address runs out of local ports. On a small machine pin server
@@ -111,7 +166,10 @@ EXAMPLES:
     wsloop bench ws://127.0.0.1:9001/ --mode connect --conns 10000 \\
         --server-pid $SERVER_PID --json
     wsloop bench wss://localhost:9443/ --ca ca.pem --conns 100 --size 32
-    wsloop bench ws://127.0.0.1:9001/ --deflate --compressible --size 4K";
+    wsloop bench ws://127.0.0.1:9001/ --deflate --compressible --size 4K
+    wsloop bench ws://127.0.0.1:9001/ --rate 20000 --conns 100 --progress
+    wsloop bench ws://127.0.0.1:10000/ws --mode chat --conns 1000 \\
+        --rooms 10 --rate 500 --json";
 
 /// File descriptors kept aside from --conns (stdio, epoll, /proc reads).
 const FD_RESERVE: u64 = 64;
@@ -119,6 +177,12 @@ const FD_RESERVE: u64 = 64;
 const MAX_SIZE: usize = 1 << 30;
 /// Largest --conns × --pipeline × --size (bytes the bench may queue).
 const MAX_IN_FLIGHT_BYTES: u128 = 4 << 30;
+/// Largest --rate.
+const MAX_RATE: u64 = 10_000_000;
+/// --pipeline with --rate unless given.
+const OPEN_LOOP_PIPELINE: usize = 1024;
+/// Chat mode's --rate unless given.
+const CHAT_RATE: u64 = 100;
 
 #[cfg(feature = "tls")]
 fn tls_setting(secure: bool, ca: Option<String>, insecure: bool) -> Result<TlsSetting, ArgError> {
@@ -175,10 +239,17 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         connect_timeout: Duration::from_secs(10),
         server_pid: None,
         json: false,
+        rate: None,
+        rooms: 1,
+        headers: Vec::new(),
+        origin: None,
+        protocols: Vec::new(),
+        progress: false,
         tls: None,
     };
     let mut url = None;
     let mut pipeline = None;
+    let mut rooms = None;
     let mut ca: Option<String> = None;
     let mut insecure = false;
     while let Some(arg) = args.next() {
@@ -201,7 +272,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                     "echo" => Mode::Echo,
                     "latency" => Mode::Latency,
                     "connect" => Mode::Connect,
-                    _ => return Err(args.bad("mode", &v, "echo, latency or connect")),
+                    "chat" => Mode::Chat,
+                    _ => return Err(args.bad("mode", &v, "echo, latency, connect or chat")),
                 };
             }
             "conns" => o.conns = at_least_one(&mut args, "conns")?,
@@ -254,6 +326,53 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
                 }
             }
             "json" => o.json = true,
+            "progress" => o.progress = true,
+            "rate" => {
+                let v = args.value("rate")?;
+                o.rate = match v.parse::<u64>() {
+                    Ok(n @ 1..=MAX_RATE) => Some(n),
+                    _ => {
+                        return Err(args.bad(
+                            "rate",
+                            &v,
+                            "messages a second in total, a whole number from 1 to 10000000",
+                        ))
+                    }
+                };
+            }
+            "rooms" => rooms = Some(at_least_one(&mut args, "rooms")?),
+            "header" => {
+                let v = args.value("header")?;
+                match header(&v) {
+                    Ok(h) => o.headers.push(h),
+                    Err(expected) => return Err(args.bad("header", &v, &expected)),
+                }
+            }
+            "origin" => {
+                let v = args.value("origin")?;
+                if !origin_ok(&v) {
+                    return Err(args.bad(
+                        "origin",
+                        &v,
+                        "an origin: scheme://host[:port] with no path (https://example.com), or null",
+                    ));
+                }
+                o.origin = Some(v);
+            }
+            "protocol" => {
+                let v = args.value("protocol")?;
+                if !is_token(&v) {
+                    return Err(args.bad(
+                        "protocol",
+                        &v,
+                        "a subprotocol name: an HTTP token (letters, digits and !#$%&'*+-.^_`|~; no spaces or commas)",
+                    ));
+                }
+                if o.protocols.contains(&v) {
+                    return Err(args.bad("protocol", &v, "each subprotocol once"));
+                }
+                o.protocols.push(v);
+            }
             "ca" => ca = Some(args.value("ca")?),
             "insecure" => insecure = true,
             "source-ips" => {
@@ -275,6 +394,41 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         Err(e) => return Err(err(e.to_string())),
     }
     o.url = url;
+    match (o.mode, o.rate) {
+        (Mode::Latency, Some(r)) => {
+            return Err(err(format!(
+                "--rate {r} does not go with --mode latency, which keeps one message in flight \
+                 (use --mode echo --rate {r})"
+            )))
+        }
+        (Mode::Connect, Some(r)) => {
+            return Err(err(format!(
+                "--rate {r} does not go with --mode connect, which sends no messages"
+            )))
+        }
+        (Mode::Chat, None) => o.rate = Some(CHAT_RATE),
+        _ => {}
+    }
+    match (o.mode, rooms) {
+        (Mode::Chat, Some(r)) if r > o.conns => {
+            return Err(err(format!(
+                "--rooms {r} is more than --conns {}: every room needs a member",
+                o.conns
+            )))
+        }
+        (Mode::Chat, Some(r)) => o.rooms = r,
+        (_, Some(r)) => {
+            return Err(err(format!("--rooms {r} only applies to --mode chat")));
+        }
+        _ => {}
+    }
+    if o.mode == Mode::Chat && o.size > wsloop_chat::MAX_TEXT {
+        return Err(err(format!(
+            "--size {} is more text than a chat message may carry ({} bytes) in --mode chat",
+            bytes(o.size),
+            wsloop_chat::MAX_TEXT
+        )));
+    }
     o.pipeline = match (o.mode, pipeline) {
         (Mode::Latency, Some(p)) if p > 1 => {
             return Err(err(format!(
@@ -283,7 +437,17 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             )))
         }
         (Mode::Latency, _) => 1,
+        (Mode::Chat, Some(p)) => {
+            return Err(err(format!(
+            "--pipeline {p} does not go with --mode chat: members publish on the --rate schedule"
+        )))
+        }
+        (Mode::Chat, None) => 1,
         (_, Some(p)) => p,
+        (_, None) if o.rate.is_some() => {
+            let per_msg = o.conns as u128 * (o.size as u128 + 14);
+            (MAX_IN_FLIGHT_BYTES / per_msg.max(1)).clamp(1, OPEN_LOOP_PIPELINE as u128) as usize
+        }
         (_, None) => 16,
     };
     if o.threads > o.conns {
@@ -294,7 +458,7 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     }
     check_fd_limit(o.conns as u64)?;
     check_port_range(o.conns as u64)?;
-    if o.mode != Mode::Connect {
+    if !matches!(o.mode, Mode::Connect | Mode::Chat) {
         let in_flight = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
         if in_flight > MAX_IN_FLIGHT_BYTES {
             return Err(err(format!(

@@ -1,6 +1,9 @@
 //! One thread of the echo bench: a mio `Poll` driving its share of the
 //! connections through the phases (connect, barrier, warmup, measure or
-//! hold, close), each with a deadline.
+//! hold, open loop's drain, close), each with a deadline. This file holds
+//! the connections and the connect phase; `phases` the rest.
+
+mod phases;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -11,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use wsloop::CloseCode;
 
-use crate::conn::{drive, send_next, Conn, Hs, St, Step, Window};
-use crate::options::Mode;
+use crate::conn::{drive, Conn, Hs, St, Step, Window};
+use crate::pace::Pacer;
 use crate::plan::Plan;
-use crate::procfs::read_rss_kib;
+use crate::series::Series;
 use crate::stats::Stats;
 
 /// Time allowed for the close handshake at the end.
@@ -33,6 +35,7 @@ pub(crate) struct Progress {
     pub(crate) open: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) msgs: AtomicU64,
+    pub(crate) sent: AtomicU64,
     pub(crate) errors: AtomicU64,
 }
 
@@ -47,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) server_pid: Option<u32>,
     pub(crate) rss_open: Mutex<Option<u64>>,
     pub(crate) progress: Vec<Progress>,
+    /// The run second by second.
+    pub(crate) series: Series,
+    /// Chat mode: publishes queued to each room, by all threads.
+    pub(crate) published: Vec<AtomicU64>,
 }
 
 pub(crate) struct Worker<'a> {
@@ -62,6 +69,11 @@ pub(crate) struct Worker<'a> {
     live: usize,
     win: Window,
     stats: Stats,
+    /// Open loop: the thread's share of the schedule.
+    pacer: Option<Pacer>,
+    /// The second being counted (since the load started), and its end.
+    sec_t: u64,
+    sec_end: Option<Instant>,
 }
 
 impl<'a> Worker<'a> {
@@ -87,10 +99,14 @@ impl<'a> Worker<'a> {
             win: Window {
                 sending: false,
                 closing: false,
+                go: far,
                 from: far,
                 to: far,
             },
             stats: Stats::new(),
+            pacer: None,
+            sec_t: 0,
+            sec_end: None,
         })
     }
 
@@ -168,6 +184,7 @@ impl<'a> Worker<'a> {
         c.st = St::Done;
         c.ws = None;
         c.hs = None;
+        c.chat = None;
         c.sent = VecDeque::new();
     }
 
@@ -225,6 +242,7 @@ impl<'a> Worker<'a> {
         p.open.store(s.opened - s.ended_open, Relaxed);
         p.failed.store(s.failed, Relaxed);
         p.msgs.store(s.msgs_all, Relaxed);
+        p.sent.store(s.sent, Relaxed);
         p.errors.store(s.error_count, Relaxed);
     }
 
@@ -240,7 +258,7 @@ impl<'a> Worker<'a> {
             self.connecting.retain(|&i| {
                 let c = &conns[i];
                 match (c.st, &c.hs) {
-                    (St::Connecting | St::Handshake, Some(hs)) => {
+                    (St::Connecting | St::Handshake | St::Joining, Some(hs)) => {
                         if now.saturating_duration_since(hs.started) >= plan.connect_timeout
                             || now >= deadline
                         {
@@ -258,6 +276,8 @@ impl<'a> Worker<'a> {
                     "connect phase cut after 60 s"
                 } else if self.conns[i].st == St::Connecting {
                     "connect: timed out"
+                } else if self.conns[i].st == St::Joining {
+                    "chat: no welcome and joined within the connect timeout"
                 } else {
                     "handshake: timed out"
                 };
@@ -281,125 +301,5 @@ impl<'a> Worker<'a> {
             self.pump(events, Duration::from_millis(50));
         }
         self.publish();
-    }
-
-    pub(crate) fn run(mut self) -> Stats {
-        let plan = self.plan;
-        let mut events = Events::with_capacity(1024);
-        self.connect_phase(&mut events);
-
-        // Everyone starts the measured part together.
-        let shared = self.shared;
-        if shared.barrier.wait().is_leader() {
-            let now = Instant::now();
-            *shared.go.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-            if let Some(pid) = shared.server_pid {
-                *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) = read_rss_kib(pid);
-            }
-            // Every thread published its count before the first wait.
-            let open: u64 = shared.progress.iter().map(|p| p.open.load(Relaxed)).sum();
-            shared.none_open.store(open == 0, Relaxed);
-        }
-        shared.barrier.wait();
-        let go = shared
-            .go
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or_else(Instant::now);
-
-        let end_at = if shared.none_open.load(Relaxed) {
-            // Nothing to measure: go straight to the summary.
-            go
-        } else if plan.mode == Mode::Connect {
-            go + plan.hold
-        } else {
-            self.win.from = go + plan.warmup;
-            self.win.to = self.win.from + plan.duration;
-            self.win.sending = true;
-            let now = Instant::now();
-            for i in 0..self.conns.len() {
-                let Worker {
-                    conns, first_id, ..
-                } = &mut self;
-                let c = &mut conns[i];
-                let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
-                    continue;
-                };
-                if !ws.is_open() {
-                    continue;
-                }
-                let id = *first_id + i as u64;
-                let mut res = Ok(());
-                for _ in 0..plan.pipeline {
-                    res = send_next(ws, &mut c.sent, &mut c.send_seq, id, plan, now)
-                        .map_err(|e| format!("send: {e}"));
-                    if res.is_err() {
-                        break;
-                    }
-                }
-                if res.is_ok() {
-                    res = ws
-                        .write_to(sock)
-                        .map(|_| ())
-                        .map_err(|e| format!("write: {e}"));
-                }
-                if let Err(kind) = res {
-                    self.end(i, Some(kind.into()));
-                }
-            }
-            self.win.to
-        };
-        loop {
-            let now = Instant::now();
-            if now >= end_at || self.live == 0 {
-                break;
-            }
-            self.pump(&mut events, (end_at - now).min(Duration::from_millis(250)));
-        }
-
-        self.stats.run_end = Instant::now();
-
-        // Close every connection with 1000 and wait for the replies.
-        self.win.sending = false;
-        self.win.closing = true;
-        let now = Instant::now();
-        for i in 0..self.conns.len() {
-            let c = &mut self.conns[i];
-            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
-                continue;
-            };
-            ws.close(CloseCode::NORMAL, "", now);
-            if let Err(e) = ws.write_to(sock) {
-                self.end(i, Some(format!("close: write: {e}").into()));
-            }
-        }
-        let deadline = now + CLOSE_TIMEOUT;
-        loop {
-            let now = Instant::now();
-            if self.live == 0 || now >= deadline {
-                break;
-            }
-            self.pump(
-                &mut events,
-                (deadline - now).min(Duration::from_millis(250)),
-            );
-        }
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.st == St::Done {
-                continue;
-            }
-            let kind = match &c.ws {
-                Some(ws) if ws.close_info().is_some_and(|i| i.clean) => {
-                    "close: the server did not close TCP within 5 s of the close handshake"
-                }
-                Some(_) => "close: no close reply within 5 s",
-                None => "close: still connecting",
-            };
-            self.end(i, Some(kind.into()));
-        }
-        self.publish();
-        self.stats.finished = Instant::now();
-        self.stats
     }
 }
