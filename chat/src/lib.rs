@@ -20,7 +20,11 @@
 //! ```
 //!
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
-//! everything the connection sends.
+//! everything the connection sends. An `error` carries `"retry":true` when
+//! nothing was done and the same request may work later (a [`Refusal`]).
+//! The chat's own limits and switches (input size, broadcast on or off,
+//! history per room, rooms with history) are a [`ChatConfig`]
+//! ([`Chat::with_config`]).
 //!
 //! ```text
 //!  text frame ──► Chat::on_message: parse the JSON, check limits, access, membership
