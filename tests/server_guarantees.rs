@@ -68,6 +68,9 @@ impl Handler for Edgy {
 
     fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
         self.opened.lock().unwrap().push(id);
+        if self.paths.lock().unwrap().get(&id).map(String::as_str) == Some("/panic-open") {
+            panic!("on_open blew up (on purpose)");
+        }
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
@@ -349,7 +352,7 @@ fn a_panic_in_on_message_closes_that_connection_with_1011_only() {
 }
 
 #[test]
-fn panics_in_on_upgrade_and_on_http_answer_500_and_on_close_is_logged() {
+fn panics_in_other_callbacks_cost_one_request_or_connection() {
     let app = Edgy::default();
     let srv = start_server(Config::default(), app.clone());
     let mut good = connect(srv.addr);
@@ -358,6 +361,11 @@ fn panics_in_on_upgrade_and_on_http_answer_500_and_on_close_is_logged() {
     let reply = http_get(srv.addr, "/panic");
     assert_eq!(reply.status, 500);
     echo_once(&mut good, "still here");
+    // In on_open: the 101 is out, then close 1011.
+    let mut c = TestClient::connect_with(srv.addr, "/panic-open", &[]);
+    let (code, reason) = c.expect_close();
+    assert_eq!(code, Some(1011), "{reason}");
+    echo_once(&mut good, "still here after on_open");
     // A panic in on_close: the connection was ending anyway.
     let c = TestClient::connect_with(srv.addr, "/panic-on-close", &[]);
     c.close_and_wait(1000);

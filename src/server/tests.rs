@@ -111,3 +111,38 @@ fn a_read_owed_to_a_closed_connection_is_not_paid_to_the_next_in_its_slot() {
     );
     assert!(s.core.take_owed_read(key, gen_b));
 }
+
+#[test]
+fn requests_from_other_threads_run_a_budget_per_pass_and_the_loop_does_not_sleep_on_the_rest() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mut s = server();
+    let handle = s.handle();
+    let ran = Arc::new(AtomicUsize::new(0));
+    const N: usize = 1000;
+    for _ in 0..N {
+        let ran = ran.clone();
+        handle
+            .run(move |_| {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+    }
+    let mut events = Events::with_capacity(16);
+    s.turn(&mut events, Some(Duration::from_secs(5))).unwrap();
+    let first = ran.load(Ordering::SeqCst);
+    assert!(
+        first > 0 && first < N,
+        "one pass ran {first} of {N} requests"
+    );
+    // Only the first request woke the loop: it must not sleep on the rest.
+    for _ in 0..N {
+        if ran.load(Ordering::SeqCst) == N {
+            break;
+        }
+        let timeout = s.next_timeout();
+        assert_eq!(timeout, Some(Duration::ZERO));
+        s.turn(&mut events, timeout).unwrap();
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), N);
+}
