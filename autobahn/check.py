@@ -2,6 +2,7 @@
 """Check an Autobahn report directory (wstest or kosoku) and summarise it.
 
     check.py OUTDIR [SUMMARY] [--expected FILE] [--expect-cases N] [--fail-on-diff]
+             [--cases LIST] [--exclude-cases LIST] [--update-expected]
 
 Reads OUTDIR/index.json, which both the original wstest and kosoku write as
     {agent: {case_id: {"behavior": ..., "behaviorClose": ...,
@@ -15,8 +16,14 @@ and:
   * writes SUMMARY (if given): one line per case, sorted by case id,
     "CASE BEHAVIOR BEHAVIORCLOSE" (prefixed by the agent when the index
     holds more than one agent);
-  * if --expected FILE exists, prints a unified diff of the summary against
-    it (informational, unless --fail-on-diff);
+  * with --expected FILE, compares the summary with the lines of FILE for
+    the cases the run selected (--cases/--exclude-cases, comma-separated
+    patterns read as wstest reads them: with a '*' a prefix pattern, else
+    one case id; default all) and lists every case that differs, is
+    missing or is extra; with --fail-on-diff that fails the check, and so
+    does a missing FILE;
+  * with --update-expected, writes the run's lines into FILE in place of
+    the lines of the selected cases (the others are kept);
   * with --expect-cases N, fails when the index does not hold exactly N
     cases per agent (a testee that crashed mid-run leaves cases out).
 
@@ -26,9 +33,9 @@ check failed), 2 no usable index.json.  Standard library only.
 
 import argparse
 import collections
-import difflib
 import json
 import os
+import re
 import sys
 
 PASSING = ("OK", "INFORMATIONAL")
@@ -41,6 +48,67 @@ def case_key(case_id):
     for part in str(case_id).split("."):
         key.append((0, int(part), "") if part.isdigit() else (1, 0, part))
     return key
+
+
+def case_matcher(cases, exclude):
+    """A predicate on case ids, as wstest selects cases from its spec."""
+    def compile_list(text):
+        pats = []
+        for c in (text or "").split(","):
+            c = c.strip()
+            if not c:
+                continue
+            if "*" in c:
+                pats.append(re.compile(c.replace(".", r"\.").replace("*", ".*")).match)
+            else:
+                pats.append(lambda x, c=c: x == c)
+        return pats
+    inc = compile_list(cases) or [lambda x: True]
+    exc = compile_list(exclude)
+    return lambda cid: any(p(cid) for p in inc) and not any(p(cid) for p in exc)
+
+
+def summary_entries(lines):
+    """{key: verdict} from summary lines 'CASE B BC' or 'AGENT CASE B BC'."""
+    out = {}
+    for l in lines:
+        t = l.split()
+        if len(t) >= 3:
+            out[" ".join(t[:-2])] = " ".join(t[-2:])
+    return out
+
+
+def compare_expected(path, lines, selected):
+    """Print how the run differs from the expected file; True if it does not."""
+    with open(path, encoding="utf-8") as f:
+        raw = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
+    exp = {k: v for k, v in summary_entries(raw).items() if selected(k.split()[-1])}
+    got = summary_entries(lines)
+    keys = sorted(set(exp) | set(got), key=lambda k: (k.split()[:-1], case_key(k.split()[-1])))
+    diffs = []
+    for k in keys:
+        if exp.get(k) != got.get(k):
+            diffs.append("  %-12s expected %-22s got %s"
+                         % (k, exp.get(k, "(not listed)"), got.get(k, "(missing)")))
+    if diffs:
+        print("\nCases that differ from %s (%d of %d expected):" % (path, len(diffs), len(exp)))
+        print("\n".join(diffs))
+        return False
+    print("matches %s (%d cases)" % (path, len(exp)))
+    return True
+
+
+def update_expected(path, lines, selected):
+    """Replace the selected cases' lines of the expected file with this run's."""
+    keep = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            keep = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
+    keep = [l for l in keep if not selected(l.split()[-3])]
+    merged = sorted(keep + lines, key=lambda l: (l.split()[:-3], case_key(l.split()[-3])))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(l + "\n" for l in merged))
+    print("updated %s (%d cases from this run, %d kept)" % (path, len(lines), len(merged) - len(lines)))
 
 
 def load_index(outdir):
@@ -83,9 +151,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir", help="report directory holding index.json")
     ap.add_argument("summary", nargs="?", help="write the sorted per-case summary here")
-    ap.add_argument("--expected", help="expected summary to diff against (skipped if the file is absent)")
+    ap.add_argument("--expected", help="expected summary to compare with")
+    ap.add_argument("--cases", help="the run's case patterns, comma-separated (default: all)")
+    ap.add_argument("--exclude-cases", help="the run's excluded case patterns, comma-separated")
+    ap.add_argument("--update-expected", action="store_true",
+                    help="write this run's lines for its selected cases into --expected")
     ap.add_argument("--expect-cases", type=int, help="number of cases each agent must have")
-    ap.add_argument("--fail-on-diff", action="store_true", help="exit 1 when the summary differs from --expected")
+    ap.add_argument("--fail-on-diff", action="store_true",
+                    help="exit 1 when the summary differs from --expected or that file is missing")
     ap.add_argument("--label", default="", help="name printed in the headline (e.g. 'server/wstest')")
     ap.add_argument("--quiet-details", action="store_true", help="do not read per-case reports for failure reasons")
     args = ap.parse_args(argv)
@@ -156,21 +229,16 @@ def main(argv=None):
         print("\nsummary written to %s" % args.summary)
 
     if args.expected:
+        selected = case_matcher(args.cases, args.exclude_cases)
         if os.path.exists(args.expected):
-            with open(args.expected, encoding="utf-8") as f:
-                exp = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
-            diff = list(difflib.unified_diff(exp, [l for l in lines], args.expected,
-                                             args.summary or "actual", lineterm="", n=0))
-            if diff:
-                print("\nDifferences from %s:" % args.expected)
-                for l in diff:
-                    print("  " + l)
-                if args.fail_on_diff:
-                    rc = 1
-            else:
-                print("matches %s" % args.expected)
+            if not compare_expected(args.expected, lines, selected) and args.fail_on_diff:
+                rc = 1
         else:
-            print("(no expected summary at %s; copy the summary there to track changes)" % args.expected)
+            print("\nno expected summary at %s" % args.expected)
+            if args.fail_on_diff:
+                rc = 1
+        if args.update_expected:
+            update_expected(args.expected, lines, selected)
 
     print("\nRESULT: %s" % ("PASS" if rc == 0 else "FAIL"))
     return rc
