@@ -25,7 +25,7 @@ replay after reconnects; GET / is a demo page, GET /healthz as above.
 Client to server: {\"type\":\"join\",\"room\":R[,\"since\":N]}, {\"type\":\"leave\",
 \"room\":R}, {\"type\":\"message\",\"room\":R,\"text\":T}, {\"type\":\"broadcast\",
 \"text\":T}. The server keeps the last 1000 messages of each room, numbered
-by \"seq\"; see the README's Chat section. With --redis, several servers
+by \"seq\"; see docs/CHAT.md. With --redis, several servers
 share rooms, numbering and history through Redis.
 SIGTERM or SIGINT starts a graceful shutdown: stop accepting, send close
 1001 to every connection after what is queued for it, wait for replies up
