@@ -3,9 +3,10 @@
 //! Compression uses zlib-rs (pure Rust) through flate2, which supports the
 //! negotiated window sizes. Each message is compressed with a sync flush and
 //! the trailing `00 00 ff ff` removed; on receipt it is appended back.
-//! Decompressed output is capped at `max_message_size` while it is produced,
-//! so a compression bomb costs at most that much memory before the
-//! connection is failed with 1009.
+//! Decompressed output is capped at `max_message_size` while it is produced:
+//! the output buffer never holds more than one byte past it, so a
+//! compression bomb costs at most that much memory before the connection is
+//! failed with 1009.
 //!
 //! Without context takeover a (de)compressor is only needed during one
 //! message: it is borrowed from a small per-thread pool and returned, so
@@ -150,9 +151,14 @@ mod imp {
                 None => take_compressor(self.own_bits, self.level),
             };
             let start = c.total_in();
+            // flate2 writes into spare capacity only, and `reserve` may
+            // double it: grow exactly, to what zlib can emit at most (its
+            // stored-block bound, plus the sync flush's empty block).
+            let bound = out.len() + input.len() + input.len() / 16 + 64;
             loop {
                 if out.capacity() - out.len() < 64 {
-                    out.reserve(input.len() / 2 + 128);
+                    let add = bound.saturating_sub(out.len()).max(4096);
+                    out.reserve_exact(add);
                 }
                 let done = (c.total_in() - start) as usize;
                 // Sync flush: every byte in, output ends on a byte boundary
@@ -215,14 +221,23 @@ mod imp {
                 Some(d) => d,
                 None => self.rx.insert(take_decompressor(self.peer_bits)),
             };
+            // flate2 fills all spare capacity before the size can be
+            // checked, so capacity is the memory bound: never more than one
+            // byte past the limit (enough to see it passed). Growth is
+            // geometric below that cap (growing by fixed steps would copy
+            // the message over and over); `reserve` alone may double past it.
+            let cap = max.saturating_add(1);
+            if out.capacity() > cap {
+                out.shrink_to(cap);
+            }
             loop {
-                let room = (max + 1).saturating_sub(out.len());
-                if room == 0 {
+                if out.len() > max {
                     return Err(InflateError::TooBig(out.len() as u64));
                 }
                 if out.capacity() == out.len() {
                     let want = (input.len() * 4).clamp(4096, 256 << 10);
-                    out.reserve(want.min(room));
+                    let target = (out.len() + want).max(out.capacity() * 2).min(cap);
+                    out.reserve_exact(target - out.len());
                 }
                 let (in0, out0) = (d.total_in(), out.len());
                 let status = d
@@ -399,28 +414,173 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bomb_is_stopped_at_the_limit() {
+    /// How far past the limit the output buffer may ever reach (the
+    /// guarantee is one byte, enough to see the limit passed; the bound
+    /// asserted is the documented one).
+    const STEP: usize = 64 << 10;
+
+    /// `n` zeros compressed as one message, without context takeover.
+    fn zeros(n: usize) -> Vec<u8> {
         let mut tx = DeflateState::new(Role::Client, &params(true, 15), &cfg());
-        let big = vec![0u8; 10 << 20];
         let mut out = Vec::new();
-        tx.compress(&big, &mut out);
-        assert!(
-            out.len() < 20_000,
-            "10 MiB of zeros compress small: {}",
-            out.len()
-        );
+        tx.compress(&vec![0u8; n], &mut out);
+        out
+    }
+
+    /// Inflates `z` fed in pieces of `piece` bytes with limit `max`: the
+    /// result, and the largest capacity the output buffer ever had.
+    fn inflate_pieces(
+        z: &[u8],
+        piece: usize,
+        max: usize,
+    ) -> (Result<Vec<u8>, InflateError>, usize) {
         let mut rx = DeflateState::new(Role::Server, &params(true, 15), &cfg());
         let mut got = Vec::new();
-        let err = rx
-            .decompress(&out, &mut got, 1 << 20, &mut |_| true)
-            .unwrap_err();
-        assert!(matches!(err, InflateError::TooBig(_)));
+        let mut peak = 0;
+        for chunk in z.chunks(piece) {
+            let r = rx.decompress(chunk, &mut got, max, &mut |_| true);
+            peak = peak.max(got.capacity());
+            if let Err(e) = r {
+                return (Err(e), peak);
+            }
+        }
+        let r = rx.finish(&mut got, max, &mut |_| true);
+        peak = peak.max(got.capacity());
+        (r.map(|()| got), peak)
+    }
+
+    /// A compression bomb costs at most the limit plus one step, however
+    /// it arrives: flate2 fills all spare capacity, so capacity is what
+    /// must stay bounded (a doubling `reserve` once let one message cost
+    /// twice `max_message_size`).
+    #[test]
+    fn bomb_is_stopped_at_the_limit() {
+        let z = zeros(16 << 20);
         assert!(
-            got.capacity() <= (1 << 20) + 256 * 1024,
-            "capacity {}",
-            got.capacity()
+            z.len() < 32_000,
+            "16 MiB of zeros compress small: {}",
+            z.len()
         );
+        let max = 1 << 20;
+        for piece in [z.len(), 4096, 7] {
+            let (r, peak) = inflate_pieces(&z, piece, max);
+            match r {
+                Err(InflateError::TooBig(n)) => assert!(n > max as u64, "reported {n}"),
+                r => panic!("pieces of {piece}: {:?}", r.map(|v| v.len())),
+            }
+            assert!(
+                peak <= max + STEP,
+                "pieces of {piece}: capacity {peak} for max {max}"
+            );
+        }
+    }
+
+    /// The limit is exact: a message of `max` bytes arrives, one of
+    /// `max + 1` does not.
+    #[test]
+    fn limit_is_exact() {
+        let max = 300_000;
+        let (r, peak) = inflate_pieces(&zeros(max), 1000, max);
+        assert_eq!(r.map(|v| v.len()), Ok(max));
+        assert!(peak <= max + STEP, "capacity {peak}");
+        let (r, peak) = inflate_pieces(&zeros(max + 1), 1000, max);
+        assert!(
+            matches!(r, Err(InflateError::TooBig(_))),
+            "{:?}",
+            r.map(|v| v.len())
+        );
+        assert!(peak <= max + STEP, "capacity {peak}");
+    }
+
+    /// `Config::validate` accepts `max_message_size = usize::MAX`: the
+    /// limit arithmetic must not overflow.
+    #[test]
+    fn no_overflow_at_usize_max() {
+        let (r, _) = inflate_pieces(&zeros(100_000), 333, usize::MAX);
+        assert_eq!(r.map(|v| v.len()), Ok(100_000));
+        let mut rx = DeflateState::new(Role::Client, &params(false, 15), &cfg());
+        let got = inflate(
+            &mut rx,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            usize::MAX,
+        );
+        assert_eq!(got.unwrap(), b"Hello");
+    }
+
+    /// Through a server `Connection`: the bomb fails it with 1009
+    /// (message too big), naming the limit.
+    #[test]
+    fn bomb_fails_the_connection_with_1009() {
+        use crate::error::{CapacityError, Error, ProtocolError};
+        use crate::frame::{write_frame, FrameHeader, OpCode};
+        use crate::protocol::Connection;
+        use crate::{CloseCode, Config};
+        use std::sync::Arc;
+        use std::time::Instant;
+
+        let max = 1 << 20;
+        let mut config = Config::default();
+        config.max_message_size = max;
+        config.deflate = cfg();
+        let now = Instant::now();
+        let mut server = Connection::new(Role::Server, Arc::new(config), now);
+        server.enable_deflate(&params(true, 15));
+        let z = zeros(16 << 20);
+        let h = FrameHeader {
+            rsv: 0b100,
+            mask: Some([1, 2, 3, 4]),
+            ..FrameHeader::new(OpCode::Binary, z.len() as u64)
+        };
+        let mut wire = Vec::new();
+        write_frame(&h, &z, &mut wire);
+        let mut input: &mut [u8] = &mut wire;
+        let err = loop {
+            match server.poll_event(&mut input, now) {
+                Ok(Some(ev)) => panic!("event {ev:?}"),
+                Ok(None) => panic!("no error"),
+                Err(e) => break e,
+            }
+        };
+        match err {
+            Error::Protocol(
+                e @ ProtocolError::Capacity(CapacityError::MessageTooLarge { size, max: m }),
+            ) => {
+                assert!(size > max as u64 && m == max, "{e:?}");
+                assert_eq!(e.close_code(), CloseCode::TOO_BIG);
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// Compressing costs at most the compressed size (the input plus
+    /// zlib's few bytes per block when it does not compress), not twice
+    /// the input.
+    #[test]
+    fn compress_buffer_is_bounded() {
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for no_ctx in [false, true] {
+            let mut tx = DeflateState::new(Role::Server, &params(no_ctx, 15), &cfg());
+            let n = noise.len();
+            // As the protocol sizes it.
+            let mut out = Vec::with_capacity(n / 2 + 64);
+            tx.compress(&noise, &mut out);
+            assert!(out.len() > n, "noise does not compress");
+            assert!(
+                out.capacity() <= n + n / 16 + 4096,
+                "capacity {} for {n} bytes",
+                out.capacity()
+            );
+            let mut rx = DeflateState::new(Role::Client, &params(no_ctx, 15), &cfg());
+            assert!(inflate(&mut rx, &out, n).unwrap() == noise);
+        }
     }
 
     #[test]
