@@ -1480,6 +1480,47 @@ fn overflow_drop_keeps_the_connection() {
     assert_eq!(conn.send_binary(&[7; 49]).unwrap(), SendStatus::Queued);
 }
 
+/// The write queue limit holds for the caller's pings and pongs too: a
+/// loop of pings to a peer that does not read cannot grow it unbounded.
+#[test]
+fn caller_control_frames_respect_the_write_queue_limit() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, small_queue(OverflowPolicy::Drop), now);
+    for _ in 0..3 {
+        conn.send_binary(&[7; 48]).unwrap();
+    }
+    // 150 + 2 + 48 = 200 fits; 150 + 2 + 49 does not.
+    let err = conn.ping(&[1; 49]).unwrap_err();
+    assert!(
+        matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+        "{err:?}"
+    );
+    let err = conn.pong(&[1; 125]).unwrap_err();
+    assert!(
+        matches!(err, Error::Capacity(CapacityError::WriteBufferLimit { .. })),
+        "{err:?}"
+    );
+    assert_eq!(conn.buffered(), 150);
+    assert!(conn.is_open());
+    conn.ping(&[1; 48]).unwrap();
+    assert_eq!(conn.buffered(), 200);
+    // Under the policy Close, the connection closes as for any send.
+    let mut conn = Connection::new(
+        Role::Server,
+        small_queue(OverflowPolicy::Close(CloseCode::POLICY)),
+        now,
+    );
+    for _ in 0..4 {
+        conn.send_binary(&[7; 48]).unwrap();
+    }
+    assert!(matches!(
+        conn.ping(b"x"),
+        Err(Error::Capacity(CapacityError::WriteBufferLimit { .. }))
+    ));
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_info().unwrap().code, CloseCode::POLICY);
+}
+
 #[test]
 fn empty_queue_takes_any_message_up_to_max_message_size() {
     let now = Instant::now();

@@ -184,7 +184,10 @@ impl Connection {
         Ok(self.status())
     }
 
-    /// Queues a ping (payload at most 125 bytes).
+    /// Queues a ping (payload at most 125 bytes), within the write queue
+    /// limit like any send. (The automatic pong to a peer's ping is not
+    /// refused: the peer is not read while the queue is above its high
+    /// water mark, which bounds those.)
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.control_frame(OpCode::Ping, payload)
     }
@@ -201,8 +204,9 @@ impl Connection {
         if !self.is_open() {
             return Err(Error::ConnectionClosed);
         }
-        self.out
-            .push_frame(&self.header(op, payload.len()), payload);
+        let h = self.header(op, payload.len());
+        self.admit(h.encoded_len() + payload.len())?;
+        self.out.push_frame(&h, payload);
         Ok(())
     }
 
