@@ -135,6 +135,11 @@ fn open_loop_latency_includes_the_servers_delay() {
     assert_eq!(v["rate"], 200, "{v}");
     assert_eq!(v["unsent"], 0, "{v}");
     assert_eq!(v["unanswered"], 0, "{v}");
+    // 200 due in the second, each sent and echoed once.
+    assert_eq!(v["sent"], 200, "{v}");
+    assert_eq!(v["msgs"], 200, "{v}");
+    // The rate is over the time the answers took, not the window alone.
+    assert!(num(&v, &["answered_s"]) >= 1.0, "{v}");
 }
 
 /// Coordinated omission: one connection may have one message in flight,

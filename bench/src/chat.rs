@@ -145,8 +145,9 @@ impl Member {
                     return Ok(Reply::Nothing);
                 }
                 let due = win.go + plan.due(g, j);
-                let measured = due >= win.from && due < win.to;
-                stats.received(now.saturating_duration_since(due), text.len(), measured);
+                // Once closing, what was not delivered is already counted.
+                let measured = !win.closing && due >= win.from && due < win.to;
+                stats.received(now, due, text.len(), measured);
                 Ok(Reply::Nothing)
             }
             Some("welcome") if !self.join_sent => {

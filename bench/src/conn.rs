@@ -392,10 +392,12 @@ fn frames(
                     });
                 } else {
                     // Open loop: `at` is when the message was due, and the
-                    // message belongs to the window it was due in.
+                    // message belongs to the window it was due in; what
+                    // comes once closing has begun was already counted as
+                    // not answered.
                     let key = if open_loop { at } else { t };
-                    let measured = key >= win.from && key < win.to;
-                    stats.received(t.saturating_duration_since(at), bytes.len(), measured);
+                    let measured = !win.closing && key >= win.from && key < win.to;
+                    stats.received(t, at, bytes.len(), measured);
                 }
                 if win.sending && !open_loop && ws.is_open() {
                     let now = if latency { Instant::now() } else { now };

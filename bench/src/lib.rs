@@ -256,11 +256,19 @@ pub fn run(o: Options) -> i32 {
         .min(go + o.warmup + o.duration)
         .saturating_duration_since(go + o.warmup)
         .as_secs_f64();
+    let answered_secs = match (o.rate, total.last_measured) {
+        (Some(_), Some(last)) => last
+            .saturating_duration_since(go + o.warmup)
+            .as_secs_f64()
+            .max(measured_secs),
+        _ => measured_secs,
+    };
     let report = Report {
         o: &o,
         s: &total,
         connect_secs: go.saturating_duration_since(shared.start).as_secs_f64(),
         measured_secs,
+        answered_secs,
         close_secs: total
             .finished
             .saturating_duration_since(total.run_end)

@@ -21,6 +21,10 @@ pub(crate) struct Report<'a> {
     pub(crate) connect_secs: f64,
     /// The measured time: --duration unless every connection ended first.
     pub(crate) measured_secs: f64,
+    /// What rates are over: the measured time, or in open loop until the
+    /// last reply to a message due in it came, if that was later (a server
+    /// that falls behind answers the window's messages after it).
+    pub(crate) answered_secs: f64,
     pub(crate) close_secs: f64,
     pub(crate) rss: Option<Rss>,
     /// Cores' worth of server CPU (1.0 = one core busy all the time) and
@@ -91,8 +95,8 @@ pub(crate) fn json_str(s: &str, out: &mut String) {
 
 impl Report<'_> {
     fn rate(&self, n: u64) -> f64 {
-        if self.measured_secs > 0.0 {
-            n as f64 / self.measured_secs
+        if self.answered_secs > 0.0 {
+            n as f64 / self.answered_secs
         } else {
             0.0
         }
@@ -201,7 +205,7 @@ impl Report<'_> {
                 t,
                 "  messages   {} echoed in {:.2} s: {} msgs/s, {:.1} MB/s{}",
                 group(s.msgs),
-                self.measured_secs,
+                self.answered_secs,
                 group(self.rate(s.msgs) as u64),
                 self.rate(s.bytes) / 1e6,
                 if self.cut_short() {
@@ -395,7 +399,7 @@ impl Report<'_> {
             t,
             "  deliveries {} in {:.2} s: {}/s ({} published in all){}",
             group(s.msgs),
-            self.measured_secs,
+            self.answered_secs,
             group(self.rate(s.msgs) as u64),
             group(s.sent),
             if self.cut_short() {
@@ -480,7 +484,8 @@ impl Report<'_> {
         let l = &s.lag;
         let _ = write!(
             j,
-            ",\"rate\":{},\"sent\":{},\"unsent\":{},\"lag_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+            ",\"answered_s\":{:.6},\"rate\":{},\"sent\":{},\"unsent\":{},\"lag_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}",
+            self.answered_secs,
             o.rate.unwrap_or(0),
             s.sent,
             s.unsent,

@@ -43,6 +43,9 @@ pub(crate) struct Stats {
     pub(crate) duplicates: u64,
     pub(crate) reorders: u64,
     pub(crate) undelivered: u64,
+    /// When the last message counted in `msgs` came (open loop: one due
+    /// in the window may come well after it).
+    pub(crate) last_measured: Option<Instant>,
     /// This second's counts (see `series`).
     pub(crate) sec: Sec,
     /// When the warmup/measure (or hold) loop ended: the close phase began.
@@ -72,6 +75,7 @@ impl Stats {
             duplicates: 0,
             reorders: 0,
             undelivered: 0,
+            last_measured: None,
             sec: Sec::new(),
             run_end: Instant::now(),
             finished: Instant::now(),
@@ -101,15 +105,18 @@ impl Stats {
         self.sec.lag_max = self.sec.lag_max.max(ns);
     }
 
-    /// An echo or delivery that took `d`, of `bytes` payload bytes; counted
-    /// in the summary if `measured`.
-    pub(crate) fn received(&mut self, d: Duration, bytes: usize, measured: bool) {
+    /// An echo or delivery of `bytes` payload bytes that came at `now`
+    /// for a message sent (open loop: due) at `at`; counted in the summary
+    /// if `measured`.
+    pub(crate) fn received(&mut self, now: Instant, at: Instant, bytes: usize, measured: bool) {
+        let d = now.saturating_duration_since(at);
         self.sec.received += 1;
         self.sec.lat.record(d);
         if measured {
             self.msgs += 1;
             self.bytes += bytes as u64;
             self.rtt.record(d);
+            self.last_measured = self.last_measured.max(Some(now));
         }
     }
 
@@ -135,6 +142,7 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.reorders += o.reorders;
         self.undelivered += o.undelivered;
+        self.last_measured = self.last_measured.max(o.last_measured);
         self.run_end = self.run_end.max(o.run_end);
         self.finished = self.finished.max(o.finished);
     }

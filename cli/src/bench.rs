@@ -57,7 +57,9 @@ OPEN LOOP (--rate N, echo and chat modes):
     The report says how late sends were (behind by p50/p99/max) and what
     was never sent. After --duration, what is owed is still sent and the
     last echoes awaited for up to 5 s; a message counts in the measured
-    window if it was due in it. Sends are timed to about 1 ms.
+    window if it was due in it, and msgs/s is over the window or, when the
+    answers came later, until the last of them. Sends are timed to about
+    1 ms.
 
 OUTPUT:
     The summary gives messages/s and MB/s (echoed payload, 1 MB = 10^6
