@@ -127,6 +127,23 @@ fn bad_values_name_the_variable_and_the_value() {
     assert!(
         e.contains("invalid value 'soon' for --idle-timeout:"),
         "{e}"
+    ); // --check finds the same errors without starting.
+    let e = refused(&["--check"], &[("WSLOOP_MAX_MESSAGE", "lots")]);
+    assert!(e.contains("WSLOOP_MAX_MESSAGE"), "{e}");
+}
+
+#[test]
+fn check_parses_and_exits() {
+    let run = run_wsloop(
+        "serve",
+        &["--check", "--app", "chat", "--addr", "127.0.0.1:1"],
+        None,
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("options ok (chat on 127.0.0.1:1)"),
+        "{run:?}"
     );
 }
 
@@ -143,7 +160,8 @@ fn help_names_every_variable() {
             l.split(|c: char| !(c.is_ascii_lowercase() || c == '-'))
                 .next()
         })
-        .filter(|f| !f.is_empty() && *f != "help")
+        // Actions, not settings.
+        .filter(|f| !f.is_empty() && !["help", "check"].contains(f))
         .collect();
     assert!(flags.len() > 20, "{flags:?}");
     for f in flags {

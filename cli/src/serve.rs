@@ -93,6 +93,8 @@ OPTIONS:
                              or drop the message [default: close]
     --log-format FORMAT      text, or json: one JSON object per line with
                              ts, level, target and msg [default: text]
+    --check                  Check the options (environment included; TLS
+                             files are loaded) and exit: 0 if they are good
     -h, --help               Print this help
 
 SIZE is bytes or a number with K, M or G (64K, 16M). DUR is seconds or a
@@ -231,6 +233,7 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
     let mut rate_messages: Option<f64> = None;
     let mut rate_bytes: Option<usize> = None;
     let mut rate_action: Option<RateAction> = None;
+    let mut check = false;
     let c = &mut opts.config;
     while let Some(arg) = args.next() {
         let flag = match arg {
@@ -242,6 +245,7 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
                 println!("{}", help());
                 return Ok(None);
             }
+            "check" => check = true,
             "addr" => {
                 let v = args.value("addr")?;
                 if v.rsplit_once(':')
@@ -452,6 +456,18 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         ));
     }
     opts.tls = load_tls(tls_cert, tls_key)?;
+    if check {
+        println!(
+            "wsloop serve: options ok ({} on {}{})",
+            match opts.app {
+                App::Echo => "echo",
+                App::Chat => "chat",
+            },
+            opts.addr,
+            if opts.tls.is_some() { ", TLS" } else { "" }
+        );
+        return Ok(None);
+    }
     Ok(Some(opts))
 }
 
@@ -586,20 +602,26 @@ pub fn run(opts: Options) -> i32 {
         #[cfg(feature = "redis")]
         App::Chat if opts.redis.is_some() => {
             let url = opts.redis.as_deref().unwrap_or_default();
-            let (bus, starter) = match wsloop_chat::RedisBus::new(url) {
+            let (bus, starter) = match wsloop_chat::RedisBus::with_config(url, &opts.chat) {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!("wsloop serve: --redis: {e}");
                     return 2;
                 }
             };
-            serve(
+            let flush_within = opts.config.shutdown_timeout;
+            serve_then(
                 &opts.addr,
                 opts.config,
                 opts.tls,
                 wsloop_chat::Chat::with_bus(opts.access, bus).config(opts.chat),
                 // The threads need the loop's handle: started once bound.
                 move |handle| starter.start(handle),
+                // Queued messages reach Redis before the process exits,
+                // within the shutdown deadline.
+                move |chat| {
+                    chat.bus().flush(flush_within);
+                },
             )
         }
         App::Chat => serve(
@@ -621,6 +643,19 @@ fn serve<H: Handler>(
     handler: H,
     started: impl FnOnce(wsloop::server::Handle) -> std::io::Result<()>,
 ) -> i32 {
+    serve_then(addr, config, tls, handler, started, |_| ())
+}
+
+/// [`serve`], then `finished` with the handler once the server has shut
+/// down gracefully (to flush what it still holds).
+fn serve_then<H: Handler>(
+    addr: &str,
+    config: Config,
+    tls: TlsSetting,
+    handler: H,
+    started: impl FnOnce(wsloop::server::Handle) -> std::io::Result<()>,
+    finished: impl FnOnce(H),
+) -> i32 {
     let server = match Server::bind(addr, config, handler) {
         Ok(s) => s,
         Err(e) => {
@@ -636,7 +671,10 @@ fn serve<H: Handler>(
     }
     shutdown_on_signals(vec![server.handle()]);
     match server.run() {
-        Ok(_) => 0,
+        Ok(handler) => {
+            finished(handler);
+            0
+        }
         Err(e) => {
             error!("server failed: {e}");
             1
