@@ -368,6 +368,9 @@ pub enum HandshakeError {
     UnrequestedProtocol,
     /// (Client) the server chose an extension that was not offered.
     UnrequestedExtension,
+    /// (Client) the server's `Sec-WebSocket-Extensions` is not UTF-8 or
+    /// has an entry that does not parse (RFC 6455 §9.1).
+    MalformedExtensions,
     /// The connection ended before the handshake finished.
     Eof,
 }
@@ -415,6 +418,9 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::UnrequestedExtension => {
                 f.write_str("server chose an extension that was not offered")
+            }
+            HandshakeError::MalformedExtensions => {
+                f.write_str("server's Sec-WebSocket-Extensions does not parse")
             }
             HandshakeError::Eof => f.write_str("connection closed during the handshake"),
         }

@@ -76,44 +76,62 @@ pub struct ExtensionOffer {
 }
 
 /// Splits header values into extensions: `name; p; p=v, name2; ...`.
-/// Malformed entries are skipped.
+/// Malformed entries are skipped (a server declines what it cannot read).
 pub fn parse_extensions<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<ExtensionOffer> {
+    values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|ext| parse_entry(ext).ok().flatten())
+        .collect()
+}
+
+/// Like [`parse_extensions`], but any malformed entry is an error: a
+/// client must fail the connection on an answer it cannot read (RFC 6455
+/// §9.1). Empty list elements are allowed (RFC 9110 §5.6.1).
+fn parse_extensions_strict<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<ExtensionOffer>, HandshakeError> {
     let mut out = Vec::new();
-    for value in values {
-        for ext in value.split(',') {
-            let mut parts = ext.split(';').map(str::trim);
-            let Some(name) = parts.next().filter(|n| is_token(n)) else {
-                continue;
-            };
-            let mut params = Vec::new();
-            let mut ok = true;
-            for p in parts {
-                let (k, v) = match p.split_once('=') {
-                    Some((k, v)) => {
-                        let v = v.trim();
-                        let v = v
-                            .strip_prefix('"')
-                            .and_then(|v| v.strip_suffix('"'))
-                            .unwrap_or(v);
-                        (k.trim(), Some(v.to_owned()))
-                    }
-                    None => (p, None),
-                };
-                if !is_token(k) || v.as_deref().is_some_and(|v| !is_token(v)) {
-                    ok = false;
-                    break;
-                }
-                params.push((k.to_ascii_lowercase(), v));
-            }
-            if ok {
-                out.push(ExtensionOffer {
-                    name: name.to_ascii_lowercase(),
-                    params,
-                });
-            }
+    for ext in values.into_iter().flat_map(|v| v.split(',')) {
+        match parse_entry(ext) {
+            Ok(Some(e)) => out.push(e),
+            Ok(None) => {}
+            Err(()) => return Err(HandshakeError::MalformedExtensions),
         }
     }
-    out
+    Ok(out)
+}
+
+/// One list element: `Ok(None)` if it is empty, `Err` if it does not
+/// parse as `name *( ";" param [ "=" (token | quoted token) ] )`.
+fn parse_entry(ext: &str) -> Result<Option<ExtensionOffer>, ()> {
+    if ext.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut parts = ext.split(';').map(str::trim);
+    let name = parts.next().filter(|n| is_token(n)).ok_or(())?;
+    let mut params = Vec::new();
+    for p in parts {
+        let (k, v) = match p.split_once('=') {
+            Some((k, v)) => {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                (k.trim(), Some(v.to_owned()))
+            }
+            None => (p, None),
+        };
+        if !is_token(k) || v.as_deref().is_some_and(|v| !is_token(v)) {
+            return Err(());
+        }
+        params.push((k.to_ascii_lowercase(), v));
+    }
+    Ok(Some(ExtensionOffer {
+        name: name.to_ascii_lowercase(),
+        params,
+    }))
 }
 
 fn is_token(s: &str) -> bool {
@@ -254,12 +272,14 @@ pub fn client_offer(cfg: &DeflateConfig) -> String {
 
 /// Client side: checks the server's answer to [`client_offer`]. `Ok(None)`
 /// if the server declined; an error if it answered with something not
-/// offered or malformed (the client must then fail the connection).
+/// offered ([`HandshakeError::UnrequestedExtension`]) or that does not
+/// parse ([`HandshakeError::MalformedExtensions`]): the client must then
+/// fail the connection.
 pub fn accept_client_response<'a>(
     values: impl IntoIterator<Item = &'a str>,
     cfg: &DeflateConfig,
 ) -> Result<Option<DeflateParams>, HandshakeError> {
-    let exts = parse_extensions(values);
+    let exts = parse_extensions_strict(values)?;
     let mut iter = exts.iter();
     let Some(ext) = iter.next() else {
         return Ok(None);
@@ -431,5 +451,39 @@ mod tests {
             assert!(accept_client_response([bad], &cfg).is_err(), "{bad}");
         }
         assert!(accept_client_response(["permessage-deflate"], &DeflateConfig::default()).is_err());
+    }
+
+    /// RFC 6455 §9.1: an answer the client cannot parse fails the
+    /// connection; it is not "no extension".
+    #[test]
+    fn client_fails_unparseable_answers() {
+        for cfg in [on(), DeflateConfig::default()] {
+            for bad in [
+                "bad name",
+                "permessage-deflate; a b",
+                "permessage-deflate;",
+                "permessage-deflate; =1",
+                "permessage-deflate; server_max_window_bits=\"1 0\"",
+                "permessage-deflate; server_max_window_bits=\"10",
+                "permessage-deflate, @",
+                ";",
+            ] {
+                let r = accept_client_response([bad], &cfg);
+                assert_eq!(r, Err(HandshakeError::MalformedExtensions), "{bad:?}");
+            }
+        }
+        // Empty list elements are allowed (RFC 9110 §5.6.1) and name nothing.
+        for empty in ["", " , ,"] {
+            assert_eq!(
+                accept_client_response([empty], &on()),
+                Ok(None),
+                "{empty:?}"
+            );
+        }
+        let p = accept_client_response(
+            [", permessage-deflate; server_max_window_bits=\"10\","],
+            &on(),
+        );
+        assert_eq!(p.map(|p| p.map(|p| p.server_max_window_bits)), Ok(Some(10)));
     }
 }

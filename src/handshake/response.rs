@@ -93,10 +93,19 @@ impl Response {
             (Some(a), None) if a == accept_key(req.key.as_bytes()).as_bytes() => {}
             _ => return Err(HandshakeError::BadAccept),
         }
-        let ext = crate::extension::accept_client_response(
-            header_tokens(&self.headers, "sec-websocket-extensions"),
-            deflate,
-        )?;
+        // Read whole, not through `header_tokens`: that skips a value that
+        // is not UTF-8, and the answer must not lose an extension unseen.
+        let exts = find_header(&self.headers, "sec-websocket-extensions")
+            .map(std::str::from_utf8)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| HandshakeError::MalformedExtensions)?;
+        let ext = crate::extension::accept_client_response(exts, deflate)?;
+        // A value that is not UTF-8 names nothing offered.
+        if find_header(&self.headers, "sec-websocket-protocol")
+            .any(|v| std::str::from_utf8(v).is_err())
+        {
+            return Err(HandshakeError::UnrequestedProtocol);
+        }
         let mut protos = header_tokens(&self.headers, "sec-websocket-protocol");
         let proto = match (protos.next(), protos.next()) {
             (None, _) => None,

@@ -298,3 +298,60 @@ fn client_request_and_response_check() {
     let r = parse_response_head(&resp[..end], 16).unwrap();
     assert_eq!(r.validate(&req), Err(HandshakeError::Status(403)));
 }
+
+/// RFC 6455 §9.1: a 101 whose `Sec-WebSocket-Extensions` the client
+/// cannot read (not UTF-8, or an entry that does not parse) fails the
+/// handshake, with deflate offered or not.
+#[test]
+fn unreadable_extensions_answer_fails() {
+    let req = ClientRequest {
+        host: "h".into(),
+        target: "/".into(),
+        key: generate_key(),
+        ..ClientRequest::default()
+    };
+    let on = crate::extension::DeflateConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let values: [&[u8]; 3] = [
+        b"permessage-deflate\xff",
+        b"\xc3(",
+        b"permessage-deflate; x y",
+    ];
+    for value in values {
+        let mut resp = Vec::new();
+        write_accept_response(&req.key, None, &[], &mut resp);
+        let mut r = parse_response_head(&resp, 16).unwrap();
+        r.headers.push(reader::Header {
+            name: "Sec-WebSocket-Extensions".into(),
+            value: value.to_vec(),
+        });
+        let off = r.validate(&req);
+        let with = r.validate_with(&req, &on);
+        assert_eq!(off, Err(HandshakeError::MalformedExtensions), "{value:?}");
+        assert_eq!(with, Err(HandshakeError::MalformedExtensions), "{value:?}");
+    }
+}
+
+/// The same for a subprotocol: a `Sec-WebSocket-Protocol` the client
+/// cannot read names no protocol it offered (RFC 6455 §4.1), so the
+/// handshake fails instead of going on with none.
+#[test]
+fn unreadable_protocol_answer_fails() {
+    let req = ClientRequest {
+        host: "h".into(),
+        target: "/".into(),
+        key: generate_key(),
+        protocols: vec!["chat".into()],
+        ..ClientRequest::default()
+    };
+    let mut resp = Vec::new();
+    write_accept_response(&req.key, None, &[], &mut resp);
+    let mut r = parse_response_head(&resp, 16).unwrap();
+    r.headers.push(reader::Header {
+        name: "Sec-WebSocket-Protocol".into(),
+        value: b"chat\xff".to_vec(),
+    });
+    assert_eq!(r.validate(&req), Err(HandshakeError::UnrequestedProtocol));
+}
