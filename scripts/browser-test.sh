@@ -5,6 +5,9 @@
 # and carry on. Ends with a screenshot of the page.
 #
 #   scripts/browser-test.sh
+#   scripts/browser-test.sh --install-only   only install what it needs
+#                                            (scripts/test-all.sh does this
+#                                            early, in the background)
 #
 # Environment:
 #   WSLOOP_BIN   the wsloop binary (default: `cargo build`, then target/debug/wsloop)
@@ -19,6 +22,12 @@
 # installed, 4 node/npm or playwright-core could not be installed.
 set -uo pipefail
 
+install_only=false
+case "${1:-}" in
+    "") ;;
+    --install-only) install_only=true ;;
+    *) echo "usage: $0 [--install-only]" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shot=${SCREENSHOT:-$root/docs/chat-demo.png}
 chromium=/usr/bin/chromium
@@ -64,6 +73,10 @@ if [ "$have" != "$want" ]; then
         say "FAILED: npm ci in tests/browser"
         exit 4
     fi
+fi
+if $install_only; then
+    say "Chromium, node and playwright-core $want are installed"
+    exit 0
 fi
 
 # ------------------------------------------------------------------ server
