@@ -256,13 +256,18 @@ pub fn write_http_response(
 }
 
 /// Writes the response for a failed handshake: the status for `err`, its
-/// reason as the body, and `Sec-WebSocket-Version: 13` on a 426.
+/// reason as the body, `Sec-WebSocket-Version: 13` on a 426 and `Allow:
+/// GET` on a 405 (RFC 9110 §15.5.6).
 pub fn write_error_response(err: HandshakeError, out: &mut Vec<u8>) {
     let status = err.status();
     let mut headers = Vec::new();
-    if status == 426 {
-        headers.push(("Sec-WebSocket-Version".to_owned(), "13".to_owned()));
-        headers.push(("Upgrade".to_owned(), "websocket".to_owned()));
+    match status {
+        426 => {
+            headers.push(("Sec-WebSocket-Version".to_owned(), "13".to_owned()));
+            headers.push(("Upgrade".to_owned(), "websocket".to_owned()));
+        }
+        405 => headers.push(("Allow".to_owned(), "GET".to_owned())),
+        _ => {}
     }
     let body = format!("{err}\n");
     write_http_response(status, &headers, body.as_bytes(), out);

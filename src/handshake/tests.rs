@@ -145,6 +145,18 @@ fn reject_paths_have_right_status() {
         if status == 426 {
             assert_eq!(resp.header("sec-websocket-version"), Some("13"));
         }
+        // RFC 9110 §15.5.6: a 405 names the methods allowed.
+        let allow: Vec<_> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("allow"))
+            .collect();
+        if status == 405 {
+            assert_eq!(allow.len(), 1, "{req}");
+            assert_eq!(allow[0].value, b"GET");
+        } else {
+            assert!(allow.is_empty(), "{req}");
+        }
     }
 }
 
