@@ -148,8 +148,18 @@ impl<T: ParseHead> HeadReader<T> {
         &self.buf
     }
 
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Adds `data` and parses the head once an empty line may have
     /// arrived; the bytes after it are handed back with it.
+    ///
+    /// A head that fits ends within the first `max_bytes`, so no more is
+    /// kept: the buffer never grows past the limit (not even by doubling),
+    /// and what a read brings beyond it goes straight to the stream after
+    /// the head.
     pub(super) fn feed(
         &mut self,
         data: &[u8],
@@ -158,19 +168,24 @@ impl<T: ParseHead> HeadReader<T> {
     ) -> Result<Head<T>, HandshakeError> {
         let buf = &mut self.buf;
         let from = buf.len();
-        buf.extend_from_slice(data);
+        let (now, later) = data.split_at(data.len().min(max_bytes.saturating_sub(from)));
+        if buf.capacity() - from < now.len() {
+            let want = (from + now.len()).max(buf.capacity() * 2).min(max_bytes);
+            buf.reserve_exact(want - from);
+        }
+        buf.extend_from_slice(now);
         let parsed = if may_end_head(buf, from) {
             T::parse(buf, max_headers)?
         } else {
             None
         };
         match parsed {
-            Some((head, end)) if end <= max_bytes => {
-                let rest = buf.split_off(end);
+            Some((head, end)) => {
+                let mut rest = buf.split_off(end);
+                rest.extend_from_slice(later);
                 *buf = Vec::new();
                 Ok(Head::Complete(head, rest))
             }
-            Some(_) => Err(HandshakeError::TooLarge { max: max_bytes }),
             None if buf.len() >= max_bytes => Err(HandshakeError::TooLarge { max: max_bytes }),
             None => Ok(Head::Partial),
         }

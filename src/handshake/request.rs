@@ -142,6 +142,12 @@ impl RequestReader {
         self.head.bytes().len()
     }
 
+    /// Memory held for the head.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.head.capacity()
+    }
+
     /// Adds `data` and parses the request once its head is complete.
     pub fn feed(
         &mut self,

@@ -187,19 +187,65 @@ fn size_and_count_limits() {
         HandshakeError::TooManyHeaders { max: 64 }
     );
     assert_eq!(HandshakeError::TooManyHeaders { max: 64 }.status(), 431);
-    // A partial head that never ends is cut at the limit.
+    // A partial head that never ends is cut at the limit: by the read
+    // that reaches it, not before, not after.
     let mut rd = RequestReader::new();
-    let mut res = Ok(Head::Partial);
-    for _ in 0..100 {
-        res = rd.feed(&[b'a'; 100], 8192, 64);
-        if res.is_err() {
-            break;
-        }
+    for i in 1..=81 {
+        assert!(
+            matches!(rd.feed(&[b'a'; 100], 8192, 64), Ok(Head::Partial)),
+            "read {i}"
+        );
     }
+    assert_eq!(
+        rd.feed(&[b'a'; 100], 8192, 64).unwrap_err(),
+        HandshakeError::TooLarge { max: 8192 }
+    );
+}
+
+/// The reader never holds more than `max_bytes`, however the bytes come
+/// (a doubling buffer, or one big read, once went past it), and still
+/// hands back everything after a head that fits.
+#[test]
+fn reader_holds_at_most_the_limit() {
+    let mut rd = RequestReader::new();
     assert!(matches!(
-        res,
-        Err(HandshakeError::TooLarge { .. }) | Err(HandshakeError::Malformed)
+        rd.feed(&[b'a'; 5000], 8192, 64),
+        Ok(Head::Partial)
     ));
+    assert!(matches!(
+        rd.feed(&[b'a'; 3000], 8192, 64),
+        Ok(Head::Partial)
+    ));
+    assert!(rd.capacity() <= 8192, "capacity {}", rd.capacity());
+    let mut rd = RequestReader::new();
+    assert_eq!(
+        rd.feed(&[b'a'; 100_000], 8192, 64).unwrap_err(),
+        HandshakeError::TooLarge { max: 8192 }
+    );
+    assert!(rd.capacity() <= 8192, "capacity {}", rd.capacity());
+    let mut wire = GOOD.as_bytes().to_vec();
+    let stream: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    wire.extend_from_slice(&stream);
+    for cut in [0, 10, GOOD.len() - 1, GOOD.len(), GOOD.len() + 1, 2000] {
+        let mut rd = RequestReader::new();
+        let (r, rest) = match rd.feed(&wire[..cut], 1024, 64).unwrap() {
+            Head::Complete(r, mut rest) => {
+                assert_eq!(rest, &wire[GOOD.len()..cut]);
+                rest.extend_from_slice(&wire[cut..]);
+                (r, rest)
+            }
+            Head::Partial => match rd.feed(&wire[cut..], 1024, 64).unwrap() {
+                Head::Complete(r, rest) => (r, rest),
+                Head::Partial => panic!("partial at {cut}"),
+            },
+        };
+        assert_eq!(r, parse(GOOD));
+        assert!(
+            rest == stream,
+            "cut {cut}: {} bytes after the head",
+            rest.len()
+        );
+    }
 }
 
 /// Found by fuzzing (fuzz/regressions/handshake_*): httparse accepts
