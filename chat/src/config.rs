@@ -20,6 +20,9 @@ pub struct ChatConfig {
     /// within the history's time to live (with Redis: past it, a join to
     /// a room this server has not used gets an `error`) [`MAX_HISTORIES`].
     pub max_rooms: usize,
+    /// With Redis: bytes of messages waiting for Redis (or in flight)
+    /// before a sender is refused with an error to retry [16 MiB].
+    pub redis_queue_bytes: usize,
 }
 
 impl Default for ChatConfig {
@@ -29,6 +32,7 @@ impl Default for ChatConfig {
             broadcast: true,
             history_per_room: HISTORY_PER_ROOM,
             max_rooms: MAX_HISTORIES,
+            redis_queue_bytes: 16 << 20,
         }
     }
 }

@@ -76,7 +76,7 @@ pub use config::{ChatConfig, DEFAULT_MAX_INPUT, MAX_HISTORY_PER_ROOM};
 pub use handler::Chat;
 pub use history::{Gap, History, LocalHistory, Replay, Since};
 #[cfg(feature = "redis")]
-pub use redis::{RedisBus, Starter as RedisStarter};
+pub use redis::{RedisBus, Starter as RedisStarter, Unflushed};
 
 /// Messages kept per room for replay.
 pub const HISTORY_PER_ROOM: usize = 1000;

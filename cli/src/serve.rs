@@ -76,6 +76,9 @@ OPTIONS:
     --max-rooms N            Chat only: rooms with history, in memory; with
                              --redis, rooms this server may use within the
                              history's 24 h lifetime [default: 1024]
+    --redis-queue SIZE       Chat with --redis: messages waiting for Redis;
+                             past this a sender gets an error to retry
+                             [default: 16M]
     --token SECRET           Upgrades need ?token=SECRET or 'Authorization:
                              Bearer SECRET', else 401 [default: none]. Prefer
                              WSLOOP_TOKEN or --token-file: a flag is visible
@@ -153,6 +156,7 @@ const ENV: &[(&str, EnvKind)] = &[
     ("no-broadcast", EnvKind::Switch),
     ("history", EnvKind::Value),
     ("max-rooms", EnvKind::Value),
+    ("redis-queue", EnvKind::Value),
     ("token", EnvKind::Value),
     ("token-file", EnvKind::Value),
     ("allowed-origin", EnvKind::List),
@@ -324,6 +328,7 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
             "no-broadcast" => opts.chat.broadcast = false,
             "history" => opts.chat.history_per_room = args.num("history")?,
             "max-rooms" => opts.chat.max_rooms = args.num("max-rooms")?,
+            "redis-queue" => opts.chat.redis_queue_bytes = args.size("redis-queue")?,
             "log-format" => {
                 let v = args.value("log-format")?;
                 opts.log_format = match v.as_str() {

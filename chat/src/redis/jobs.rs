@@ -10,16 +10,20 @@ pub(super) const NOTHING: u64 = u64::MAX;
 
 /// A room message as the chat encodes it for a bus that numbers messages
 /// elsewhere: the JSON is `head` + seq + `tail` when numbered, `local` when
-/// delivered without the bus.
+/// delivered without the bus. `id` is unique across servers and restarts:
+/// Redis keeps the ids it has stored, so sending it again (a retry after a
+/// lost reply) stores and publishes it once.
 pub(crate) struct RoomMessage {
     pub room: Arc<str>,
+    pub id: String,
     pub head: String,
     pub tail: String,
     pub local: String,
 }
 
 /// The JSON of a room message, split around its `seq` (for a bus that
-/// numbers it elsewhere), plus its form for local-only delivery.
+/// numbers it elsewhere), plus its form for local-only delivery. Its `id`
+/// is set when it is queued.
 pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &str) -> RoomMessage {
     let ts = unix_ms();
     let msg = |seq, local| Out::Message {
@@ -39,6 +43,7 @@ pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &st
         .expect("serialized message has a seq field");
     RoomMessage {
         room: room.into(),
+        id: String::new(),
         head: json[..at + 7].to_owned(),
         tail: json[at + 8..].to_owned(),
         local: msg(None, true).json(),
@@ -48,7 +53,9 @@ pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &st
 /// Work for the publisher thread.
 pub(crate) enum Job {
     Publish(RoomMessage),
+    /// `id` as for a room message.
     Broadcast {
+        id: String,
         json: String,
         local: String,
     },
@@ -57,6 +64,20 @@ pub(crate) enum Job {
         after: u64,
         hint: Option<Arc<str>>,
     },
+}
+
+impl Job {
+    /// The bytes it holds (what the publish queue's byte limit counts);
+    /// fetches count 0 (they are few: one per room at a time).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Job::Publish(m) => {
+                m.room.len() + m.id.len() + m.head.len() + m.tail.len() + m.local.len()
+            }
+            Job::Broadcast { id, json, local } => id.len() + json.len() + local.len(),
+            Job::Fetch { .. } => 0,
+        }
+    }
 }
 
 /// What a fetch found.
@@ -91,6 +112,28 @@ pub(crate) enum Event {
     },
     /// A job Redis did not take (or a fetch that failed).
     Bounced(Job),
+    /// Time passes: joins waiting too long for Redis are answered.
+    Tick,
+}
+
+impl Event {
+    /// The bytes it holds (what the inbox's byte limit counts).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Event::Live { json, .. } => json.len() + 64,
+            Event::LiveAll(json) => json.len(),
+            Event::Fetched { result, .. } => {
+                result
+                    .entries
+                    .iter()
+                    .map(|(_, t)| t.len() + 16)
+                    .sum::<usize>()
+                    + 64
+            }
+            Event::Bounced(job) => job.weight(),
+            Event::Link(..) | Event::Tick => 0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,28 +1,29 @@
 //! The chat's Redis backplane (feature `redis`; `wsloop serve --app chat
-//! --redis redis://HOST:PORT`): several server processes share rooms,
-//! sequence numbers and history.
+//! --redis redis://HOST:PORT`, or `rediss://` for TLS): several server
+//! processes share rooms, sequence numbers and history.
 //!
-//! The mio loop never waits on Redis. Two threads talk to it:
+//! The mio loop never waits on Redis. Three threads talk to it or for it:
 //!
-//! - the **publisher** takes jobs from the loop over a bounded channel
-//!   (`try_send`, never blocking the loop): a room message runs one Lua
-//!   script that assigns the room's next `seq` (HINCRBY), appends the
-//!   message to the room's capped stream (XADD MAXLEN 1000 with id
-//!   `SEQ-0`, TTL [`HISTORY_TTL_SECS`](scripts::HISTORY_TTL_SECS) refreshed on use) and PUBLISHes it,
-//!   all atomically, so every subscriber sees a room's messages in `seq`
-//!   order; a broadcast is a plain PUBLISH; a fetch (for a join, or to catch
-//!   up) runs a second script that reads the room's epoch, last `seq`,
-//!   oldest kept `seq` and the kept messages after a given one. Messages
-//!   and broadcasts queued together go out in one pipeline (one round trip;
-//!   fetches keep their place in the queue).
+//! - the **publisher** takes jobs from the loop over the publish queue
+//!   (bounded in jobs and bytes, `try_send`, never blocking the loop): a
+//!   room message runs one Lua script that assigns the room's next `seq`
+//!   (HINCRBY), appends the message to the room's capped stream (XADD
+//!   MAXLEN with id `SEQ-0`), records its id, and PUBLISHes it, all
+//!   atomically, so every subscriber sees a room's messages in `seq`
+//!   order; a broadcast is published by a script that records its id too;
+//!   a fetch (for a join, or to catch up) reads the room's epoch, last
+//!   `seq`, oldest kept `seq` and the kept messages after a given one.
+//!   Jobs of one kind queued together go out in one pipeline.
 //! - the **subscriber** PSUBSCRIBEs to every room channel (and SUBSCRIBEs
 //!   to the broadcast channel) and hands what arrives to the loop.
+//! - the **ticker** wakes the loop while joins wait for Redis, so none
+//!   waits longer than [`JOIN_WAIT`](state::JOIN_WAIT).
 //!
-//! Both report back through [`Poster`]: events go into an inbox and at most
-//! one `Handle::run` closure is queued at a time to drain it on the loop
-//! thread (the library's `Handle::run` cannot reach the handler, so the
-//! loop-side [`State`] sits in an `Arc<Mutex<_>>` that only the loop thread
-//! ever locks).
+//! They report back through [`Poster`]: events go into an inbox bounded in
+//! bytes (the threads wait when it is full) and one `Handle::run` closure
+//! at a time hands a budget of them to the loop-side [`State`] (the
+//! library's `Handle::run` cannot reach the handler, so the state sits in
+//! an `Arc<Mutex<_>>` that only the loop thread ever locks).
 //!
 //! **Exactly once, in order, no gap.** A member's copy of a room message
 //! comes from the subscription (messages published by this instance too),
@@ -35,54 +36,82 @@
 //! `joined`, `gap` if some are no longer kept, the fetched messages after
 //! its `have`, then the buffered ones after that — each `seq` once.
 //!
-//! **When Redis is away** (either connection lost): logged once, both
-//! threads retry with backoff (100 ms doubling to 5 s); room messages and
-//! broadcasts are delivered on this instance only, marked `"local":true`
-//! and without `seq` (not numbered, not kept, never replayed, not seen by
-//! other instances); joins are answered at once (`joined` with
-//! `"local":true` and the last `seq` this instance saw). When both
-//! connections are back, every room with members here is fetched again and
-//! members get what they missed (what other instances published meanwhile,
-//! and the replay a `since` asked for). If Redis lost the data (restarted
-//! without persistence), the history starts over with a new `epoch`:
-//! members get a new `joined` (new epoch) and a `gap` with `reset`.
+//! **What a sender sees when Redis fails.** Every message gets an id
+//! (random per process, plus a counter) before it leaves the loop, and
+//! Redis keeps the ids of a room's kept messages, so a message sent twice
+//! is stored and published once. Then:
+//! - a message queued while Redis is reachable is numbered and delivered
+//!   exactly once, however long Redis takes: a batch whose reply is lost
+//!   (a timeout, a dropped connection) is sent again until Redis answers;
+//! - a message sent while this instance knows Redis is unreachable (or
+//!   that was still queued, never sent, when it found out) is delivered to
+//!   members on this instance only, once, marked `"local":true` and
+//!   without `seq`: never numbered, kept, replayed or seen elsewhere;
+//! - a message that finds the publish queue full (Redis is slower than
+//!   the senders) is refused: the sender gets an `error` with
+//!   `"retry":true`, and nothing was delivered anywhere;
+//! - at a graceful shutdown, the server waits (within its shutdown
+//!   deadline) until Redis has acknowledged every queued message; what it
+//!   cannot settle by then is logged.
 //!
-//! One edge is not covered: a publish whose reply is lost as the
-//! connection drops (it may or may not have run) is delivered locally as
-//! well, so members here may see it twice (once `local`, once numbered).
+//! No message reaches a member twice in any form. The one thing Redis can
+//! still lose is a message stored just before it restarts without
+//! persistence: members are then told the history started over (`gap`
+//! with `reset`).
+//!
+//! **When Redis is away** (either connection lost): logged once, the
+//! threads retry with backoff (100 ms doubling to 5 s); joins are answered
+//! at once (`joined` with `"local":true` and the last `seq` this instance
+//! saw). When both connections are back, every room with members here is
+//! fetched again (in pipelines) and members get what they missed. If Redis
+//! lost the data (restarted without persistence), the history starts over
+//! with a new `epoch`: members get a new `joined` (new epoch) and a `gap`
+//! with `reset`.
 
 mod jobs;
 mod poster;
 mod publisher;
+mod queue;
 mod retry;
 mod scripts;
 mod state;
 mod subscriber;
 
-use std::sync::mpsc::{self, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
 use redis::Client;
 use wsloop::server::{ConnId, Ctx, Handle};
 
 use crate::bus::{Refusal, RoomBus};
 use crate::history::Since;
 use crate::wire::{unix_ms, Out};
+use crate::ChatConfig;
 
-use jobs::{room_message, Job};
+use jobs::{room_message, Event, Job};
 use poster::{lock, CtxSink, Poster};
 use publisher::publisher;
-use scripts::random_hex;
-use state::{State, JOB_QUEUE};
+use queue::{Gauge, Outbox};
+use scripts::{random_hex, Scripts, HISTORY_TTL_SECS};
+use state::{Limits, State, JOB_QUEUE};
 use subscriber::subscriber;
+
+/// How often the ticker looks at waiting joins (and at events waiting for
+/// a closure).
+const TICK: Duration = Duration::from_millis(250);
 
 /// Rooms shared through Redis: the [`RoomBus`] of a chat that runs on
 /// several servers (lives in the handler, used on the loop thread).
 pub struct RedisBus {
     state: Arc<Mutex<State<ConnId>>>,
     instance: Arc<str>,
+    gauge: Arc<Gauge>,
+    /// When the server's graceful shutdown began.
+    shutdown_at: Option<Instant>,
 }
 
 /// Starts the backplane's threads once the server (and its [`Handle`])
@@ -92,43 +121,115 @@ pub struct Starter {
     addr: String,
     jobs: Receiver<Job>,
     state: Arc<Mutex<State<ConnId>>>,
+    waiting: Arc<AtomicBool>,
+    gauge: Arc<Gauge>,
+    scripts: Scripts,
     instance: Arc<str>,
 }
 
+/// What a flush at shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unflushed {
+    /// Messages Redis had not acknowledged.
+    pub messages: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
 impl RedisBus {
-    /// Checks a Redis URL (`redis://[:PASSWORD@]HOST:PORT[/DB]`) without
-    /// connecting.
+    /// Checks a Redis URL (`redis://[:PASSWORD@]HOST:PORT[/DB]`, or
+    /// `rediss://` for TLS) without connecting.
     pub fn check_url(url: &str) -> Result<(), String> {
         Client::open(url).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// Sets up the bus for `url` (checked, not yet connected); start its
-    /// threads with [`Starter::start`] once the server's handle exists.
+    /// [`RedisBus::with_config`] with the default limits.
     pub fn new(url: &str) -> Result<(RedisBus, Starter), String> {
+        Self::with_config(url, &ChatConfig::default())
+    }
+
+    /// Sets up the bus for `url` (checked, not yet connected), keeping
+    /// `config.history_per_room` messages per room and using at most
+    /// `config.max_rooms` rooms within the history's TTL; start its
+    /// threads with [`Starter::start`] once the server's handle exists.
+    pub fn with_config(url: &str, config: &ChatConfig) -> Result<(RedisBus, Starter), String> {
+        config.validate()?;
         let client = Client::open(url).map_err(|e| format!("invalid Redis URL '{url}': {e}"))?;
         let addr = client.get_connection_info().addr().to_string();
-        let (tx, rx) = mpsc::sync_channel(JOB_QUEUE);
-        let state = Arc::new(Mutex::new(State::new(tx)));
+        let (outbox, rx, gauge) = Outbox::new(JOB_QUEUE, config.redis_queue_bytes);
+        let ttl = Duration::from_secs(HISTORY_TTL_SECS);
+        let limits = Limits {
+            max_rooms: config.max_rooms,
+            ttl,
+        };
+        // Message ids must not repeat across processes: 64 random bits.
+        let st = State::new(outbox, limits, random_hex(8));
+        let waiting = st.waiting_flag();
+        let state = Arc::new(Mutex::new(st));
         let instance: Arc<str> = random_hex(3).into();
         Ok((
             RedisBus {
                 state: state.clone(),
                 instance: instance.clone(),
+                gauge: gauge.clone(),
+                shutdown_at: None,
             },
             Starter {
                 client,
                 addr,
                 jobs: rx,
                 state,
+                waiting,
+                gauge,
+                scripts: Scripts::new(config.history_per_room, ttl),
                 instance,
             },
         ))
     }
+
+    /// Both connections to Redis are up (for a readiness check; cheap).
+    pub fn is_linked(&self) -> bool {
+        lock(&self.state).up()
+    }
+
+    /// Messages (and their bytes) queued for Redis or in flight.
+    pub fn queued(&self) -> Unflushed {
+        let l = self.gauge.load();
+        Unflushed {
+            messages: l.jobs,
+            bytes: l.bytes,
+        }
+    }
+
+    /// Waits until Redis has acknowledged every queued message, or until
+    /// `timeout` after the server's graceful shutdown began (after now if
+    /// it did not); then the publisher gives up on what is left, which is
+    /// returned (and logged). Call it once the server has stopped.
+    pub fn flush(&self, timeout: Duration) -> Unflushed {
+        let deadline = self.shutdown_at.unwrap_or_else(Instant::now) + timeout;
+        let before = self.gauge.load();
+        let left = self.gauge.wait_settled(deadline);
+        if left.jobs > 0 {
+            warn!(
+                "redis backplane: {} messages ({} bytes) not acknowledged by Redis at shutdown",
+                left.jobs, left.bytes
+            );
+        } else if before.jobs > 0 {
+            info!(
+                "redis backplane: {} queued messages flushed to Redis",
+                before.jobs
+            );
+        }
+        Unflushed {
+            messages: left.jobs,
+            bytes: left.bytes,
+        }
+    }
 }
 
 impl Starter {
-    /// Spawns the publisher and subscriber threads; they connect (and
-    /// reconnect) by themselves.
+    /// Spawns the publisher, subscriber and ticker threads; they connect
+    /// (and reconnect) by themselves.
     pub fn start(self, handle: Handle) -> std::io::Result<()> {
         info!(
             "redis backplane: instance {} using redis at {}",
@@ -136,12 +237,28 @@ impl Starter {
         );
         let poster = Poster::new(self.state, handle);
         let (client, addr, p) = (self.client.clone(), self.addr.clone(), poster.clone());
+        let (scripts, jobs, gauge) = (self.scripts, self.jobs, self.gauge);
         thread::Builder::new()
             .name("wsloop-redis-pub".into())
-            .spawn(move || publisher(client, addr, self.jobs, p))?;
+            .spawn(move || publisher(client, addr, scripts, jobs, p, gauge))?;
+        let p = poster.clone();
         thread::Builder::new()
             .name("wsloop-redis-sub".into())
-            .spawn(move || subscriber(self.client, self.addr, poster))?;
+            .spawn(move || subscriber(self.client, self.addr, p))?;
+        let waiting = self.waiting;
+        thread::Builder::new()
+            .name("wsloop-redis-tick".into())
+            .spawn(move || loop {
+                thread::sleep(TICK);
+                let alive = if waiting.load(Ordering::Acquire) {
+                    poster.post(Event::Tick)
+                } else {
+                    poster.kick()
+                };
+                if !alive {
+                    return;
+                }
+            })?;
         Ok(())
     }
 }
@@ -165,8 +282,8 @@ impl RoomBus for RedisBus {
         since: Option<&Since>,
         _member: bool,
     ) -> Result<(), Refusal> {
-        lock(&self.state).join(&mut CtxSink(ctx), id, room, since);
-        Ok(())
+        let now = ctx.now();
+        lock(&self.state).join(&mut CtxSink(ctx), id, room, since, now)
     }
 
     fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId, room: &str) -> bool {
@@ -188,8 +305,8 @@ impl RoomBus for RedisBus {
         text: &str,
     ) -> Result<(), Refusal> {
         let msg = room_message(room, from, name, text);
-        lock(&self.state).publish(&mut CtxSink(ctx), msg);
-        Ok(())
+        let now = ctx.now();
+        lock(&self.state).publish(&mut CtxSink(ctx), msg, now)
     }
 
     fn broadcast(
@@ -210,7 +327,17 @@ impl RoomBus for RedisBus {
             }
             .json()
         };
-        lock(&self.state).broadcast(&mut CtxSink(ctx), out(false), out(true));
-        Ok(())
+        lock(&self.state).broadcast(&mut CtxSink(ctx), out(false), out(true))
+    }
+
+    fn shutdown(&mut self, ctx: &mut Ctx<'_>) {
+        self.shutdown_at = Some(ctx.now());
+        let q = self.queued();
+        if q.messages > 0 {
+            info!(
+                "redis backplane: shutting down with {} messages queued for Redis",
+                q.messages
+            );
+        }
     }
 }

@@ -1,9 +1,13 @@
-//! How the Redis threads reach the loop: events go into an inbox drained
-//! by one `Handle::run` closure at a time, into the loop-side state, whose
+//! How the Redis threads reach the loop: events go into an inbox bounded
+//! in bytes, drained on the loop thread by one `Handle::run` closure at a
+//! time, a budget of events per closure, into the loop-side state, whose
 //! output goes to the loop's `Ctx`.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
 
 use wsloop::server::{ConnId, Ctx, Handle};
 use wsloop::Message;
@@ -17,6 +21,15 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // the backplane for good.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Bytes of events waiting for the loop; past this the Redis threads wait
+/// (the subscriber stops reading: Redis buffers, and past its own limit
+/// drops the subscription, which the catch-up after reconnecting covers).
+pub(super) const INBOX_BYTES: usize = 16 << 20;
+/// Events one closure hands to the state, and their bytes; the rest wait
+/// for the next closure, so the loop serves its sockets in between.
+const PASS_EVENTS: usize = 256;
+const PASS_BYTES: usize = 1 << 20;
 
 /// The loop's [`Ctx`] as the state's [`Sink`].
 pub(super) struct CtxSink<'a, 'b>(pub(super) &'a mut Ctx<'b>);
@@ -43,15 +56,26 @@ impl Sink<ConnId> for CtxSink<'_, '_> {
 
 #[derive(Default)]
 struct Inbox {
-    events: Vec<Event>,
+    events: VecDeque<(Event, usize)>,
+    bytes: usize,
+    /// A drain closure is queued on the loop.
     scheduled: bool,
+    /// The server has stopped.
+    stopped: bool,
+}
+
+struct Shared {
+    inbox: Mutex<Inbox>,
+    /// Signalled when the inbox shrinks (or the server stops).
+    room: Condvar,
 }
 
 /// Hands events to the loop: at most one `Handle::run` closure in flight,
-/// which drains everything posted until it runs.
+/// which hands over a budget of what was posted and queues itself again
+/// for the rest.
 #[derive(Clone)]
 pub(super) struct Poster {
-    inbox: Arc<Mutex<Inbox>>,
+    shared: Arc<Shared>,
     state: Arc<Mutex<State<ConnId>>>,
     handle: Handle,
 }
@@ -59,39 +83,116 @@ pub(super) struct Poster {
 impl Poster {
     pub(super) fn new(state: Arc<Mutex<State<ConnId>>>, handle: Handle) -> Self {
         Poster {
-            inbox: Arc::new(Mutex::new(Inbox::default())),
+            shared: Arc::new(Shared {
+                inbox: Mutex::new(Inbox::default()),
+                room: Condvar::new(),
+            }),
             state,
             handle,
         }
     }
 
-    /// False once the server has stopped.
+    /// Queues `ev` for the loop. False once the server has stopped.
     pub(super) fn post(&self, ev: Event) -> bool {
-        let mut inbox = lock(&self.inbox);
-        inbox.events.push(ev);
+        let weight = ev.weight();
+        let mut inbox = lock(&self.shared.inbox);
+        if inbox.stopped {
+            return false;
+        }
+        inbox.events.push_back((ev, weight));
+        inbox.bytes += weight;
         if inbox.scheduled {
             return true;
         }
         inbox.scheduled = true;
         drop(inbox);
-        let (inbox, state) = (self.inbox.clone(), self.state.clone());
-        self.handle
-            .run(move |ctx| {
-                let events = {
-                    let mut i = lock(&inbox);
-                    i.scheduled = false;
-                    std::mem::take(&mut i.events)
-                };
-                let mut st = lock(&state);
-                let mut out = CtxSink(ctx);
-                for ev in events {
-                    st.on_event(&mut out, ev);
-                }
-            })
-            .is_ok()
+        self.schedule(true)
     }
 
-    pub(super) fn backlog(&self) -> usize {
-        lock(&self.inbox).events.len()
+    /// Waits while the inbox holds more than [`INBOX_BYTES`] (so it holds
+    /// at most that plus one event per thread). False once the server has
+    /// stopped.
+    pub(super) fn wait_room(&self) -> bool {
+        let mut inbox = lock(&self.shared.inbox);
+        while inbox.bytes > INBOX_BYTES && !inbox.stopped {
+            inbox = self
+                .shared
+                .room
+                .wait_timeout(inbox, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        !inbox.stopped
+    }
+
+    /// Events are waiting but no closure is queued (one could not be, the
+    /// loop's queue being full): queue one now.
+    pub(super) fn kick(&self) -> bool {
+        let mut inbox = lock(&self.shared.inbox);
+        if inbox.stopped {
+            return false;
+        }
+        if inbox.scheduled || inbox.events.is_empty() {
+            return true;
+        }
+        inbox.scheduled = true;
+        drop(inbox);
+        self.schedule(true)
+    }
+
+    /// Queues a drain closure on the loop. From another thread a full
+    /// queue is waited out; from the loop thread (`patient` false) it is
+    /// left to the next post or kick.
+    fn schedule(&self, patient: bool) -> bool {
+        loop {
+            let me = self.clone();
+            match self.handle.run(move |ctx| me.drain(ctx)) {
+                Ok(()) => return true,
+                Err(wsloop::Error::ConnectionClosed) => {
+                    let mut inbox = lock(&self.shared.inbox);
+                    inbox.stopped = true;
+                    inbox.scheduled = false;
+                    self.shared.room.notify_all();
+                    return false;
+                }
+                // The loop's queue is full: it is behind.
+                Err(_) if patient => thread::sleep(Duration::from_millis(1)),
+                Err(_) => {
+                    lock(&self.shared.inbox).scheduled = false;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// On the loop thread: hands a budget of events to the state.
+    fn drain(&self, ctx: &mut Ctx<'_>) {
+        let mut batch = Vec::new();
+        let more = {
+            let mut inbox = lock(&self.shared.inbox);
+            let mut bytes = 0;
+            while batch.len() < PASS_EVENTS && bytes < PASS_BYTES {
+                let Some((ev, w)) = inbox.events.pop_front() else {
+                    break;
+                };
+                bytes += w;
+                inbox.bytes -= w;
+                batch.push(ev);
+            }
+            self.shared.room.notify_all();
+            let more = !inbox.events.is_empty();
+            inbox.scheduled = more;
+            more
+        };
+        if more {
+            // After whatever else the loop has queued.
+            self.schedule(false);
+        }
+        let now = ctx.now();
+        let mut st = lock(&self.state);
+        let mut out = CtxSink(ctx);
+        for ev in batch {
+            st.on_event(&mut out, ev, now);
+        }
     }
 }

@@ -66,6 +66,23 @@ impl Retry {
         self.next = Instant::now() + BACKOFF_MIN;
     }
 
+    /// Lost again while retrying the same thing: back off further, log
+    /// quietly.
+    pub(super) fn again(&mut self, e: &dyn std::fmt::Display) {
+        self.attempts += 1;
+        debug!(
+            "redis {}: attempt {} on {} failed: {e}",
+            self.what, self.attempts, self.addr
+        );
+        self.next = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Try to connect at once (a connection found stale).
+    pub(super) fn reset_wait(&mut self) {
+        self.next = Instant::now();
+    }
+
     pub(super) fn connected(&mut self) {
         match self.down_since.take() {
             Some(t) => info!(
@@ -86,9 +103,4 @@ pub(super) fn open(client: &Client) -> redis::RedisResult<Connection> {
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(con)
-}
-
-/// The connection cannot be trusted after this error.
-pub(super) fn broken(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }

@@ -1,31 +1,42 @@
 //! The loop side of the backplane: rooms with members here, what each
 //! member has had, and whether Redis is reachable. It never touches Redis:
-//! it queues jobs for the publisher and acts on the threads' events.
+//! it queues jobs for the publisher and acts on the threads' events. How
+//! members are caught up (live messages, fetch results) is in `catchup`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{info, warn};
 
-use super::jobs::{Event, Fetched, Job, RoomMessage, Side, NOTHING};
+use super::jobs::{Event, Job, RoomMessage, Side};
+use super::queue::{Full, Outbox};
+use crate::bus::Refusal;
 use crate::history::Since;
 use crate::wire::Out;
 
-/// Jobs waiting for the publisher; past this, messages are delivered
-/// locally (and joins answered locally) rather than block the loop.
+mod catchup;
+
+/// Jobs waiting for the publisher (a second bound next to the bytes).
 pub(super) const JOB_QUEUE: usize = 65_536;
 /// Live messages buffered per room while a fetch is in flight; past this
 /// the room is fetched again when the fetch returns.
 const BUFFER_LIMIT: usize = 10_000;
 /// Catch-up rounds for one room in a row before giving up until the next
 /// event (a safety net; two rounds are the most a consistent Redis needs).
+/// Whoever still waits for `joined` is then answered from what is known
+/// here.
 const MAX_ROUNDS: u32 = 8;
+/// Longest a join waits for Redis before it is answered from what this
+/// instance knows (`"local":true`; the catch-up follows when Redis
+/// answers). Shorter than the Redis I/O timeout, so a stalled Redis does
+/// not hold joins for that long.
+pub(super) const JOIN_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the loop-side state sends things; the loop's
-/// [`Ctx`](wsloop::server::Ctx) in the
-/// server, a recorder in unit tests.
+/// [`Ctx`](wsloop::server::Ctx) in the server, a recorder in unit tests.
 pub(crate) trait Sink<I> {
     fn send(&mut self, id: I, json: &str);
     fn send_many(&mut self, ids: &[I], json: &str);
@@ -51,6 +62,8 @@ struct Member {
     answered: bool,
     /// The epoch its last `joined` named.
     told: Option<Arc<str>>,
+    /// When it asked to join (answered locally after [`JOIN_WAIT`]).
+    asked: Instant,
 }
 
 struct Live {
@@ -62,7 +75,7 @@ struct Live {
 struct Room<I> {
     /// The history as last seen in Redis.
     epoch: Option<Arc<str>>,
-    /// The highest seq seen in that history.
+    /// The highest seq seen in that history (fetched or live).
     last: u64,
     members: HashMap<I, Member>,
     fetching: bool,
@@ -86,16 +99,35 @@ impl<I> Room<I> {
     }
 }
 
+/// Limits of the loop-side state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Rooms this server may have used (joined, fetched, published to)
+    /// within `ttl`: each one's keys live in Redis that long.
+    pub max_rooms: usize,
+    pub ttl: Duration,
+}
+
 /// The loop-side state: rooms with members here, what each member has had,
 /// and whether Redis is reachable. Only the loop thread uses it.
 pub(crate) struct State<I> {
-    jobs: SyncSender<Job>,
+    outbox: Outbox,
     pub_up: bool,
     sub_up: bool,
     rooms: HashMap<Arc<str>, Room<I>>,
     conns: HashMap<I, Vec<Arc<str>>>,
-    /// Jobs refused because the queue was full (logged now and then).
-    dropped: u64,
+    /// Rooms whose keys this server refreshed, and when last.
+    used: HashMap<Arc<str>, Instant>,
+    limits: Limits,
+    /// Rooms with members waiting for `joined`; `waiting` is set while
+    /// there are any (the ticker then posts [`Event::Tick`]).
+    waiting_rooms: HashSet<Arc<str>>,
+    waiting: Arc<AtomicBool>,
+    /// Message ids: a random per-process prefix and a counter.
+    id_prefix: String,
+    next_id: u64,
+    /// Messages refused because the queue was full (logged now and then).
+    refused: u64,
 }
 
 fn joined_json(room: &str, seq: u64, epoch: &str, local: bool) -> String {
@@ -113,25 +145,40 @@ fn gap_json(room: &str, from: u64, reset: bool) -> String {
 }
 
 impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
-    pub(crate) fn new(jobs: SyncSender<Job>) -> Self {
+    pub(crate) fn new(outbox: Outbox, limits: Limits, id_prefix: String) -> Self {
         State {
-            jobs,
+            outbox,
             pub_up: false,
             sub_up: false,
             rooms: HashMap::new(),
             conns: HashMap::new(),
-            dropped: 0,
+            used: HashMap::new(),
+            limits,
+            waiting_rooms: HashSet::new(),
+            waiting: Arc::new(AtomicBool::new(false)),
+            id_prefix,
+            next_id: 0,
+            refused: 0,
         }
     }
 
-    fn up(&self) -> bool {
+    /// Both connections to Redis are up.
+    pub(crate) fn up(&self) -> bool {
         self.pub_up && self.sub_up
+    }
+
+    /// Set while joins wait for Redis.
+    pub(crate) fn waiting_flag(&self) -> Arc<AtomicBool> {
+        self.waiting.clone()
     }
 
     fn name(&self, room: &str) -> Arc<str> {
         match self.rooms.get_key_value(room) {
             Some((k, _)) => k.clone(),
-            None => room.into(),
+            None => match self.used.get_key_value(room) {
+                Some((k, _)) => k.clone(),
+                None => room.into(),
+            },
         }
     }
 
@@ -142,34 +189,69 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             .is_some_and(|r| r.members.contains_key(&id))
     }
 
-    fn queue(&mut self, job: Job) -> Result<(), Job> {
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => {
-                self.dropped += 1;
-                if self.dropped.is_power_of_two() {
-                    warn!(
-                        "redis backplane: publisher queue full ({JOB_QUEUE} jobs; {} refused so far): \
-                         handling locally",
-                        self.dropped
-                    );
-                }
-                Err(job)
-            }
-            Err(TrySendError::Disconnected(job)) => Err(job),
+    /// Notes that this server refreshes `room`'s keys now. False if it is a
+    /// room not used within the TTL and the limit is reached.
+    fn use_room(&mut self, room: &Arc<str>, now: Instant) -> bool {
+        if let Some(t) = self.used.get_mut(room) {
+            *t = now;
+            return true;
         }
+        if self.used.len() >= self.limits.max_rooms {
+            let ttl = self.limits.ttl;
+            self.used.retain(|_, t| now.duration_since(*t) < ttl);
+        }
+        if self.used.len() >= self.limits.max_rooms && !self.rooms.contains_key(room) {
+            return false;
+        }
+        self.used.insert(room.clone(), now);
+        true
+    }
+
+    fn queue(&mut self, job: Job) -> Result<(), Box<(Job, Full)>> {
+        let r = self.outbox.push(job);
+        if let Err(e) = &r {
+            let why = e.1;
+            if why == Full::Gone {
+                return r;
+            }
+            self.refused += 1;
+            if self.refused.is_power_of_two() {
+                warn!(
+                    "redis backplane: publisher queue full ({why:?}; {} refused so far): \
+                     senders are asked to retry",
+                    self.refused
+                );
+            }
+        }
+        r
+    }
+
+    fn next_msg_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.id_prefix, self.next_id)
     }
 
     /// A join: with Redis, answered when the room's fetch returns (replay
-    /// after `since`, then live); without, answered at once.
+    /// after `since`, then live) or after [`JOIN_WAIT`]; without, at once.
+    /// A member already in sync that asks for nothing older than it has is
+    /// answered at once, with nothing replayed.
     pub(crate) fn join(
         &mut self,
         out: &mut impl Sink<I>,
         id: I,
         room: &str,
         since: Option<&Since>,
-    ) {
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let name = self.name(room);
+        if !self.use_room(&name, now) {
+            return Err(Refusal::new(format!(
+                "too many rooms on this server: {} used within {} h; join one of them, or \
+                 another room later",
+                self.limits.max_rooms,
+                self.limits.ttl.as_secs() / 3600
+            )));
+        }
         let rooms = self.conns.entry(id).or_default();
         if !rooms.contains(&name) {
             rooms.push(name.clone());
@@ -178,6 +260,24 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         let r = self.rooms.entry(name.clone()).or_insert_with(Room::new);
         let have = since.map(|s| s.seq);
         let epoch: Option<Arc<str>> = since.and_then(|s| s.epoch.as_deref()).map(Arc::from);
+        if let Some(m) = r.members.get(&id) {
+            let in_sync = m.answered
+                && !m.reset
+                && r.epoch.is_some()
+                && m.epoch == r.epoch
+                && m.have == Some(r.last);
+            let asks_nothing_older = match (have, &epoch) {
+                (None, _) => true,
+                (Some(h), e) => {
+                    h >= r.last && e.as_ref().is_none_or(|e| Some(e) == r.epoch.as_ref())
+                }
+            };
+            if in_sync && asks_nothing_older {
+                let e = r.epoch.as_deref().unwrap_or("");
+                out.send(id, &joined_json(&name, r.last, e, !up));
+                return Ok(());
+            }
+        }
         if up {
             r.members.insert(
                 id,
@@ -187,10 +287,13 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                     reset: false,
                     answered: false,
                     told: None,
+                    asked: now,
                 },
             );
             r.rounds = 0;
-            self.fetch(out, &name);
+            self.waiting_rooms.insert(name.clone());
+            self.waiting.store(true, Ordering::Release);
+            self.fetch(out, &name, now);
         } else {
             // Answer now from what this instance knows; the catch-up comes
             // when Redis is back.
@@ -204,6 +307,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                     reset: false,
                     answered: true,
                     told: r.epoch.clone(),
+                    asked: now,
                 },
             );
             out.join(id, &name);
@@ -212,6 +316,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 &joined_json(&name, r.last, r.epoch.as_deref().unwrap_or(""), true),
             );
         }
+        Ok(())
     }
 
     /// Takes `id` out of `room`; false if it was not in it.
@@ -224,6 +329,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         }
         if r.members.is_empty() {
             self.rooms.remove(room);
+            self.waiting_rooms.remove(room);
         }
         if let Some(rooms) = self.conns.get_mut(&id) {
             rooms.retain(|n| &**n != room);
@@ -241,70 +347,100 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 r.members.remove(&id);
                 if r.members.is_empty() {
                     self.rooms.remove(&name);
+                    self.waiting_rooms.remove(&name);
                 }
             }
         }
     }
 
-    /// A room message from a member here.
-    pub(crate) fn publish(&mut self, out: &mut impl Sink<I>, msg: RoomMessage) {
+    /// A room message from a member here: queued for Redis (numbered and
+    /// delivered from the subscription, however long Redis takes), or,
+    /// while Redis is known to be away, delivered here only, marked local.
+    /// A full queue refuses it: nothing was sent, the sender may retry.
+    pub(crate) fn publish(
+        &mut self,
+        out: &mut impl Sink<I>,
+        mut msg: RoomMessage,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         if !self.up() {
-            return out.publish(&msg.room, &msg.local);
-        }
-        if let Err(Job::Publish(msg)) = self.queue(Job::Publish(msg)) {
             out.publish(&msg.room, &msg.local);
+            return Ok(());
+        }
+        let name = self.name(&msg.room);
+        self.use_room(&name, now);
+        msg.id = self.next_msg_id();
+        match self.queue(Job::Publish(msg)).map_err(|e| *e) {
+            Ok(()) => Ok(()),
+            Err((Job::Publish(m), Full::Gone)) => {
+                out.publish(&m.room, &m.local);
+                Ok(())
+            }
+            Err((_, why)) => Err(queue_full("message", why)),
         }
     }
 
-    /// A broadcast from a member here.
-    pub(crate) fn broadcast(&mut self, out: &mut impl Sink<I>, json: String, local: String) {
-        if self.up()
-            && self
-                .queue(Job::Broadcast {
-                    json,
-                    local: local.clone(),
-                })
-                .is_ok()
+    /// A broadcast from a member here, handled as a room message.
+    pub(crate) fn broadcast(
+        &mut self,
+        out: &mut impl Sink<I>,
+        json: String,
+        local: String,
+    ) -> Result<(), Refusal> {
+        if !self.up() {
+            out.broadcast_all(&local);
+            return Ok(());
+        }
+        let id = self.next_msg_id();
+        match self
+            .queue(Job::Broadcast { id, json, local })
+            .map_err(|e| *e)
         {
-            return;
+            Ok(()) => Ok(()),
+            Err((Job::Broadcast { local, .. }, Full::Gone)) => {
+                out.broadcast_all(&local);
+                Ok(())
+            }
+            Err((_, why)) => Err(queue_full("broadcast", why)),
         }
-        out.broadcast_all(&local);
     }
 
-    pub(crate) fn on_event(&mut self, out: &mut impl Sink<I>, ev: Event) {
+    pub(crate) fn on_event(&mut self, out: &mut impl Sink<I>, ev: Event, now: Instant) {
         match ev {
-            Event::Link(side, up) => self.link(out, side, up),
+            Event::Link(side, up) => self.link(out, side, up, now),
             Event::Live {
                 room,
                 epoch,
                 seq,
                 json,
-            } => self.live(out, &room, epoch, seq, json),
+            } => self.live(out, &room, epoch, seq, json, now),
             Event::LiveAll(json) => out.broadcast_all(&json),
             Event::Fetched {
                 room,
                 after,
                 result,
-            } => self.fetched(out, &room, after, result),
+            } => self.fetched(out, &room, after, result, now),
+            // Redis did not run these (refused, or never sent): here only.
             Event::Bounced(Job::Publish(m)) => out.publish(&m.room, &m.local),
             Event::Bounced(Job::Broadcast { local, .. }) => out.broadcast_all(&local),
             Event::Bounced(Job::Fetch { room, .. }) => self.fetch_failed(out, &room),
+            Event::Tick => self.tick(out, now),
         }
     }
 
-    fn link(&mut self, out: &mut impl Sink<I>, side: Side, up: bool) {
+    fn link(&mut self, out: &mut impl Sink<I>, side: Side, up: bool, now: Instant) {
         let was = self.up();
         match side {
             Side::Publisher => self.pub_up = up,
             Side::Subscriber => self.sub_up = up,
         }
-        let now = self.up();
-        if was && !now {
+        let is = self.up();
+        if was && !is {
             warn!(
                 "redis backplane down ({side:?} connection lost): room messages and broadcasts \
                  are delivered on this instance only (\"local\":true) until it is back"
             );
-        } else if !was && now {
+        } else if !was && is {
             info!(
                 "redis backplane up: catching up {} rooms with members here",
                 self.rooms.len()
@@ -314,46 +450,91 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 if let Some(r) = self.rooms.get_mut(&name) {
                     r.rounds = 0;
                 }
-                self.fetch(out, &name);
+                self.fetch(out, &name, now);
             }
+        }
+    }
+
+    /// Joins waiting longer than [`JOIN_WAIT`] are answered from what is
+    /// known here.
+    fn tick(&mut self, out: &mut impl Sink<I>, now: Instant) {
+        let names: Vec<Arc<str>> = self.waiting_rooms.iter().cloned().collect();
+        for name in names {
+            let Some(r) = self.rooms.get_mut(&name) else {
+                self.waiting_rooms.remove(&name);
+                continue;
+            };
+            let late = r
+                .members
+                .values()
+                .any(|m| !m.answered && now.duration_since(m.asked) >= JOIN_WAIT);
+            if late {
+                info!(
+                    "redis backplane: room {name:?}: Redis has not answered within \
+                     {JOIN_WAIT:?}; joins answered from this instance"
+                );
+                Self::answer_locally(out, &name, r, Some((now, JOIN_WAIT)));
+            }
+            if r.members.values().all(|m| m.answered) {
+                self.waiting_rooms.remove(&name);
+            }
+        }
+        if self.waiting_rooms.is_empty() {
+            self.waiting.store(false, Ordering::Release);
+        }
+    }
+
+    /// Answers members still waiting for `joined` (those that asked at
+    /// least `older` ago, or all) from what this instance knows; they are
+    /// caught up when a fetch returns.
+    fn answer_locally(
+        out: &mut impl Sink<I>,
+        room: &Arc<str>,
+        r: &mut Room<I>,
+        older: Option<(Instant, Duration)>,
+    ) {
+        let mut ids: Vec<I> = r
+            .members
+            .iter()
+            .filter(|(_, m)| !m.answered)
+            .filter(|(_, m)| older.is_none_or(|(now, d)| now.duration_since(m.asked) >= d))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        for id in ids {
+            let m = r.members.get_mut(&id).expect("listed above");
+            m.answered = true;
+            m.told = r.epoch.clone();
+            out.join(id, room);
+            out.send(
+                id,
+                &joined_json(room, r.last, r.epoch.as_deref().unwrap_or(""), true),
+            );
         }
     }
 
     /// Asks for `room` as Redis has it, from the oldest `have` of its
     /// members, unless a fetch is already in flight (its result is checked
     /// against every member, and another round follows if needed).
-    fn fetch(&mut self, out: &mut impl Sink<I>, room: &Arc<str>) {
+    fn fetch(&mut self, out: &mut impl Sink<I>, room: &Arc<str>, now: Instant) {
         if !self.up() {
             return;
         }
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        if r.fetching {
+        if self.rooms.get(room).is_none_or(|r| r.fetching) {
             return;
         }
+        self.use_room(room, now);
+        let r = self.rooms.get_mut(room).expect("checked above");
         r.rounds += 1;
         if r.rounds > MAX_ROUNDS {
-            error!("redis backplane: room {room:?} did not settle after {MAX_ROUNDS} fetches");
+            warn!(
+                "redis backplane: room {room:?} did not settle after {MAX_ROUNDS} fetches; \
+                 waiting joins are answered from this instance"
+            );
+            Self::answer_locally(out, room, r, None);
             return;
         }
-        // The epoch members' `have` is counted in: the room's, else the
-        // first one a member named.
-        let hint = r
-            .epoch
-            .clone()
-            .or_else(|| r.members.values().find_map(|m| m.epoch.clone()));
-        let after = r
-            .members
-            .values()
-            .map(|m| match m.have {
-                None => NOTHING,
-                Some(_) if m.reset => 0,
-                Some(_) if m.epoch.is_some() && m.epoch != hint => 0,
-                Some(h) => h,
-            })
-            .min()
-            .unwrap_or(NOTHING);
+        let (after, hint) = catchup::fetch_from(r);
         r.fetching = true;
         let job = Job::Fetch {
             room: room.clone(),
@@ -373,212 +554,21 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             return;
         };
         r.fetching = false;
-        let mut ids: Vec<I> = r
-            .members
-            .iter()
-            .filter(|(_, m)| !m.answered)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        for id in ids {
-            let m = r.members.get_mut(&id).expect("listed above");
-            m.answered = true;
-            m.told = r.epoch.clone();
-            out.join(id, room);
-            out.send(
-                id,
-                &joined_json(room, r.last, r.epoch.as_deref().unwrap_or(""), true),
-            );
-        }
-        Self::drain_buffer(out, room, r);
+        Self::answer_locally(out, room, r, None);
+        Self::drain_buffer(out, r);
     }
+}
 
-    /// A live room message from the subscription.
-    fn live(
-        &mut self,
-        out: &mut impl Sink<I>,
-        room: &Arc<str>,
-        epoch: Arc<str>,
-        seq: u64,
-        json: Arc<str>,
-    ) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return; // no members here
-        };
-        let mut behind = false;
-        if r.epoch.as_ref() == Some(&epoch) {
-            r.last = r.last.max(seq);
-            let mut ids = Vec::new();
-            for (id, m) in r.members.iter_mut() {
-                let in_sync = m.answered && !m.reset && m.epoch.as_ref() == Some(&epoch);
-                match m.have {
-                    Some(h) if in_sync && h + 1 == seq => {
-                        m.have = Some(seq);
-                        ids.push(*id);
-                    }
-                    Some(h) if in_sync && h >= seq => {}
-                    _ => behind = true,
-                }
-            }
-            if !ids.is_empty() {
-                out.send_many(&ids, &json);
-            }
-        } else {
-            // Another history (Redis lost the room's data, or this room is
-            // new here): the fetch tells.
-            behind = true;
-        }
-        if behind {
-            if r.buffer.len() < BUFFER_LIMIT {
-                r.buffer.push(Live { epoch, seq, json });
-            } else {
-                r.overflowed = true;
-            }
-            if !r.fetching {
-                r.rounds = 0;
-                self.fetch(out, room);
-            }
-        }
-    }
-
-    /// Hands buffered live messages to members they are next for; keeps
-    /// the rest. True if members are still behind after that.
-    fn drain_buffer(out: &mut impl Sink<I>, _room: &str, r: &mut Room<I>) -> bool {
-        let buffer = std::mem::take(&mut r.buffer);
-        let mut behind = false;
-        let mut kept = Vec::new();
-        for live in buffer {
-            if r.epoch.as_ref() != Some(&live.epoch) {
-                // From another history than the one fetched: older (dropped)
-                // or newer (a later fetch finds it).
-                behind = true;
-                continue;
-            }
-            r.last = r.last.max(live.seq);
-            let mut ids = Vec::new();
-            let mut keep = false;
-            for (id, m) in r.members.iter_mut() {
-                let in_sync = m.answered && !m.reset && m.epoch.as_ref() == Some(&live.epoch);
-                match m.have {
-                    Some(h) if in_sync && h + 1 == live.seq => {
-                        m.have = Some(live.seq);
-                        ids.push(*id);
-                    }
-                    Some(h) if in_sync && h >= live.seq => {}
-                    _ => keep = true,
-                }
-            }
-            if !ids.is_empty() {
-                out.send_many(&ids, &live.json);
-            }
-            if keep {
-                behind = true;
-                kept.push(live);
-            }
-        }
-        r.buffer = kept;
-        behind
-    }
-
-    /// A fetch returned: answer and catch up every member it covers.
-    fn fetched(&mut self, out: &mut impl Sink<I>, room: &Arc<str>, after: u64, f: Fetched) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return; // everyone left meanwhile
-        };
-        r.fetching = false;
-        let e = f.epoch.clone();
-        if r.epoch.as_ref() != Some(&e) {
-            if r.epoch.is_some() {
-                info!("redis backplane: room {room:?} history started over (epoch {e})");
-            }
-            r.epoch = Some(e.clone());
-            r.last = f.last;
-        } else {
-            r.last = r.last.max(f.last);
-        }
-        let last = f.last;
-        // Seqs up to `floor` are no longer kept.
-        let floor = f.oldest.saturating_sub(1);
-        let mut behind = false;
-        // Members to hand fetched entries to, with what they have.
-        let mut plan: Vec<(u64, I)> = Vec::new();
-        let mut ids: Vec<I> = r.members.keys().copied().collect();
-        ids.sort();
-        for id in ids {
-            let m = r.members.get_mut(&id).expect("listed above");
-            let Some(have) = m.have else {
-                // From now on: no replay.
-                m.have = Some(last);
-                m.epoch = Some(e.clone());
-                if !m.answered || m.told.as_ref() != Some(&e) {
-                    if !m.answered {
-                        out.join(id, room);
-                    }
-                    out.send(id, &joined_json(room, last, &e, false));
-                    m.answered = true;
-                    m.told = Some(e.clone());
-                }
-                continue;
-            };
-            let foreign = m.epoch.as_ref().is_some_and(|x| *x != e);
-            let reset = m.reset || foreign || have > last;
-            let h = if reset { 0 } else { have };
-            let start = h.max(floor);
-            let covered = start >= last || after <= start;
-            if !covered {
-                if reset {
-                    m.reset = true;
-                    m.have = Some(0);
-                }
-                behind = true;
-                continue;
-            }
-            if !m.answered || m.told.as_ref() != Some(&e) {
-                if !m.answered {
-                    out.join(id, room);
-                }
-                out.send(id, &joined_json(room, last, &e, false));
-                m.answered = true;
-                m.told = Some(e.clone());
-            }
-            if reset || h < floor {
-                out.send(id, &gap_json(room, f.oldest, reset));
-            }
-            m.reset = false;
-            m.epoch = Some(e.clone());
-            m.have = Some(start);
-            plan.push((start, id));
-        }
-        // Each fetched message to the members that lack it, encoded once.
-        plan.sort();
-        let mut upto = 0;
-        let mut to: Vec<I> = Vec::new();
-        for (seq, json) in &f.entries {
-            while upto < plan.len() && plan[upto].0 < *seq {
-                to.push(plan[upto].1);
-                upto += 1;
-            }
-            if !to.is_empty() {
-                out.send_many(&to, json);
-            }
-            for id in &to {
-                if let Some(m) = r.members.get_mut(id) {
-                    m.have = Some((*seq).max(m.have.unwrap_or(0)));
-                }
-            }
-        }
-        if Self::drain_buffer(out, room, r) {
-            behind = true;
-        }
-        if std::mem::take(&mut r.overflowed) {
-            behind = true;
-        }
-        if behind {
-            self.fetch(out, room);
-        } else {
-            r.rounds = 0;
-        }
-    }
+/// The error a sender gets when the publish queue is full.
+fn queue_full(what: &str, why: Full) -> Refusal {
+    let detail = match why {
+        Full::Bytes(queued, max) => format!("{queued} bytes wait for Redis, limit {max}"),
+        Full::Jobs(max) => format!("{max} jobs wait for Redis"),
+        Full::Gone => "the backplane has stopped".into(),
+    };
+    Refusal::retry(format!(
+        "{what} not sent: this server is behind on Redis ({detail}); retry in a moment"
+    ))
 }
 
 #[cfg(test)]

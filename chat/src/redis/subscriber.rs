@@ -12,8 +12,6 @@ use super::poster::Poster;
 use super::retry::{open, Retry};
 use super::scripts::{all_channel, room_channel};
 
-/// Events waiting for the loop before the subscriber slows down.
-const INBOX_LIMIT: usize = 100_000;
 /// The subscriber pings when nothing arrived for this long.
 const SUB_IDLE: Duration = Duration::from_secs(10);
 
@@ -82,10 +80,7 @@ fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry) -> SubEnd
         // Let the loop catch up rather than pile up events without bound
         // (Redis buffers, and drops a subscriber that falls too far behind:
         // the catch-up after reconnecting covers that).
-        while poster.backlog() > INBOX_LIMIT {
-            thread::sleep(Duration::from_millis(1));
-        }
-        if !poster.post(ev) {
+        if !poster.wait_room() || !poster.post(ev) {
             return SubEnd::Exit;
         }
     }

@@ -1,7 +1,11 @@
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
+
+use std::time::{Duration, Instant};
 
 use super::*;
+use crate::redis::jobs::{Fetched, NOTHING};
+use crate::redis::queue::Outbox;
 
 /// Records what members receive (and library room membership).
 #[derive(Default)]
@@ -68,12 +72,25 @@ fn m(seq: u64) -> Arc<str> {
     format!("m:{seq}").into()
 }
 
+/// The tests' clock: a fixed start (the state only compares instants).
+fn t0() -> Instant {
+    thread_local!(static T0: Instant = Instant::now());
+    T0.with(|t| *t)
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_rooms: 100,
+        ttl: Duration::from_secs(3600),
+    }
+}
+
 fn setup() -> (State<u32>, Receiver<Job>, Rec) {
-    let (tx, rx) = mpsc::sync_channel(100);
-    let mut st = State::new(tx);
+    let (outbox, rx, _) = Outbox::new(100, 1 << 20);
+    let mut st = State::new(outbox, limits(), "p".into());
     let mut rec = Rec::default();
-    st.on_event(&mut rec, Event::Link(Side::Publisher, true));
-    st.on_event(&mut rec, Event::Link(Side::Subscriber, true));
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
     (st, rx, rec)
 }
 
@@ -103,6 +120,7 @@ fn live(st: &mut State<u32>, rec: &mut Rec, epoch: &str, seq: u64) {
             seq,
             json: m(seq),
         },
+        t0(),
     );
 }
 
@@ -116,7 +134,8 @@ fn since(seq: u64, epoch: Option<&str>) -> Since {
 #[test]
 fn join_with_since_replays_then_buffered_live_without_duplicates() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", Some(&since(3, Some("E"))));
+    st.join(&mut rec, 1, "r", Some(&since(3, Some("E"))), t0())
+        .unwrap();
     let (room, after, hint) = fetch_job(&rx);
     assert_eq!((&*room, after, hint.as_deref()), ("r", 3, Some("E")));
     // Live messages arrive before the fetch result: 7 is in the result
@@ -131,6 +150,7 @@ fn join_with_since_replays_then_buffered_live_without_duplicates() {
             after,
             result: result("E", 7, 1, 4),
         },
+        t0(),
     );
     assert_eq!(rec.take(1), ["joined:7", "m:4", "m:5", "m:6", "m:7", "m:8"]);
     live(&mut st, &mut rec, "E", 8); // a duplicate is dropped
@@ -142,7 +162,7 @@ fn join_with_since_replays_then_buffered_live_without_duplicates() {
 #[test]
 fn fresh_join_gets_no_replay_and_gap_when_too_old() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None);
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, NOTHING);
     st.on_event(
@@ -152,13 +172,15 @@ fn fresh_join_gets_no_replay_and_gap_when_too_old() {
             after,
             result: result("E", 1050, 51, u64::MAX),
         },
+        t0(),
     );
     assert_eq!(rec.take(1), ["joined:1050"]);
     live(&mut st, &mut rec, "E", 1051);
     assert_eq!(rec.take(1), ["m:1051"]);
 
     // Since 10 while 51..=1051 are kept: joined, gap, 51..=1051.
-    st.join(&mut rec, 2, "r", Some(&since(10, None)));
+    st.join(&mut rec, 2, "r", Some(&since(10, None)), t0())
+        .unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, 10);
     st.on_event(
@@ -168,6 +190,7 @@ fn fresh_join_gets_no_replay_and_gap_when_too_old() {
             after,
             result: result("E", 1051, 52, 11),
         },
+        t0(),
     );
     let got = rec.take(2);
     assert_eq!(got[..3], ["joined:1051", "gap:52", "m:52"]);
@@ -180,7 +203,7 @@ fn fresh_join_gets_no_replay_and_gap_when_too_old() {
 fn foreign_epoch_since_is_a_reset_with_everything_kept() {
     let (mut st, rx, mut rec) = setup();
     // The room is known here with epoch E; a member claims F.
-    st.join(&mut rec, 1, "r", None);
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -189,9 +212,11 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
             after,
             result: result("E", 5, 1, u64::MAX),
         },
+        t0(),
     );
     rec.take(1);
-    st.join(&mut rec, 2, "r", Some(&since(4, Some("F"))));
+    st.join(&mut rec, 2, "r", Some(&since(4, Some("F"))), t0())
+        .unwrap();
     let (room, after, hint) = fetch_job(&rx);
     // F is not the room's epoch: it counts from 0.
     assert_eq!((after, hint.as_deref()), (0, Some("E")));
@@ -202,6 +227,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
             after,
             result: result("E", 5, 1, 1),
         },
+        t0(),
     );
     assert_eq!(
         rec.take(2),
@@ -213,7 +239,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
 #[test]
 fn history_lost_in_redis_resets_live_members() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None);
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -222,6 +248,7 @@ fn history_lost_in_redis_resets_live_members() {
             after,
             result: result("E", 57, 1, u64::MAX),
         },
+        t0(),
     );
     rec.take(1);
     // Redis restarted empty; a new history begins at 1.
@@ -236,6 +263,7 @@ fn history_lost_in_redis_resets_live_members() {
             after: 0, // the script saw another epoch than the hint
             result: result("E2", 1, 1, 1),
         },
+        t0(),
     );
     assert_eq!(rec.take(1), ["joined:1", "gap:1r", "m:1", "m:2"]);
     live(&mut st, &mut rec, "E2", 3);
@@ -245,7 +273,7 @@ fn history_lost_in_redis_resets_live_members() {
 #[test]
 fn outage_delivers_locally_then_catches_up() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None);
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -254,25 +282,30 @@ fn outage_delivers_locally_then_catches_up() {
             after,
             result: result("E", 2, 1, u64::MAX),
         },
+        t0(),
     );
     rec.take(1);
-    st.on_event(&mut rec, Event::Link(Side::Subscriber, false));
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, false), t0());
     st.publish(
         &mut rec,
         RoomMessage {
             room: "r".into(),
+            id: String::new(),
             head: String::new(),
             tail: String::new(),
             local: "local:1".into(),
         },
-    );
+        t0(),
+    )
+    .unwrap();
     assert_eq!(rec.take(1), ["local:1"]);
     assert!(rx.try_recv().is_err(), "nothing sent to Redis while down");
     // A join while down is answered at once.
-    st.join(&mut rec, 2, "r", Some(&since(1, Some("E"))));
+    st.join(&mut rec, 2, "r", Some(&since(1, Some("E"))), t0())
+        .unwrap();
     assert_eq!(rec.take(2), ["joined:2L"]);
     // Back: the room is fetched from the oldest have (1).
-    st.on_event(&mut rec, Event::Link(Side::Subscriber, true));
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, 1);
     live(&mut st, &mut rec, "E", 5);
@@ -283,6 +316,7 @@ fn outage_delivers_locally_then_catches_up() {
             after,
             result: result("E", 4, 1, 2),
         },
+        t0(),
     );
     assert_eq!(rec.take(1), ["m:3", "m:4", "m:5"]);
     assert_eq!(rec.take(2), ["m:2", "m:3", "m:4", "m:5"]);
@@ -291,15 +325,284 @@ fn outage_delivers_locally_then_catches_up() {
 #[test]
 fn failed_fetch_answers_locally_and_leave_cancels() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", Some(&since(0, None)));
+    st.join(&mut rec, 1, "r", Some(&since(0, None)), t0())
+        .unwrap();
     let job = rx.try_recv().unwrap();
     assert!(st.is_member(1, "r"));
-    st.on_event(&mut rec, Event::Bounced(job));
+    st.on_event(&mut rec, Event::Bounced(job), t0());
     assert_eq!(rec.take(1), ["joined:0L"]);
     assert!(st.leave(1, "r"));
     assert!(!st.is_member(1, "r") && !st.leave(1, "r"));
     assert!(st.rooms.is_empty() && st.conns.is_empty());
-    st.join(&mut rec, 2, "r", None);
+    st.join(&mut rec, 2, "r", None, t0()).unwrap();
     st.closed(2);
     assert!(st.rooms.is_empty() && st.conns.is_empty());
+}
+
+/// Member 1 in sync at 5 in epoch E.
+fn in_sync_at_5() -> (State<u32>, Receiver<Job>, Rec) {
+    let (mut st, rx, mut rec) = setup();
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    let (room, after, _) = fetch_job(&rx);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 5, 1, u64::MAX),
+        },
+        t0(),
+    );
+    assert_eq!(rec.take(1), ["joined:5"]);
+    (st, rx, rec)
+}
+
+#[test]
+fn a_fetch_reply_older_than_live_delivery_does_not_reset_members_in_sync() {
+    let (mut st, rx, mut rec) = in_sync_at_5();
+    // Member 2 joins; before the fetch's reply, live 6 and 7 reach member 1.
+    st.join(&mut rec, 2, "r", Some(&since(2, Some("E"))), t0())
+        .unwrap();
+    let (room, after, _) = fetch_job(&rx);
+    live(&mut st, &mut rec, "E", 6);
+    live(&mut st, &mut rec, "E", 7);
+    assert_eq!(rec.take(1), ["m:6", "m:7"]);
+    // The reply was read before 6 was stored.
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 5, 1, 3),
+        },
+        t0(),
+    );
+    assert_eq!(rec.take(2), ["joined:5", "m:3", "m:4", "m:5", "m:6", "m:7"]);
+    assert!(
+        rec.take(1).is_empty(),
+        "member 1 is neither reset nor replayed"
+    );
+    assert!(rx.try_recv().is_err(), "no further fetch");
+    live(&mut st, &mut rec, "E", 8);
+    assert_eq!(rec.take(1), ["m:8"]);
+    assert_eq!(rec.take(2), ["m:8"]);
+}
+
+#[test]
+fn since_near_u64_max_never_overflows() {
+    for s in [u64::MAX, u64::MAX - 1, crate::MAX_SINCE + 1] {
+        let (mut st, rx, mut rec) = in_sync_at_5();
+        // Answered while the publisher is down, with its own since.
+        st.on_event(&mut rec, Event::Link(Side::Publisher, false), t0());
+        st.join(&mut rec, 2, "r", Some(&since(s, Some("E"))), t0())
+            .unwrap();
+        assert_eq!(rec.take(2), ["joined:5L"]);
+        // A live message while the subscriber is still up.
+        live(&mut st, &mut rec, "E", 6);
+        assert_eq!(rec.take(1), ["m:6"]);
+        assert!(rec.take(2).is_empty());
+        // Back up: the fetch asks from a number Lua holds exactly, and
+        // the member beyond the room's last is told to start over.
+        st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+        let (room, after, _) = fetch_job(&rx);
+        assert!(after <= crate::MAX_SINCE, "{s}: after {after}");
+        st.on_event(
+            &mut rec,
+            Event::Fetched {
+                room,
+                after,
+                result: result("E", 6, 1, after.saturating_add(1)),
+            },
+            t0(),
+        );
+        let got = rec.take(2);
+        if got.is_empty() {
+            // The fetch did not cover it (after was its number): once more.
+            let (room, after, _) = fetch_job(&rx);
+            assert_eq!(after, 0, "{s}");
+            st.on_event(
+                &mut rec,
+                Event::Fetched {
+                    room,
+                    after,
+                    result: result("E", 6, 1, 1),
+                },
+                t0(),
+            );
+            let got = rec.take(2);
+            assert_eq!(got[..2], ["gap:1r", "m:1"], "{s}");
+            assert_eq!(got.len(), 7, "{s}: {got:?}");
+        } else {
+            assert_eq!(got[..2], ["gap:1r", "m:1"], "{s}");
+        }
+        assert!(rec.take(1).is_empty());
+        // Alone in a room: its number is not taken for "no messages".
+        st.join(&mut rec, 3, "s", Some(&since(s, None)), t0())
+            .unwrap();
+        let (_, after, _) = fetch_job(&rx);
+        assert_eq!(after, crate::MAX_SINCE, "{s}");
+    }
+}
+
+#[test]
+fn a_join_redis_does_not_answer_is_answered_after_join_wait() {
+    let (mut st, rx, mut rec) = in_sync_at_5();
+    st.join(&mut rec, 2, "r", Some(&since(3, Some("E"))), t0())
+        .unwrap();
+    let (room, after, _) = fetch_job(&rx);
+    assert!(st.waiting.load(Ordering::Acquire));
+    // Redis stalls: ticks before JOIN_WAIT change nothing.
+    st.on_event(&mut rec, Event::Tick, t0() + JOIN_WAIT / 2);
+    assert!(rec.take(2).is_empty());
+    st.on_event(&mut rec, Event::Tick, t0() + JOIN_WAIT);
+    assert_eq!(rec.take(2), ["joined:5L"]);
+    assert!(!st.waiting.load(Ordering::Acquire), "nothing waits");
+    // Redis answers late: the member is caught up, each seq once.
+    live(&mut st, &mut rec, "E", 6);
+    assert_eq!(rec.take(1), ["m:6"]);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 6, 1, 4),
+        },
+        t0() + JOIN_WAIT,
+    );
+    assert_eq!(rec.take(2), ["m:4", "m:5", "m:6"]);
+    live(&mut st, &mut rec, "E", 7);
+    assert_eq!(rec.take(2), ["m:7"]);
+    assert_eq!(rec.take(1), ["m:7"]);
+}
+
+#[test]
+fn a_room_that_never_settles_still_answers_its_joins() {
+    let (mut st, rx, mut rec) = setup();
+    st.join(&mut rec, 1, "r", Some(&since(3, None)), t0())
+        .unwrap();
+    // Every reply was read from further on than the member's since (an
+    // inconsistent Redis): the round limit ends it with a local answer.
+    for _ in 0..MAX_ROUNDS {
+        let (room, _, _) = fetch_job(&rx);
+        st.on_event(
+            &mut rec,
+            Event::Fetched {
+                room,
+                after: 100,
+                result: result("E", 200, 1, 101),
+            },
+            t0(),
+        );
+    }
+    assert!(rx.try_recv().is_err(), "no endless fetching");
+    assert_eq!(rec.take(1), ["joined:200L"]);
+}
+
+#[test]
+fn rejoin_in_sync_answers_at_once_without_a_fetch_or_replay() {
+    let (mut st, rx, mut rec) = in_sync_at_5();
+    live(&mut st, &mut rec, "E", 6);
+    assert_eq!(rec.take(1), ["m:6"]);
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    st.join(&mut rec, 1, "r", Some(&since(6, Some("E"))), t0())
+        .unwrap();
+    assert_eq!(rec.take(1), ["joined:6", "joined:6"]);
+    assert!(rx.try_recv().is_err(), "answered without Redis");
+    live(&mut st, &mut rec, "E", 7);
+    assert_eq!(rec.take(1), ["m:7"]);
+    // Asking for older ones is a replay of those only.
+    st.join(&mut rec, 1, "r", Some(&since(5, Some("E"))), t0())
+        .unwrap();
+    let (room, after, _) = fetch_job(&rx);
+    assert_eq!(after, 5);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 7, 1, 6),
+        },
+        t0(),
+    );
+    assert_eq!(rec.take(1), ["joined:7", "m:6", "m:7"]);
+}
+
+fn msg(room: &str, text: &str) -> RoomMessage {
+    crate::redis::jobs::room_message(room, "u1", None, text)
+}
+
+#[test]
+fn messages_get_unique_ids_and_a_full_queue_asks_to_retry() {
+    let (outbox, rx, gauge) = Outbox::new(100, 2000);
+    let mut st = State::new(outbox, limits(), "p".into());
+    let mut rec = Rec::default();
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    st.publish(&mut rec, msg("r", "a"), t0()).unwrap();
+    st.publish(&mut rec, msg("r", "b"), t0()).unwrap();
+    let ids: Vec<String> = rx
+        .try_iter()
+        .map(|j| match j {
+            Job::Publish(m) => m.id,
+            _ => panic!("not a publish"),
+        })
+        .collect();
+    assert_eq!(ids, ["p-1", "p-2"]);
+    // Nothing acknowledged yet: the queue's bytes fill up.
+    let big = "x".repeat(900);
+    let mut refused = None;
+    for _ in 0..5 {
+        if let Err(r) = st.publish(&mut rec, msg("r", &big), t0()) {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("refused once 2000 bytes are queued");
+    assert!(r.retry && r.message.contains("retry"), "{r:?}");
+    assert!(rec.got.is_empty(), "a refused message is delivered nowhere");
+    let r = st
+        .broadcast(&mut rec, big.clone(), big.clone())
+        .unwrap_err();
+    assert!(r.retry, "{r:?}");
+    assert!(gauge.load().jobs >= 2);
+}
+
+#[test]
+fn a_bounced_message_is_delivered_here_once() {
+    let (mut st, rx, mut rec) = in_sync_at_5();
+    st.publish(&mut rec, msg("r", "hi"), t0()).unwrap();
+    let job = rx.try_recv().unwrap();
+    assert!(rec.take(1).is_empty(), "not before Redis has it");
+    st.on_event(&mut rec, Event::Bounced(job), t0());
+    let got = rec.got.remove(&1).unwrap_or_default();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!((v["local"].as_bool(), v.get("seq")), (Some(true), None));
+}
+
+#[test]
+fn rooms_used_per_server_are_limited_within_the_ttl() {
+    let (outbox, _rx, _) = Outbox::new(1000, 1 << 20);
+    let limits = Limits {
+        max_rooms: 3,
+        ttl: Duration::from_secs(60),
+    };
+    let mut st = State::new(outbox, limits, "p".into());
+    let mut rec = Rec::default();
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    for room in ["a", "b", "c"] {
+        st.join(&mut rec, 1, room, None, t0()).unwrap();
+    }
+    let e = st.join(&mut rec, 1, "d", None, t0()).unwrap_err();
+    assert!(e.message.contains("too many rooms on this server"), "{e:?}");
+    assert!(!st.is_member(1, "d"));
+    // Leaving does not free a room (its keys live on in Redis) ...
+    assert!(st.leave(1, "a"));
+    assert!(st.join(&mut rec, 2, "d", None, t0()).is_err());
+    // ... until the TTL has passed since this server last used it.
+    st.join(&mut rec, 2, "a", None, t0()).unwrap();
+    let later = t0() + Duration::from_secs(61);
+    st.join(&mut rec, 3, "d", None, later).unwrap();
+    assert!(st.used.len() <= 3);
 }
