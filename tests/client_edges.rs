@@ -4,14 +4,16 @@
 
 mod fake_peer;
 
+use std::io::Write;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use fake_peer::{accept, listen, number_of, numbered, Peer};
 use wsloop::client::{connect_with, ClientOptions};
+use wsloop::frame::{write_frame, FrameHeader, OpCode};
 use wsloop::server::{ConnId, Ctx, Handler, Server};
-use wsloop::{CloseCode, Config, Error, Message};
+use wsloop::{CloseCode, Config, Error, Event, Message};
 
 // ------------------------------------------------- extensions in the 101
 
@@ -68,6 +70,60 @@ fn unparsable_extension_answer_fails_the_connection() {
             );
         }
     }
+}
+
+// ------------------------------------------------------------- a reset
+
+/// A fake server sends three messages then resets the connection; the
+/// client reads only after the reset is in its socket, sending first if
+/// `send_first` (that write fails on the reset connection).
+fn messages_then_reset(send_first: bool) {
+    let (l, addr) = listen();
+    let (reset_tx, reset_rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let mut p = Peer::new(accept(&l));
+        p.upgrade(b"");
+        // Once the client's message waits unread, closing sends a RST.
+        let mut b = [0u8; 1];
+        assert_eq!(p.s.peek(&mut b).unwrap(), 1);
+        // One write: Nagle would hold back a second small segment, and the
+        // RST discards what was not sent.
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let m = format!("m{i}");
+            write_frame(&FrameHeader::new(OpCode::Text, 2), m.as_bytes(), &mut out);
+        }
+        p.s.write_all(&out).unwrap();
+        drop(p);
+        reset_tx.send(()).unwrap();
+    });
+    let mut ws = connect_with(&format!("ws://{addr}/"), &ClientOptions::default()).unwrap();
+    ws.send_text("left unread").unwrap();
+    reset_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    server.join().unwrap();
+    if send_first {
+        // Fails once the RST is in (if it is not yet, nothing is tested).
+        let _ = ws.send_text("after the reset");
+    }
+    for i in 0..3 {
+        match ws.recv() {
+            Ok(Event::Message(Message::Text(t))) => assert_eq!(t, format!("m{i}")),
+            other => panic!("send_first={send_first}: message {i}: {other:?}"),
+        }
+    }
+    match ws.recv() {
+        Err(Error::Io(_) | Error::ConnectionClosed) => {}
+        other => panic!("after the messages, want the reset, got {other:?}"),
+    }
+}
+
+/// Messages that arrived before a connection reset are handed out before
+/// the error, not dropped with the connection, whether the reset shows up
+/// on a read or on a write.
+#[test]
+fn messages_received_before_a_reset_are_not_lost() {
+    messages_then_reset(false);
+    messages_then_reset(true);
 }
 
 // ---------------------------------------------------------- backpressure
@@ -185,7 +241,7 @@ mod tls {
 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use wsloop::client::{connect_with, ClientOptions};
-    use wsloop::frame::OpCode;
+    use wsloop::frame::{write_frame, FrameHeader, OpCode};
     use wsloop::{CloseCode, Error, Event};
 
     use super::fake_peer::{accept, listen, Peer};

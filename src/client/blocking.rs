@@ -155,7 +155,7 @@ impl WebSocket {
         if let Err(e) = self.client.flush() {
             // The client keeps a copy for `recv` and `close_info`.
             let copy = io::Error::new(e.kind(), e.to_string());
-            self.client.finish(Some(copy.into()));
+            self.client.write_failed(copy);
             return Err(e.into());
         }
         Ok(())
@@ -257,7 +257,7 @@ impl WebSocket {
             if let Some(ev) = self.client.next_event() {
                 // Pongs and the close echo go out now.
                 if let Err(e) = self.client.flush() {
-                    self.client.finish(Some(e.into()));
+                    self.client.write_failed(e);
                 }
                 return Ok(ev);
             }

@@ -279,7 +279,9 @@ impl Client {
                     c.handle_timeout(now);
                 }
                 self.after_conn(now);
-                let _ = self.flush();
+                if let Err(e) = self.flush() {
+                    self.write_failed(e);
+                }
             }
             State::Draining { deadline } if now >= *deadline => self.finish(None),
             _ => {}
@@ -331,7 +333,7 @@ impl Client {
             }
         }
         if let Err(e) = self.flush() {
-            return self.finish(Some(e.into()));
+            return self.write_failed(e);
         }
         self.read_input();
         if matches!(self.state, State::Draining { .. }) {
@@ -340,6 +342,24 @@ impl Client {
             self.pending_pos = 0;
         }
         if let Err(e) = self.flush() {
+            self.write_failed(e);
+        }
+    }
+
+    /// A write failed: the connection is over, but what the server sent
+    /// before is still read and handed out first (as after an EOF).
+    pub(super) fn write_failed(&mut self, e: io::Error) {
+        if matches!(self.state, State::Open) {
+            self.read_input();
+            if matches!(self.state, State::Open) && self.pending_pos < self.pending.len() {
+                self.eof = true;
+                if self.eof_error.is_none() {
+                    self.eof_error = Some(e.into());
+                }
+                return;
+            }
+        }
+        if !matches!(self.state, State::Done) {
             self.finish(Some(e.into()));
         }
     }
