@@ -65,7 +65,8 @@ OPTIONS:
                              accepts what it wins; a connection stays on the
                              loop that accepted it) [default: 1]
     --redis URL              Chat only: share rooms with every server using
-                             this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]);
+                             this Redis (redis://[:PASSWORD@]HOST:PORT[/DB],
+                             or rediss:// for TLS, the server verified);
                              history is kept there (needs the `redis`
                              feature) [default: none, one process]
     --chat-max-input SIZE    Chat only: longest client message, checked
@@ -309,7 +310,7 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
                 if let Err(e) = wsloop_chat::RedisBus::check_url(&v) {
                     return Err(ArgError(format!(
                         "wsloop serve: invalid value '{v}' for {}: expected \
-                         redis://HOST:PORT ({e})",
+                         redis://HOST:PORT or rediss://HOST:PORT ({e})",
                         args.name("redis")
                     )));
                 }
@@ -501,7 +502,8 @@ fn redis_from_platform(opts: &mut Options) -> Result<(), ArgError> {
     {
         if let Err(e) = wsloop_chat::RedisBus::check_url(&url) {
             return Err(ArgError(format!(
-                "wsloop serve: invalid value '{url}' for REDIS_URL: expected redis://HOST:PORT ({e})"
+                "wsloop serve: invalid value '{url}' for REDIS_URL: expected redis://HOST:PORT \
+                 or rediss://HOST:PORT ({e})"
             )));
         }
         opts.redis = Some(url);

@@ -106,10 +106,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        match self.tls {
-            Some(_) => format!("rediss://localhost:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it (again, empty) on the same port and waits until it
