@@ -1,9 +1,16 @@
 //! `wsloop bench` against `wsloop serve`: the JSON summary carries what the
 //! performance comparison reads (verified echoes, server CPU per message,
-//! server memory per connection), and bad values are named.
+//! server memory per connection), each checked against what the test
+//! measures of the server process itself (/proc), and bad values are
+//! named.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use common::*;
@@ -22,13 +29,84 @@ fn num(json: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// Echo mode with --server-pid: every echo verified, and the server's CPU
-/// over the measured window reported as a share of a core and per message.
+/// A TCP relay in front of `target` that counts the bytes the server sent
+/// back: a count of the server's output kept by neither the bench nor the
+/// server. (/proc/PID/io does not see socket `send`s.)
+struct Relay {
+    addr: SocketAddr,
+    from_server: Arc<AtomicU64>,
+}
+
+impl Relay {
+    fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().unwrap();
+        let from_server = Arc::new(AtomicU64::new(0));
+        let counter = from_server.clone();
+        // The accept thread outlives the test; it holds nothing else.
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = TcpStream::connect(target).expect("relay: connect to the server");
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let no_count = Arc::new(AtomicU64::new(0));
+                thread::spawn(move || pipe(client, server, &no_count));
+                let counter = counter.clone();
+                thread::spawn(move || pipe(s2, c2, &counter));
+            }
+        });
+        Relay { addr, from_server }
+    }
+
+    fn bytes_from_server(&self) -> u64 {
+        self.from_server.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until EOF or an error, adding what it wrote to
+/// `count`; then passes the EOF on.
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: &AtomicU64) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// CPU time the server process has used so far, in nanoseconds (from
+/// its /proc/PID/stat ticks, not the schedstat files the bench reads).
+fn server_cpu_ns(pid: u32) -> f64 {
+    proc_cpu_ticks(pid) as f64 * 1e7
+}
+
+/// Two readings of ticks are each up to one tick (10 ms) late or early.
+const TICK_SLACK_NS: f64 = 2e7;
+
+/// Echo mode with --server-pid: what the report says is checked against
+/// what this test measures of the server itself over the whole run, not
+/// recomputed with the bench's own formula. Its echoes cannot outnumber
+/// the frames the server sent (counted by a relay in between), and its
+/// measured window
+/// (3 s of the 3.2 s of echoing) holds most of them; the server CPU
+/// it reports for the window is no more than the process used in all
+/// (/proc/PID/stat), and most of it.
 #[test]
 fn echo_reports_server_cpu_per_message() {
     let srv = BinServer::spawn(&["--idle-timeout", "0", "--ping-interval", "0"]);
-    let url = format!("ws://{}/", srv.addr);
-    let pid = srv.pid().to_string();
+    let relay = Relay::start(srv.addr);
+    let url = format!("ws://{}/", relay.addr);
+    let pid = srv.pid();
+    let pid_arg = pid.to_string();
+    let cpu0 = server_cpu_ns(pid);
     let out = bench(&[
         &url,
         "--conns",
@@ -38,37 +116,72 @@ fn echo_reports_server_cpu_per_message() {
         "--size",
         "100",
         "--duration",
-        "1s",
+        "3s",
         "--warmup",
         "200ms",
         "--server-pid",
-        &pid,
+        &pid_arg,
         "--json",
     ]);
+    let (cpu1, wrote) = (server_cpu_ns(pid), relay.bytes_from_server());
     assert_eq!(out.code, Some(0), "{out:?}");
     let json = out.stdout.trim();
     assert_eq!(num(json, "errors"), Some(0.0), "{json}");
     assert_eq!(num(json, "open"), Some(8.0), "{json}");
+
+    // Every echo of 100 bytes is a 102-byte frame the server sent (the
+    // 101 answers and close frames add a little): an upper bound on the
+    // echoes of the whole run, warmup and window.
+    let echoed = wrote as f64 / 102.0;
     let msgs = num(json, "msgs").expect("msgs");
+    eprintln!(
+        "bench counted {msgs} echoes in its window; the server sent {echoed:.0} frames' worth"
+    );
     assert!(msgs > 0.0, "{json}");
+    assert!(
+        msgs <= echoed,
+        "{msgs} echoes reported, but the server sent only {echoed:.0} frames: {json}"
+    );
+    assert!(
+        msgs >= echoed / 2.0,
+        "{msgs} echoes reported for 3 s of the run's 3.2 s, of {echoed:.0} in all: {json}"
+    );
+
     let cores = num(json, "server_cpu_cores").expect("server_cpu_cores in the JSON");
-    // The server did the echoing, so it used some CPU; one thread cannot
-    // use more than one core (plus rounding of the window's edges).
+    // One thread cannot use more than one core (plus rounding of the
+    // window's edges).
     assert!(
         cores > 0.0 && cores < 1.2,
         "server_cpu_cores {cores}: {json}"
     );
-    let per = num(json, "server_cpu_ns_per_msg").expect("server_cpu_ns_per_msg");
     let measured = num(json, "measured_s").expect("measured_s");
-    let expect = cores * measured * 1e9 / msgs;
-    assert!(
-        (per - expect).abs() <= expect * 0.01 + 0.1,
-        "ns per message {per}, from cores x time / msgs {expect}: {json}"
+    let per = num(json, "server_cpu_ns_per_msg").expect("server_cpu_ns_per_msg");
+    let used = cpu1 - cpu0;
+    let (lo, hi) = ((used - TICK_SLACK_NS) / 2.0, used + TICK_SLACK_NS);
+    eprintln!(
+        "server CPU: {:.1} ms in all; the report says {:.1} ms in its window ({cores} cores x {measured} s), \
+         {per} ns x {msgs} messages",
+        used / 1e6,
+        cores * measured * 1e3
     );
+    for (what, window_ns) in [
+        ("server_cpu_cores x measured_s", cores * measured * 1e9),
+        ("server_cpu_ns_per_msg x msgs", per * msgs),
+    ] {
+        assert!(
+            window_ns >= lo && window_ns <= hi,
+            "{what} = {:.1} ms of server CPU in the window, but the process used {:.1} ms over \
+             the whole run (want {:.1} to {:.1} ms): {json}",
+            window_ns / 1e6,
+            used / 1e6,
+            lo / 1e6,
+            hi / 1e6
+        );
+    }
 
     // The text summary says the same in words.
     let out = bench(&[
-        &url,
+        &format!("ws://{}/", srv.addr),
         "--conns",
         "2",
         "--duration",
@@ -76,20 +189,25 @@ fn echo_reports_server_cpu_per_message() {
         "--warmup",
         "0",
         "--server-pid",
-        &pid,
+        &pid_arg,
     ]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("server cpu"), "{out:?}");
     assert!(out.stdout.contains("per message"), "{out:?}");
 }
 
-/// Connect mode with --server-pid: handshakes/s, server memory per
-/// connection and server CPU per handshake.
+/// Connect mode with --server-pid: the memory it reports is checked
+/// against the server's own RSS before the run and its peak (VmHWM)
+/// after it, and the CPU per handshake against what the process used in
+/// all.
 #[test]
 fn connect_reports_memory_per_connection() {
+    const CONNS: f64 = 200.0;
     let srv = BinServer::spawn(&[]);
     let url = format!("ws://{}/", srv.addr);
-    let pid = srv.pid().to_string();
+    let pid = srv.pid();
+    let pid_arg = pid.to_string();
+    let (cpu0, rss0) = (server_cpu_ns(pid), srv.rss_kib() as f64);
     let out = bench(&[
         &url,
         "--mode",
@@ -99,20 +217,51 @@ fn connect_reports_memory_per_connection() {
         "--hold",
         "200ms",
         "--server-pid",
-        &pid,
+        &pid_arg,
         "--json",
     ]);
+    let cpu1 = server_cpu_ns(pid);
+    let peak = proc_status_kib(pid, "VmHWM").expect("VmHWM of the server") as f64;
     assert_eq!(out.code, Some(0), "{out:?}");
     let json = out.stdout.trim();
-    assert_eq!(num(json, "open"), Some(200.0), "{json}");
-    assert_eq!(num(json, "clean_closes"), Some(200.0), "{json}");
+    assert_eq!(num(json, "open"), Some(CONNS), "{json}");
+    assert_eq!(num(json, "clean_closes"), Some(CONNS), "{json}");
     assert!(num(json, "handshakes_per_s").unwrap_or(0.0) > 0.0, "{json}");
-    assert!(num(json, "kib_per_conn").is_some(), "{json}");
-    assert!(num(json, "rss_kib_open").unwrap_or(0.0) > 0.0, "{json}");
-    // Server CPU per handshake over the connect phase, not per message.
+
+    // The idle server's RSS does not move between our reading and the
+    // bench's; with 200 connections open it is more, and never more than
+    // the peak the kernel recorded.
+    let before = num(json, "rss_kib_before").expect("rss_kib_before");
+    let open = num(json, "rss_kib_open").expect("rss_kib_open");
+    let per_conn = num(json, "kib_per_conn").expect("kib_per_conn");
+    eprintln!(
+        "server RSS: {rss0} KiB before (this test), peak {peak} KiB; the bench: {before} KiB before, \
+         {open} KiB open, {per_conn} KiB a connection"
+    );
+    assert!(
+        (before - rss0).abs() <= 512.0,
+        "rss_kib_before {before}, but the idle server's RSS was {rss0} KiB: {json}"
+    );
+    assert!(
+        open > before && open <= peak,
+        "rss_kib_open {open}: not between {before} (before) and the peak {peak}: {json}"
+    );
+    assert!(
+        per_conn > 0.0 && per_conn <= (peak - rss0 + 512.0) / CONNS,
+        "kib_per_conn {per_conn}, but the server grew by at most {} KiB for {CONNS} connections: {json}",
+        peak - rss0
+    );
+
+    // Server CPU per handshake over the connect phase, not per message:
+    // its total is part of what the process used over the whole run.
     let per = num(json, "server_cpu_ns_per_handshake").expect("server_cpu_ns_per_handshake");
-    assert!(per > 0.0, "{json}");
     assert!(!json.contains("server_cpu_ns_per_msg"), "{json}");
+    let used = cpu1 - cpu0;
+    assert!(
+        per > 0.0 && per * CONNS <= used + TICK_SLACK_NS,
+        "{per} ns x {CONNS} handshakes, but the server used {:.1} ms in all: {json}",
+        used / 1e6
+    );
 }
 
 /// Bad values are refused before anything connects, naming the value.
