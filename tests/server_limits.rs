@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,29 +14,23 @@ use common::*;
 use wsloop::frame::OpCode;
 use wsloop::{CloseCode, Config, OverflowPolicy};
 
-/// Another client is echoed promptly while one connection is stalled.
+/// Another client is echoed while one connection is stalled (the caller
+/// keeps it stalled until this returns: a loop tied up by it fails here).
 fn check_other_client_is_served(addr: std::net::SocketAddr) -> TestClient {
-    let t = Instant::now();
     let mut other = connect(addr);
-    other.set_timeout(Duration::from_secs(2));
+    other.set_timeout(Duration::from_secs(10));
     for i in 0..5 {
         other.send_text(&format!("are you there {i}"));
         other.expect_text(&format!("are you there {i}"));
     }
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "other client took {:?}",
-        t.elapsed()
-    );
+    other.set_timeout(READ_TIMEOUT);
     other
 }
 
-/// A streaming app: sends until `Full`, resumes in `on_drain`.
-///
-/// Fails (bug in src/server/mod.rs `flush_one`): a send that returned
-/// `Full` whose queue is then written out in one go (loopback socket
-/// buffers take it) never sets `above_high`, so `on_drain` never comes and
-/// the stream stalls for good after the first `Full`.
+/// A streaming app: sends until `Full`, resumes in `on_drain`. A send
+/// that returned `Full` must lead to `on_drain` once the queue is written
+/// out, however it is written (even in one go into the socket buffers),
+/// or the stream stalls for good after the first `Full`.
 #[test]
 fn backpressure_full_then_drain() {
     // 16 MiB: well above what loopback socket buffers of a non-reading
@@ -73,7 +68,7 @@ fn backpressure_full_then_drain() {
         .run(move |ctx| tx.send(ctx.buffered(id)).unwrap())
         .unwrap();
     let queued = rx
-        .recv_timeout(Duration::from_secs(2))
+        .recv_timeout(Duration::from_secs(10))
         .unwrap()
         .expect("flood connection open");
     assert!(
@@ -85,8 +80,7 @@ fn backpressure_full_then_drain() {
     let other = check_other_client_is_served(srv.addr);
 
     // The flood client resumes reading: everything arrives in order and
-    // on_drain restarted the stream. (Fails fast: the loopback has
-    // everything the server wrote within milliseconds.)
+    // on_drain restarted the stream.
     flood.set_timeout(Duration::from_secs(3));
     let drains_before = stats.drains.load(Ordering::SeqCst);
     flood.expect_numbered(0, TOTAL, CHUNK);
@@ -174,13 +168,10 @@ fn backpressure_echo_to_a_peer_that_does_not_read() {
 }
 
 /// The same with write_buffer_limit 1 MiB (4 x high): reading is paused
-/// above high, so an echo can never get near the limit.
-///
-/// Fails (bug in src/server/mod.rs `read_conn`): the pause is only
-/// decided in `flush_one`, so one loop turn reads up to 2 x 8 x 256 KiB
-/// (MAX_READS_PER_EVENT reads, then again from `pending_reads`, before
-/// `flush_dirty`) and queues all the echoes: the queue reaches ~5 MiB and
-/// the peer is closed with 1008 when it resumes reading.
+/// above high as soon as the queue passes it, within the loop turn that
+/// read the messages, so an echo can never get near the limit (a pause
+/// decided only when the queue is flushed lets one turn read and echo
+/// several MiB, and the peer is closed with 1008).
 #[test]
 fn backpressure_read_pause_holds_queue_near_high_water_mark() {
     echo_to_a_peer_that_does_not_read(1 << 20);
@@ -202,8 +193,8 @@ fn overflow_close_policy() {
     c.expect_numbered(0, accepted, CHUNK);
     let (code, reason) = c.expect_close();
     assert_eq!(code, Some(1008), "reason {reason:?}");
-    c.expect_eof(Duration::from_secs(2));
-    wait_until(Duration::from_secs(2), "on_close", || {
+    c.expect_eof(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "on_close", || {
         !stats.closes().is_empty()
     });
     assert_eq!(stats.closes()[0].code, CloseCode::POLICY);
@@ -243,14 +234,16 @@ fn overflow_drop_policy() {
 
 #[test]
 fn handshake_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
     let mut cfg = Config::default();
-    cfg.handshake_timeout = Duration::from_millis(300);
+    cfg.handshake_timeout = TIMEOUT;
     let (h, stats) = Pusher::new();
     let srv = start_server(cfg, h);
 
+    // Before the connects, so before the accepts that start the timers.
+    let t = Instant::now();
     let half = tcp_connect(srv.addr);
     let silent = tcp_connect(srv.addr);
-    let t = Instant::now();
     {
         use std::io::Write;
         (&half)
@@ -259,75 +252,90 @@ fn handshake_timeout() {
     }
     for (name, mut s) in [("half request", half), ("silent", silent)] {
         let mut raw = Vec::new();
-        let eof = read_until_eof(&mut s, Duration::from_secs(3), &mut raw);
+        let eof = read_until_eof(&mut s, Duration::from_secs(10), &mut raw);
         let took = t.elapsed();
         assert!(
             eof,
-            "{name}: not closed within 3 s (got {:?})",
+            "{name}: not closed within 10 s (handshake timeout {TIMEOUT:?}; got {:?})",
             String::from_utf8_lossy(&raw)
         );
-        assert!(
-            took >= Duration::from_millis(250),
-            "{name}: closed too early, after {took:?}"
-        );
-        assert!(
-            took < Duration::from_millis(2000),
-            "{name}: closed late, after {took:?}"
-        );
+        assert!(took >= TIMEOUT, "{name}: closed too early, after {took:?}");
         if !raw.is_empty() {
             assert_eq!(parse_http(&raw).status, 408, "{name}");
         }
     }
     assert!(stats.opened.lock().unwrap().is_empty());
-    // A prompt client is unaffected.
+    // A prompt client is unaffected, however long it then waits.
     let mut c = connect(srv.addr);
-    thread::sleep(Duration::from_millis(400));
+    thread::sleep(TIMEOUT + Duration::from_millis(200));
     c.send_text("after the handshake timeout");
     c.expect_text("after the handshake timeout");
     c.close_and_wait(1000);
 }
 
+/// A peer that reads but never answers pings is dropped, not before
+/// ping_interval + pong_timeout; one that answers (connected earlier, so
+/// its timers would run out first) outlives it. The pong timeout is long
+/// (2 s) so that a busy machine cannot make the answering peer late.
 #[test]
 fn heartbeat_drops_a_peer_that_does_not_pong() {
+    const INTERVAL: Duration = Duration::from_millis(250);
+    const PONG: Duration = Duration::from_secs(2);
     let mut cfg = Config::default();
-    cfg.ping_interval = Some(Duration::from_millis(200));
-    cfg.pong_timeout = Duration::from_millis(200);
+    cfg.ping_interval = Some(INTERVAL);
+    cfg.pong_timeout = PONG;
     cfg.idle_timeout = None;
     let (h, stats) = Pusher::new();
     let srv = start_server(cfg, h);
 
-    // A peer that answers every ping, on its own thread.
+    // A peer that answers every ping, on its own thread, until the silent
+    // one has been dropped.
     let addr = srv.addr;
-    let good = thread::spawn(move || {
-        let mut c = connect(addr);
-        c.set_timeout(Duration::from_millis(50));
-        let start = Instant::now();
-        let mut pings = 0;
-        while start.elapsed() < Duration::from_millis(1300) {
-            match c.try_recv() {
-                Ok(Some(Msg::Ping(p))) => {
-                    pings += 1;
-                    c.pong(&p);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (open_tx, open_rx) = mpsc::channel();
+    let good = {
+        let dropped = dropped.clone();
+        thread::spawn(move || {
+            let mut c = connect(addr);
+            open_tx.send(()).unwrap();
+            c.set_timeout(Duration::from_millis(50));
+            let start = Instant::now();
+            let mut pings = 0;
+            while pings < 3 || !dropped.load(Ordering::SeqCst) {
+                match c.try_recv() {
+                    Ok(Some(Msg::Ping(p))) => {
+                        pings += 1;
+                        c.pong(&p);
+                    }
+                    Ok(Some(other)) => panic!("answering peer got {other:?}"),
+                    Ok(None) => panic!(
+                        "answering peer was disconnected after {:?}, {pings} pings",
+                        start.elapsed()
+                    ),
+                    Err(e) if is_timeout(&e) => {}
+                    Err(e) => panic!("answering peer: {e}"),
                 }
-                Ok(Some(other)) => panic!("answering peer got {other:?}"),
-                Ok(None) => panic!(
-                    "answering peer was disconnected after {:?}",
-                    start.elapsed()
-                ),
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => panic!("answering peer: {e}"),
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "answering peer: {pings} pings, silent peer not dropped, in 30 s"
+                );
             }
-        }
-        c.set_timeout(READ_TIMEOUT);
-        c.send_text("still here");
-        c.expect_text("still here");
-        c.close_and_wait(1000);
-        pings
-    });
+            c.set_timeout(READ_TIMEOUT);
+            c.send_text("still here");
+            c.expect_text("still here");
+            c.close_and_wait(1000);
+            pings
+        })
+    };
+    open_rx
+        .recv_timeout(READ_TIMEOUT)
+        .expect("answering peer open");
 
-    // A peer that reads but never answers pings.
-    let mut bad = connect(srv.addr);
+    // A peer that reads but never answers pings. (The time is taken before
+    // its connect, so before the server's timers for it start.)
     let start = Instant::now();
+    let mut bad = connect(srv.addr);
+    bad.set_timeout(Duration::from_secs(10));
     let mut pings = 0;
     loop {
         match bad.try_recv() {
@@ -336,24 +344,22 @@ fn heartbeat_drops_a_peer_that_does_not_pong() {
             Ok(None) => break,
             Err(e) => panic!("silent peer: no EOF ({e}) after {:?}", start.elapsed()),
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "silent peer still connected after 20 s ({pings} pings)"
+        );
     }
     let took = start.elapsed();
+    dropped.store(true, Ordering::SeqCst);
     eprintln!("silent peer dropped after {took:?} ({pings} ping)");
     assert!(pings >= 1, "no ping before the drop");
     assert!(
-        took < Duration::from_millis(1200),
-        "dropped only after {took:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(250),
+        took >= INTERVAL + PONG,
         "dropped after {took:?}, before ping_interval + pong_timeout"
     );
 
     let good_pings = good.join().expect("answering peer");
-    assert!(
-        good_pings >= 3,
-        "answering peer saw {good_pings} pings in 1.3 s"
-    );
+    assert!(good_pings >= 3, "answering peer saw {good_pings} pings");
     let closes = stats.closes();
     assert_eq!(closes.len(), 2, "{closes:?}");
     assert!(
@@ -364,39 +370,55 @@ fn heartbeat_drops_a_peer_that_does_not_pong() {
     );
 }
 
+/// An idle connection is closed with 1001, not before idle_timeout; one
+/// that sends every 100 ms (connected earlier, so its timer would run out
+/// first) is still open afterwards.
 #[test]
 fn idle_timeout_closes_with_1001() {
+    const IDLE: Duration = Duration::from_millis(1500);
     let mut cfg = Config::default();
-    cfg.idle_timeout = Some(Duration::from_millis(300));
+    cfg.idle_timeout = Some(IDLE);
     cfg.ping_interval = None;
     let (h, stats) = Pusher::new();
     let srv = start_server(cfg, h);
 
     let addr = srv.addr;
-    let busy = thread::spawn(move || {
-        // Sends every 100 ms for 700 ms: never idle.
-        let mut c = connect(addr);
-        for i in 0..7 {
-            thread::sleep(Duration::from_millis(100));
-            c.send_text(&format!("tick {i}"));
-            c.expect_text(&format!("tick {i}"));
-        }
-        c.close_and_wait(1000);
-    });
+    let idle_closed = Arc::new(AtomicBool::new(false));
+    let (open_tx, open_rx) = mpsc::channel();
+    let busy = {
+        let idle_closed = idle_closed.clone();
+        thread::spawn(move || {
+            // Never idle: sends every 100 ms until the idle one is closed.
+            let mut c = connect(addr);
+            open_tx.send(()).unwrap();
+            let mut i = 0;
+            while !idle_closed.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(100));
+                c.send_text(&format!("tick {i}"));
+                c.expect_text(&format!("tick {i}"));
+                i += 1;
+            }
+            c.send_text("after the idle one");
+            c.expect_text("after the idle one");
+            c.close_and_wait(1000);
+        })
+    };
+    open_rx
+        .recv_timeout(READ_TIMEOUT)
+        .expect("busy client open");
 
-    let mut idle = connect(srv.addr);
     let start = Instant::now();
+    let mut idle = connect(srv.addr);
+    idle.set_timeout(Duration::from_secs(10));
     let (code, reason) = idle.expect_close();
     let took = start.elapsed();
+    idle_closed.store(true, Ordering::SeqCst);
     assert_eq!(code, Some(1001), "reason {reason:?}");
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
-        "after {took:?}"
-    );
+    assert!(took >= IDLE, "closed after {took:?}, before idle_timeout");
     idle.close(1001, "");
-    idle.expect_eof(Duration::from_secs(2));
+    idle.expect_eof(Duration::from_secs(10));
     busy.join().expect("busy client");
-    wait_until(Duration::from_secs(2), "two on_close", || {
+    wait_until(Duration::from_secs(10), "two on_close", || {
         stats.closes().len() == 2
     });
     assert!(stats
@@ -412,13 +434,14 @@ fn close_timeout_drops_a_peer_that_does_not_answer_close() {
     let (h, stats) = Pusher::new();
     let srv = start_server(cfg, h);
     let mut c = connect(srv.addr);
-    c.send_text("bye");
+    // Before the "bye" that makes the server close, so before its timer.
     let start = Instant::now();
+    c.send_text("bye");
     assert_eq!(c.expect_close(), (Some(4002), "bye".to_owned()));
     // No reply: the server gives up after close_timeout and closes TCP.
-    let took = start.elapsed() + c.expect_eof(Duration::from_secs(2));
-    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
-    wait_until(Duration::from_secs(2), "on_close", || {
+    let took = start.elapsed() + c.expect_eof(Duration::from_secs(10));
+    assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+    wait_until(Duration::from_secs(10), "on_close", || {
         !stats.closes().is_empty()
     });
     let info = &stats.closes()[0];
@@ -451,7 +474,7 @@ fn max_connections_answers_503() {
             Err(r) => {
                 assert_eq!(r.status, 503);
                 assert!(
-                    start.elapsed() < Duration::from_secs(3),
+                    start.elapsed() < Duration::from_secs(10),
                     "no slot freed after a close"
                 );
                 thread::sleep(Duration::from_millis(20));
@@ -473,7 +496,7 @@ fn expect_failure(addr: std::net::SocketAddr, name: &str, bytes: &[u8], code: u1
     let got = c.expect_close();
     assert_eq!(got.0, Some(code), "{name}: {got:?}");
     c.close(code, "");
-    c.expect_eof(Duration::from_secs(2));
+    c.expect_eof(Duration::from_secs(10));
 }
 
 #[test]
@@ -549,7 +572,7 @@ fn protocol_violations_get_the_right_close_code() {
         1002,
     );
 
-    wait_until(Duration::from_secs(2), "every on_close", || {
+    wait_until(Duration::from_secs(10), "every on_close", || {
         stats.closes().len() == 11
     });
     let codes: Vec<u16> = stats.closes().iter().map(|c| c.code.0).collect();
