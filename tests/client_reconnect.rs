@@ -155,6 +155,72 @@ fn refused_upgrade_stops_the_retries() {
     }
 }
 
+/// After giving up, the next call starts over with `max_attempts` new
+/// attempts (not one).
+#[test]
+fn giving_up_starts_over_on_the_next_call() {
+    let srv = Refuser::start("429 Too Many Requests");
+    let mut rc = Reconnecting::new(
+        &format!("ws://{}/", srv.addr),
+        ClientOptions::default(),
+        fast_backoff(3),
+    );
+    for round in 1..=2 {
+        match rc.recv() {
+            Err(Error::GaveUp { attempts: 3, .. }) => {}
+            other => panic!("round {round}: want GaveUp after 3 attempts, got {other:?}"),
+        }
+        assert_eq!(srv.count.load(Ordering::SeqCst), 3 * round, "round {round}");
+    }
+    srv.stop();
+}
+
+/// A server that upgrades and drops the connection at once is retried
+/// with backoff until `max_attempts`, not reconnected to in a busy loop
+/// forever.
+#[test]
+fn a_server_that_drops_every_connection_is_given_up_on() {
+    let (l, addr) = listen();
+    l.set_nonblocking(true).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, st) = (count.clone(), stop.clone());
+    let server = thread::spawn(move || {
+        while !st.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(fake_peer::IO_TIMEOUT)).unwrap();
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Peer::new(s).upgrade(b"");
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut rc = Reconnecting::new(
+            &format!("ws://{addr}/"),
+            ClientOptions::default(),
+            fast_backoff(4),
+        );
+        let _ = tx.send(rc.recv().map(|ev| format!("{ev:?}")));
+    });
+    let res = rx.recv_timeout(Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    match res {
+        Ok(Err(Error::GaveUp { attempts: 4, .. })) => {}
+        Ok(other) => panic!("want GaveUp after 4 attempts, got {other:?}"),
+        Err(_) => panic!(
+            "still reconnecting after 30 s ({} connections)",
+            count.load(Ordering::SeqCst)
+        ),
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+}
+
 /// Small watermarks, so a few messages fill the client's queue.
 fn small_queue_opts() -> ClientOptions {
     let mut o = ClientOptions::default();

@@ -288,9 +288,10 @@ impl WebSocket {
         }
     }
 
-    /// Closes: sends a close frame, waits for the server's and for the
-    /// server to close TCP (bounded by `close_timeout`). Returns how the
-    /// connection ended.
+    /// Closes: sends a close frame (after what is queued), waits for the
+    /// server's and for the server to close TCP (bounded by
+    /// `close_timeout`). Returns how the connection ended. Messages that
+    /// arrive meanwhile are discarded: `recv` first what you need.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<CloseInfo, Error> {
         self.client.close(code, reason, Instant::now());
         self.client.flush()?;
