@@ -294,7 +294,7 @@ impl WebSocket {
     /// arrive meanwhile are discarded: `recv` first what you need.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<CloseInfo, Error> {
         self.client.close(code, reason, Instant::now());
-        self.client.flush()?;
+        self.pump_writes()?;
         let deadline = Instant::now() + self.client.config.close_timeout * 2;
         while !self.client.is_done() && Instant::now() < deadline {
             self.wait(Some(deadline))?;
