@@ -473,6 +473,9 @@ pub enum ApiError {
     MessageInProgress,
     /// A continuation frame with no fragmented message started.
     NoMessageInProgress,
+    /// (Client) a send before the upgrade finished: wait for
+    /// `Client::is_upgraded`.
+    NotUpgraded,
 }
 
 impl fmt::Display for ApiError {
@@ -505,6 +508,7 @@ impl fmt::Display for ApiError {
             ApiError::NoMessageInProgress => {
                 f.write_str("continuation frame without a fragmented message started")
             }
+            ApiError::NotUpgraded => f.write_str("send before the upgrade finished"),
         }
     }
 }

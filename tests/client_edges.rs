@@ -70,6 +70,53 @@ fn unparsable_extension_answer_fails_the_connection() {
     }
 }
 
+// ------------------------------------------------ a send before the 101
+
+/// Sending on a non-blocking `Client` before the upgrade finished is the
+/// caller's mistake (`Error::Api`), not a handshake failure, and changes
+/// nothing: the upgrade then completes and the connection works.
+#[test]
+fn send_before_the_upgrade_is_an_api_error() {
+    use mio::{Events, Poll, Token};
+    use std::time::Instant;
+    use wsloop::client::{Client, Url};
+    use wsloop::ApiError;
+
+    let (l, addr) = listen();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut p = Peer::new(accept(&l));
+        go_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        p.upgrade(b"");
+        p.read_frame().unwrap()
+    });
+    let url = Url::parse(&format!("ws://{addr}/")).unwrap();
+    let mut c =
+        Client::connect_addr(addr, &url, &ClientOptions::default(), Instant::now()).unwrap();
+    let mut poll = Poll::new().unwrap();
+    c.register(poll.registry(), Token(0)).unwrap();
+    match c.send_text("too early") {
+        Err(Error::Api(ApiError::NotUpgraded)) => {}
+        other => panic!("want Error::Api(NotUpgraded), got {other:?}"),
+    }
+    go_tx.send(()).unwrap();
+    let mut events = Events::with_capacity(8);
+    let t = Instant::now();
+    while !c.is_upgraded() {
+        assert!(!c.is_done(), "{:?}", c.take_error());
+        assert!(t.elapsed() < Duration::from_secs(30), "no upgrade");
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        c.handle_io(Instant::now());
+    }
+    c.send_text("in time").unwrap();
+    c.flush().unwrap();
+    match server.join().unwrap() {
+        Some((OpCode::Text, p)) => assert_eq!(p, b"in time"),
+        other => panic!("the server got {other:?}"),
+    }
+}
+
 // ------------------------------------------------------------- a reset
 
 /// A fake server sends three messages then resets the connection; the

@@ -12,7 +12,7 @@ use mio::{Interest, Registry, Token};
 use crate::buffer::WriteQueue;
 use crate::close::CloseCode;
 use crate::config::Config;
-use crate::error::{Error, HandshakeError};
+use crate::error::{ApiError, Error, HandshakeError};
 use crate::handshake::{generate_key, ClientRequest, Head, ResponseReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
 use crate::stream::Stream;
@@ -219,7 +219,8 @@ impl Client {
     fn open_conn(&mut self) -> Result<&mut Connection, Error> {
         match (&self.state, self.conn.as_mut()) {
             (State::Open, Some(c)) => Ok(c),
-            (State::Connecting | State::Handshake, _) => Err(Error::Handshake(HandshakeError::Eof)),
+            // The caller's mistake, not the server's.
+            (State::Connecting | State::Handshake, _) => Err(Error::Api(ApiError::NotUpgraded)),
             _ => Err(Error::ConnectionClosed),
         }
     }
