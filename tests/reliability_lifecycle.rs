@@ -4,16 +4,17 @@
 //! reading forever, and SIGTERM with a thousand clients and messages in
 //! flight or with every kind of stuck peer at once.
 //!
-//! tests/server_shutdown.rs covers SIGTERM with 50 clients whose echoes
-//! had all arrived, one slow reader, and one peer that never reads;
-//! tests/server_limits.rs a server close that is never answered.
+//! tests/server_shutdown.rs covers SIGTERM with 50 clients and one whose
+//! echoes wait in the server's queue, a client still sending, and one
+//! peer that never reads; tests/server_limits.rs a server close that is
+//! never answered.
 
 mod common;
 
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,24 @@ use wsloop::frame::OpCode;
 use wsloop::server::{ConnId, Ctx, Handler};
 use wsloop::{CloseCode, CloseInfo, Config, Message};
 
-/// Echoes; closes with 4000 on "bye"; blocks the loop 200 ms on "sleep";
-/// records every close and when.
+/// Echoes; closes with 4000 on "bye"; on "sleep", blocks the loop until
+/// the test releases it (see `stall_loop`); records every close and when.
 #[derive(Clone, Default)]
 struct Life {
     closes: Arc<Mutex<Vec<(Instant, CloseInfo)>>>,
     messages: Arc<AtomicUsize>,
+    /// (the loop is blocked in "sleep", the test released it)
+    stall: Arc<(Mutex<(bool, bool)>, Condvar)>,
 }
 
 impl Life {
+    /// Lets a loop blocked by "sleep" go on.
+    fn release(&self) {
+        let (m, cv) = &*self.stall;
+        m.lock().unwrap().1 = true;
+        cv.notify_all();
+    }
+
     fn closes(&self) -> Vec<CloseInfo> {
         self.closes
             .lock()
@@ -49,8 +59,17 @@ impl Handler for Life {
             return;
         }
         if matches!(&msg, Message::Text(t) if t == "sleep") {
-            // Blocks the loop on purpose (see `stall_loop`).
-            thread::sleep(Duration::from_millis(200));
+            // Blocks the loop on purpose (see `stall_loop`), 20 s at most.
+            let (m, cv) = &*self.stall;
+            let mut st = m.lock().unwrap();
+            st.0 = true;
+            cv.notify_all();
+            st = cv
+                .wait_timeout_while(st, Duration::from_secs(20), |st| !st.1)
+                .unwrap()
+                .0;
+            *st = (false, false);
+            drop(st);
             let _ = ctx.send_text(id, "slept");
             return;
         }
@@ -68,19 +87,39 @@ fn close_frame(code: u16) -> Vec<u8> {
     frame_bytes(OpCode::Close, &close_payload(code, ""), true, true)
 }
 
-/// Makes the loop busy for 200 ms (a handler that blocks), so that what
-/// a test sends meanwhile arrives in one batch: the close frame and the
-/// FIN after it are then seen by the same readiness event.
-fn stall_loop(busy: &mut TestClient) {
+/// Blocks the loop (a handler that waits for `Life::release`), so that
+/// what a test sends meanwhile arrives in one batch: the close frame and
+/// the FIN after it are then seen by the same readiness event.
+fn stall_loop(busy: &mut TestClient, life: &Life) {
     busy.send_text("sleep");
-    thread::sleep(Duration::from_millis(30));
+    let (m, cv) = &*life.stall;
+    let st = cv
+        .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |st| !st.0)
+        .unwrap()
+        .0;
+    assert!(st.0, "the loop did not start the sleep within 10 s");
+}
+
+/// Waits until the server's side of `c` has both the close frame (unread
+/// bytes) and the FIN (CLOSE_WAIT) waiting for it.
+fn wait_close_and_fin_queued(port: u16, c: &TestClient) {
+    let ours = c.stream.local_addr().unwrap().port();
+    wait_until(
+        Duration::from_secs(10),
+        "the close frame and the FIN at the server",
+        || {
+            tcp_sockets(port)
+                .iter()
+                .any(|s| s.peer_port == ours && s.state == TCP_CLOSE_WAIT && s.rx > 0)
+        },
+    );
 }
 
 /// The client sends its close frame and at once shuts down its sending
 /// side (TCP half-close), as some clients do. It can still read: the
 /// server's close reply must reach it, then EOF, and the close is clean.
-/// (The loop is stalled meanwhile, so that the close frame and the FIN
-/// are read in one go, as happens under load.)
+/// (The loop is stalled until both are at the server, so that they are
+/// read in one go, as happens under load.)
 #[test]
 fn half_close_right_after_the_close_frame() {
     let life = Life::default();
@@ -89,15 +128,17 @@ fn half_close_right_after_the_close_frame() {
     let mut c = connect(srv.addr);
     c.send_text("hello");
     c.expect_text("hello");
-    stall_loop(&mut busy);
+    stall_loop(&mut busy, &life);
     c.send_raw(&close_frame(1000));
     half_close(&c.stream);
+    wait_close_and_fin_queued(srv.addr.port(), &c);
+    life.release();
     match c.try_recv() {
         Ok(Some(Msg::Close(Some(1000), _))) => {}
         other => panic!("no close reply after close + half-close: {other:?}"),
     }
-    c.expect_eof(Duration::from_secs(2));
-    wait_until(Duration::from_secs(2), "on_close", || {
+    c.expect_eof(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "on_close", || {
         life.closes().len() == 1
     });
     let info = &life.closes()[0];
@@ -121,16 +162,18 @@ fn half_close_after_close_with_an_echo_still_queued() {
     wait_until(Duration::from_secs(5), "the message to be handled", || {
         life.messages.load(Ordering::SeqCst) == 1
     });
-    stall_loop(&mut busy);
+    stall_loop(&mut busy, &life);
     c.send_raw(&close_frame(1000));
     half_close(&c.stream);
+    wait_close_and_fin_queued(srv.addr.port(), &c);
+    life.release();
     c.expect_binary(&big);
     match c.try_recv() {
         Ok(Some(Msg::Close(Some(1000), _))) => {}
         other => panic!("no close reply: {other:?}"),
     }
-    c.expect_eof(Duration::from_secs(2));
-    wait_until(Duration::from_secs(2), "on_close", || {
+    c.expect_eof(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "on_close", || {
         life.closes().len() == 1
     });
     assert!(life.closes()[0].clean, "{:?}", life.closes());
@@ -139,13 +182,13 @@ fn half_close_after_close_with_an_echo_still_queued() {
 }
 
 /// The server closes; the client answers and half-closes at once. The
-/// server finishes promptly (not at close-timeout) and reports a clean
-/// close with its code.
+/// server finishes promptly (not at close-timeout, 60 s) and reports a
+/// clean close with its code.
 #[test]
 fn server_close_answered_then_half_close_is_prompt_and_clean() {
     let life = Life::default();
     let mut cfg = Config::default();
-    cfg.close_timeout = Duration::from_secs(5);
+    cfg.close_timeout = Duration::from_secs(60);
     let srv = start_server(cfg, life.clone());
     let mut c = connect(srv.addr);
     c.send_text("bye");
@@ -153,15 +196,16 @@ fn server_close_answered_then_half_close_is_prompt_and_clean() {
     let t = Instant::now();
     c.send_raw(&close_frame(4000));
     half_close(&c.stream);
-    c.expect_eof(Duration::from_secs(2));
-    wait_until(Duration::from_secs(2), "on_close", || {
+    c.expect_eof(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "on_close", || {
         life.closes().len() == 1
     });
     let (at, info) = life.closes.lock().unwrap()[0].clone();
     assert!(info.clean && info.code.0 == 4000, "{info:?}");
     assert!(
-        at.saturating_duration_since(t) < Duration::from_secs(1),
-        "on_close late"
+        at.saturating_duration_since(t) < Duration::from_secs(10),
+        "on_close {:?} after the answer",
+        at.saturating_duration_since(t)
     );
 }
 
@@ -196,11 +240,16 @@ fn tcp_reset_mid_frame_and_mid_close() {
     ));
     // Server-initiated close, then reset instead of answering.
     let s4 = upgrade(&frame_bytes(OpCode::Text, b"bye", true, true));
-    thread::sleep(Duration::from_millis(100));
+    // The server has read (and so handled) what each sent.
+    wait_until(
+        Duration::from_secs(10),
+        "the server to read what the four sent",
+        || server_socket_queues(a.port()).iter().all(|q| q.0 == 0),
+    );
     for s in [s1, s2, s3, s4] {
         close_with_rst(s);
     }
-    wait_until(Duration::from_secs(3), "four on_close", || {
+    wait_until(Duration::from_secs(10), "four on_close", || {
         life.closes().len() == 4
     });
     thread::sleep(Duration::from_millis(200));
@@ -220,7 +269,8 @@ fn tcp_reset_mid_frame_and_mid_close() {
 }
 
 /// Close handshakes that never end: each connection is let go at
-/// close-timeout (500 ms), fds and all, while the peer keeps its socket:
+/// close-timeout (500 ms; well before the 5 s default), fds and all,
+/// while the peer keeps its socket:
 /// - the peer's close was answered, but it never closes TCP;
 /// - the peer sent close, then keeps sending data frames;
 /// - the server closed, the peer keeps sending data and never answers.
@@ -232,7 +282,7 @@ fn close_handshakes_that_never_end_are_cut_at_close_timeout() {
     a.send_raw(&close_frame(1000));
     assert_eq!(a.expect_close().0, Some(1000));
     // The server closes TCP first (its FIN), and we keep ours open.
-    a.expect_eof(Duration::from_secs(1));
+    a.expect_eof(Duration::from_secs(4));
 
     let mut b = connect(srv.addr);
     b.send_raw(&close_frame(1000));
@@ -240,7 +290,7 @@ fn close_handshakes_that_never_end_are_cut_at_close_timeout() {
     let chatter = thread::spawn(move || {
         let f = frame_bytes(OpCode::Text, b"after my close", true, true);
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(3) {
+        while t.elapsed() < Duration::from_secs(10) {
             if bw.write_all(&f).is_err() {
                 return t.elapsed();
             }
@@ -249,19 +299,18 @@ fn close_handshakes_that_never_end_are_cut_at_close_timeout() {
         t.elapsed()
     });
 
+    // Under the 5 s default: the configured 500 ms applies.
     let t = Instant::now();
     wait_until(
-        Duration::from_secs(3),
+        Duration::from_secs(4),
         "fds back after the close timeouts",
         || srv.fds() <= base,
     );
-    let took = t.elapsed();
-    eprintln!("both let go {took:?} after the close");
-    assert!(took < Duration::from_millis(2000), "let go after {took:?}");
+    eprintln!("both let go {:?} after the close", t.elapsed());
     let chatted = chatter.join().unwrap();
     eprintln!("data after close refused after {chatted:?}");
     assert!(
-        chatted < Duration::from_secs(3),
+        chatted < Duration::from_secs(10),
         "the server kept reading data after close"
     );
     drop((a, b));
@@ -294,7 +343,7 @@ fn a_peer_that_never_reads_is_dropped_by_the_heartbeat() {
     let writer = thread::spawn(move || {
         let f = frame_bytes(OpCode::Binary, &pattern(64 << 10, 3), true, true);
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
+        while t.elapsed() < Duration::from_secs(20) {
             if w.write_all(&f).is_err() {
                 return true;
             }
@@ -303,7 +352,7 @@ fn a_peer_that_never_reads_is_dropped_by_the_heartbeat() {
     });
     let t = Instant::now();
     wait_until(
-        Duration::from_secs(4),
+        Duration::from_secs(10),
         "the non-reader to be dropped",
         || !srv.socket_inodes().contains(&inode),
     );
@@ -318,8 +367,9 @@ fn a_peer_that_never_reads_is_dropped_by_the_heartbeat() {
 /// each, never read before the signal; loopback socket buffers take about
 /// 5 MiB of that) are still queued in the server: every message the
 /// server had read before the signal is delivered, in order, then close
-/// 1001; the process exits 0 within the shutdown timeout. (write-high is
-/// raised so the server reads the heavy clients whole before the signal.)
+/// 1001; the process exits 0 as soon as all have answered, well before
+/// its 60 s shutdown timeout. (write-high is raised so the server reads
+/// the heavy clients whole before the signal.)
 #[test]
 fn sigterm_with_1000_clients_and_messages_in_flight() {
     const SMALL: usize = 1000;
@@ -329,7 +379,7 @@ fn sigterm_with_1000_clients_and_messages_in_flight() {
     const HEAVY_SIZE: usize = 64 << 10;
     let mut srv = BinServer::spawn(&[
         "--shutdown-timeout",
-        "20s",
+        "60s",
         "--write-high",
         "16M",
         "--write-limit",
@@ -415,15 +465,14 @@ fn sigterm_with_1000_clients_and_messages_in_flight() {
     for mut c in small.into_iter().chain(heavy) {
         c.expect_eof(Duration::from_secs(5));
     }
-    let status = srv.wait_exit(Duration::from_secs(20));
+    let status = srv.wait_exit(Duration::from_secs(40));
     let took = t.elapsed();
     let log = srv.log_text();
     assert!(
         status.is_some_and(|s| s.success()),
-        "exit {status:?}; log:\n{log}"
+        "exit {status:?} {took:?} after SIGTERM (deadline 60 s); log:\n{log}"
     );
     eprintln!("1,005 clients drained and closed; exit 0 {took:?} after SIGTERM");
-    assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -431,14 +480,15 @@ fn sigterm_with_1000_clients_and_messages_in_flight() {
 /// reads (queue full), one that stopped mid-frame, one mid-handshake, one
 /// that answered the close but never closes TCP, one that shut its
 /// receive window and sent a close. The well-behaved client is closed with
-/// 1001 at once; the process exits 0 at --shutdown-timeout (2 s), not
-/// before (it waits for them), not later.
+/// 1001 and let go while the others still hold the process; the process
+/// exits 0 at --shutdown-timeout (4 s), not before (it waits for them),
+/// and not much later.
 #[test]
 fn sigterm_with_stuck_peers_honours_the_deadline() {
-    const DEADLINE: Duration = Duration::from_secs(2);
+    const DEADLINE: Duration = Duration::from_secs(4);
     let mut srv = BinServer::spawn(&[
         "--shutdown-timeout",
-        "2s",
+        "4s",
         "--close-timeout",
         "60s",
         "--handshake-timeout",
@@ -480,15 +530,15 @@ fn sigterm_with_stuck_peers_honours_the_deadline() {
     srv.signal("TERM");
     assert_eq!(good.expect_close().0, Some(1001));
     good.send_raw(&close_frame(1001));
-    good.expect_eof(Duration::from_secs(1));
+    good.expect_eof(Duration::from_secs(10));
     assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "the good client waited {:?}",
+        srv.child.try_wait().unwrap().is_none(),
+        "the good client was let go only when the process exited ({:?} after SIGTERM)",
         t.elapsed()
     );
     assert_eq!(keeper.expect_close().0, Some(1001));
     keeper.send_raw(&close_frame(1001));
-    let status = srv.wait_exit(DEADLINE + Duration::from_secs(2));
+    let status = srv.wait_exit(DEADLINE + Duration::from_secs(10));
     let took = t.elapsed();
     let log = srv.log_text();
     assert!(
@@ -503,7 +553,7 @@ fn sigterm_with_stuck_peers_honours_the_deadline() {
         "exited after {took:?}, before the deadline, with the flooder's queue unsent"
     );
     assert!(
-        took < DEADLINE + Duration::from_millis(1500),
+        took < DEADLINE + Duration::from_secs(10),
         "exit after {took:?}"
     );
     // The mid-frame peer got its close too.
@@ -511,7 +561,7 @@ fn sigterm_with_stuck_peers_honours_the_deadline() {
     let mut raw = Vec::new();
     assert!(read_until_eof(
         &mut handshaking,
-        Duration::from_secs(1),
+        Duration::from_secs(10),
         &mut raw
     ));
     drop((flooder, keeper, deaf));

@@ -26,10 +26,13 @@ pub fn proc_cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// `st` of /proc/net/tcp: established, listening, waiting out TIME_WAIT.
+/// `st` of /proc/net/tcp: established, listening, waiting out TIME_WAIT,
+/// FIN received.
 pub const TCP_ESTABLISHED: u8 = 0x01;
 pub const TCP_LISTEN: u8 = 0x0A;
 pub const TCP_TIME_WAIT: u8 = 0x06;
+/// The peer's FIN has arrived; this side is still open.
+pub const TCP_CLOSE_WAIT: u8 = 0x08;
 
 /// One IPv4 TCP socket of this host, from /proc/net/tcp.
 #[derive(Debug, Clone)]
