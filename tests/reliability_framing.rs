@@ -339,8 +339,19 @@ fn huge_declared_lengths_allocate_nothing_of_that_size() {
         c.send_raw(&raw(fin | op, 8, 1 << 30, b"0123456789"));
         hanging.push(c);
     }
-    // Let the server process them.
-    std::thread::sleep(Duration::from_millis(300));
+    // The server has read each of them (and so handled it: a connection's
+    // bytes are parsed as soon as they are read); an echo sent after that
+    // comes back after the last of them was handled.
+    wait_until(
+        Duration::from_secs(10),
+        "the server to read the 20 frame starts",
+        || {
+            let q = server_socket_queues(a.port());
+            q.len() >= 21 && q.iter().all(|q| q.0 == 0)
+        },
+    );
+    warm.send_binary(b"after them");
+    warm.expect_binary(b"after them");
     let data1 = proc_status_kib(srv.pid(), "VmData").unwrap();
     let rss1 = srv.rss_kib();
     eprintln!(
@@ -442,7 +453,12 @@ fn control_frames_interleaved_with_fragments() {
         frame(CONT, &[3]),
         ping[..3].to_vec(),
     ]));
-    std::thread::sleep(Duration::from_millis(50));
+    // The second part only once the server has read the first.
+    wait_until(Duration::from_secs(10), "the server to read", || {
+        server_socket_queues(srv.addr.port())
+            .iter()
+            .all(|q| q.0 == 0)
+    });
     c.send_raw(&cat(&[
         ping[3..].to_vec(),
         frame(FIN | PING, b""),
@@ -461,8 +477,8 @@ fn control_frames_interleaved_with_fragments() {
         frame(FIN | CLOSE, &close_payload(1000, "mid-message")),
     ]));
     assert_eq!(c.recv(), Msg::Close(Some(1000), String::new()));
-    c.expect_eof(Duration::from_secs(2));
-    wait_until(Duration::from_secs(2), "on_close", || {
+    c.expect_eof(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "on_close", || {
         rec.closes().len() == 1
     });
     assert_eq!(rec.messages(), 1, "the unfinished text was delivered");
@@ -506,7 +522,7 @@ fn invalid_utf8_detected_at_the_first_impossible_byte() {
     for (name, bytes) in &cases {
         let t = Instant::now();
         let mut c = connect(a);
-        c.set_timeout(Duration::from_secs(2));
+        c.set_timeout(Duration::from_secs(10));
         c.send_raw(bytes);
         match c.try_recv() {
             Ok(Some(Msg::Close(Some(1007), _))) => {}
@@ -515,18 +531,25 @@ fn invalid_utf8_detected_at_the_first_impossible_byte() {
         eprintln!("{name}: 1007 after {:?}", t.elapsed());
         drop(c);
     }
-    // A valid prefix that stops mid-character is not an error yet.
+    // A valid prefix that stops mid-character is not an error yet: the
+    // rest is sent once the server has read (and checked) the prefix, and
+    // the text arrives, not a 1007.
     let mut c = connect(a);
     c.send_raw(&raw(FIN | TEXT, 0, 4, &[]));
     c.send_raw(&mask_continue(b"a\xe2\x82", 0));
-    c.set_timeout(Duration::from_millis(300));
-    match c.try_recv() {
-        Err(e) if is_timeout(&e) => {}
-        other => panic!("a valid prefix ending mid-character was refused: {other:?}"),
-    }
-    c.set_timeout(READ_TIMEOUT);
+    wait_until(
+        Duration::from_secs(10),
+        "the server to read the prefix",
+        || server_socket_queues(a.port()).iter().all(|q| q.0 == 0),
+    );
     c.send_raw(&mask_continue(b"\xac", 3));
     c.expect_text("a€");
+    // The same across fragments, with a ping after the incomplete first
+    // one: its pong comes first, then the whole text.
+    c.send_raw(&cat(&[frame(TEXT, b"b\xe2\x82"), frame(FIN | PING, b"p")]));
+    assert_eq!(c.recv(), Msg::Pong(b"p".to_vec()));
+    c.send_raw(&frame(FIN | CONT, b"\xac"));
+    c.expect_text("b€");
     c.close_and_wait(1000);
 }
 
