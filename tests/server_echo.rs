@@ -40,6 +40,14 @@ impl Handler for Echo {
 
 const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 16 << 20];
 
+/// A close timeout (60 s) that a test waiting 10 s for the server to close
+/// TCP cannot mistake for closing at once.
+fn patient_close() -> Config {
+    let mut c = Config::default();
+    c.close_timeout = Duration::from_secs(60);
+    c
+}
+
 #[test]
 fn echo_text_and_binary_at_length_boundaries() {
     let srv = start_server(Config::default(), Echo::default());
@@ -117,7 +125,7 @@ fn handle_broadcast_and_send_from_another_thread() {
             tx.send(ctx.connections()).unwrap();
         })
         .unwrap();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), 3);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 3);
     for c in clients {
         c.close_and_wait(1000);
     }
@@ -168,7 +176,8 @@ fn ping_pong() {
 
 #[test]
 fn close_initiated_by_client() {
-    let srv = start_server(Config::default(), Echo::default());
+    // The server closes TCP at once: long before this close timeout.
+    let srv = start_server(patient_close(), Echo::default());
     let mut c = connect(srv.addr);
     c.send_text("one");
     c.expect_text("one");
@@ -176,19 +185,19 @@ fn close_initiated_by_client() {
     let (code, _reason) = c.expect_close();
     assert_eq!(code, Some(1000), "the server echoes the close code");
     // The server closes TCP first (RFC 6455 §7.1.1).
-    c.expect_eof(Duration::from_secs(2));
+    c.expect_eof(Duration::from_secs(10));
 
     // A close with no payload gets an empty close back.
     let mut c = connect(srv.addr);
     c.send_frame(OpCode::Close, &[], true);
     assert_eq!(c.expect_close(), (None, String::new()));
-    c.expect_eof(Duration::from_secs(2));
+    c.expect_eof(Duration::from_secs(10));
 
     // An application code is echoed too.
     let mut c = connect(srv.addr);
     c.close(4321, "custom");
     assert_eq!(c.expect_close().0, Some(4321));
-    c.expect_eof(Duration::from_secs(2));
+    c.expect_eof(Duration::from_secs(10));
 }
 
 /// After a clean close handshake the server closes its socket at once: it
@@ -196,7 +205,9 @@ fn close_initiated_by_client() {
 /// send late or never.
 #[test]
 fn socket_released_right_after_a_clean_close() {
-    let srv = BinServer::spawn(&[]);
+    // A close timeout far beyond the wait below: only an immediate release
+    // passes.
+    let srv = BinServer::spawn(&["--close-timeout", "60s"]);
     let mut c = connect(srv.addr);
     c.send_text("one");
     c.expect_text("one");
@@ -204,31 +215,32 @@ fn socket_released_right_after_a_clean_close() {
     assert!(srv.socket_inodes().contains(&inode), "server side {inode}");
     c.close(1000, "");
     assert_eq!(c.expect_close().0, Some(1000));
-    // Well before the 5 s close timeout, with our side still open.
+    // Well before the close timeout, with our side still open.
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the server to close its socket",
         || !srv.socket_inodes().contains(&inode),
     );
-    c.expect_eof(Duration::from_secs(1));
+    c.expect_eof(Duration::from_secs(10));
 }
 
 #[test]
 fn close_initiated_by_server() {
     let echo = Echo::default();
     let closed = echo.closed.clone();
-    let srv = start_server(Config::default(), echo);
+    let srv = start_server(patient_close(), echo);
     let mut c = connect(srv.addr);
     c.send_text("hello");
     c.expect_text("hello");
     c.send_text("bye");
     assert_eq!(c.expect_close(), (Some(4001), "bye to you".to_owned()));
     c.close(4001, "");
-    c.expect_eof(Duration::from_secs(2));
+    // Our answer ends it: TCP closed long before the close timeout.
+    c.expect_eof(Duration::from_secs(10));
     let start = Instant::now();
     while closed.load(Ordering::SeqCst) < 1 {
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(10),
             "on_close not called"
         );
         std::thread::sleep(Duration::from_millis(5));
