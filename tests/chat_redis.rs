@@ -456,7 +456,15 @@ fn catching_up_mid_stream_across_instances_sees_every_message_once() {
     // Leave mid-stream (what was sent before "left" still arrives), come
     // back with since.
     leave_recording(&mut b, "s", &mut seqs);
-    thread::sleep(Duration::from_millis(100));
+    // The stream goes on without us: a member on the other instance sees
+    // the room pass the last message we got.
+    {
+        let last = *seqs.last().unwrap();
+        let mut probe = Peer::connect_backplane(a_srv.addr);
+        if seq(&probe.join("s")) <= last {
+            while seq(&probe.expect("message")) <= last {}
+        }
+    }
     b.send(json!({"type": "join", "room": "s", "since": seqs.last(), "epoch": epoch}));
     let j = b.expect("joined");
     assert!(seq(&j) > *seqs.last().unwrap(), "the stream went on: {j}");
@@ -494,8 +502,14 @@ fn redis_outage_keeps_local_delivery_and_resumes_after() {
     let down = Instant::now();
     // Local delivery goes on: A's members hear each other, marked local
     // and without seq; B's member hears nothing from A (and the reverse).
-    // (The first message may go out before the instance has noticed.)
-    thread::sleep(Duration::from_millis(300));
+    // (Once each instance has noticed: a message may go out before.)
+    for srv in [&a_srv, &b_srv] {
+        wait_until(
+            Duration::from_secs(10),
+            "the instance to notice the outage",
+            || srv.log_text().contains("redis backplane down"),
+        );
+    }
     a.say("o", "while down");
     for p in [&mut a, &mut a2] {
         let m = p.expect("message");
