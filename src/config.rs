@@ -1,6 +1,8 @@
 //! Limits and timeouts. Defaults are safe for a server on the public
 //! internet; `validate()` checks a changed config.
 
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::close::CloseCode;
@@ -56,6 +58,75 @@ impl RateLimit {
             byte_burst: bytes_per_sec.max(1.0),
             action: RateAction::Close,
         }
+    }
+}
+
+/// A proxy whose `X-Forwarded-For` a server believes: one address, or a
+/// range in CIDR notation (`10.0.0.0/8`, `fd00::/8`). See
+/// [`Config::trusted_proxies`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl TrustedProxy {
+    /// Exactly this address.
+    pub fn addr(addr: IpAddr) -> Self {
+        let addr = addr.to_canonical();
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        TrustedProxy { net: addr, prefix }
+    }
+
+    /// True if `ip` is this address or in this range (an IPv4 address
+    /// written as IPv6, `::ffff:a.b.c.d`, counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
+            match prefix as u32 {
+                0 => 0,
+                p => bits >> (width - p),
+            }
+        }
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n) as u128, 32, self.prefix)
+                    == masked(u32::from(a) as u128, 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), 128, self.prefix) == masked(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for TrustedProxy {
+    type Err = String;
+
+    /// `ADDR` or `ADDR/PREFIX`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not an IP address or a CIDR range such as 10.0.0.0/8");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr = TrustedProxy::addr(addr.parse::<IpAddr>().map_err(|_| bad())?);
+        let Some(p) = prefix else {
+            return Ok(addr);
+        };
+        match p.parse::<u8>() {
+            Ok(p) if p <= addr.prefix => Ok(TrustedProxy {
+                net: addr.net,
+                prefix: p,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
     }
 }
 
@@ -122,6 +193,13 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// permessage-deflate (feature `deflate`). Default off.
     pub deflate: DeflateConfig,
+    /// Proxies in front of a server (nginx, Caddy, a platform's router):
+    /// for a request whose TCP peer is one of them, the client's address
+    /// ([`Request::client_addr`](crate::handshake::Request::client_addr))
+    /// is taken from `X-Forwarded-For`, its rightmost entry that is not
+    /// itself a trusted proxy. Default empty: the header is ignored, since
+    /// any client can send it.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Default for Config {
@@ -148,6 +226,7 @@ impl Default for Config {
             command_queue_bytes: 64 << 20,
             rate_limit: None,
             deflate: DeflateConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -292,5 +371,27 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate().unwrap_err().field, "overflow");
+    }
+
+    #[test]
+    fn trusted_proxy_addresses_and_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let one: TrustedProxy = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")));
+        assert!(one.contains(ip("::ffff:127.0.0.1")), "IPv4 written as IPv6");
+        assert!(!one.contains(ip("127.0.0.2")));
+        let net: TrustedProxy = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains(ip("10.200.3.4")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        assert!(!net.contains(ip("::1")));
+        let all: TrustedProxy = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.9")));
+        let v6: TrustedProxy = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")));
+        assert!(!v6.contains(ip("fe80::1")));
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        for bad in ["", "10.0.0.0/33", "::/129", "10.0.0/8", "host", "1.2.3.4/x"] {
+            assert!(bad.parse::<TrustedProxy>().is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The server side: the upgrade request (or plain HTTP request) read and
 //! checked, and the responses written.
 
+use std::net::{IpAddr, SocketAddr};
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -22,9 +24,33 @@ pub struct Request {
     pub version: u8,
     /// Header fields in order.
     pub headers: Vec<Header>,
+    /// Set by the server that read the request.
+    peer: Option<SocketAddr>,
+    client: Option<IpAddr>,
 }
 
 impl Request {
+    /// The TCP peer's address: the client, or the proxy in front of the
+    /// server. `None` for a request not read by a server.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The client's address: the peer's, or, when the peer is one of
+    /// `Config::trusted_proxies`, the rightmost `X-Forwarded-For` entry
+    /// that is not itself a trusted proxy. `None` for a request not read
+    /// by a server.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// Records where the request came from (the server does, before any
+    /// handler sees it).
+    pub(crate) fn set_addrs(&mut self, peer: SocketAddr, client: IpAddr) {
+        self.peer = Some(peer);
+        self.client = Some(client);
+    }
+
     /// The path, without the query.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
@@ -199,6 +225,8 @@ pub fn parse_request(
                 target: req.path.unwrap_or_default().to_owned(),
                 version: req.version.unwrap_or(0),
                 headers: copy_headers(req.headers),
+                peer: None,
+                client: None,
             },
             n,
         )))

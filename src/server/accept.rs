@@ -47,6 +47,7 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) if is_fd_exhaustion(&e) => {
+                    self.core.stats.accept_errors += 1;
                     if !self.accept_warned {
                         // Once per episode, not on every retry.
                         self.accept_warned = true;
@@ -56,6 +57,7 @@ impl<H: Handler> Server<H> {
                     return;
                 }
                 Err(e) => {
+                    self.core.stats.accept_errors += 1;
                     warn!("accept: {e}");
                     self.accept_resume = Some(self.core.now + ACCEPT_BACKOFF);
                     return;
@@ -67,11 +69,13 @@ impl<H: Handler> Server<H> {
             }
             let _ = sock.set_nodelay(true);
             let core = &mut self.core;
+            core.stats.accepted += 1;
             let over = core
                 .config
                 .max_connections
                 .is_some_and(|max| core.slab.len() >= max);
             if over && core.slab.len() >= core.config.max_connections.unwrap_or(0) + REJECT_SLACK {
+                core.stats.accept_drops += 1;
                 debug!("{addr}: dropped, far over max_connections");
                 continue;
             }
@@ -79,7 +83,8 @@ impl<H: Handler> Server<H> {
             let key = entry.key();
             if key > MAX_KEY {
                 // Past what an id can name (16M connections in one loop).
-                debug!("{addr}: dropped, no id left in this loop");
+                core.stats.accept_drops += 1;
+                warn!("{addr}: dropped, no id left in this loop");
                 continue;
             }
             if let Err(e) = core.registry.register(
@@ -93,7 +98,8 @@ impl<H: Handler> Server<H> {
             core.next_gen = core.next_gen.wrapping_add(1);
             let now = core.now;
             let phase = if over {
-                debug!("{addr}: 503, max_connections reached");
+                info!("{addr}: refused with 503: max_connections reached");
+                core.stats.refused(503);
                 let mut out = WriteQueue::new();
                 let mut bytes = Vec::new();
                 handshake::write_http_response(
@@ -113,6 +119,7 @@ impl<H: Handler> Server<H> {
                 Phase::Handshake {
                     reader: RequestReader::new(),
                     deadline: now + core.config.handshake_timeout,
+                    peer: addr,
                 }
             };
             #[cfg(feature = "tls")]

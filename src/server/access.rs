@@ -17,7 +17,7 @@ pub struct Access {
 
 /// Compares without stopping at the first difference (no timing hint about
 /// how much of a guess was right).
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -33,13 +33,8 @@ impl Access {
             .query_param("token")
             .and_then(percent_decode)
             .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
-        let from_header = req
-            .header("authorization")
-            .and_then(|v| {
-                let (scheme, cred) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
-            })
-            .is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
+        let from_header =
+            bearer_token(req).is_some_and(|t| same_secret(t.as_bytes(), token.as_bytes()));
         if from_query || from_header {
             return None;
         }
@@ -53,6 +48,12 @@ impl Access {
         }
         Some(no)
     }
+}
+
+/// The credentials of `Authorization: Bearer ...`.
+pub(super) fn bearer_token(req: &Request) -> Option<&str> {
+    let (scheme, cred) = req.header("authorization")?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
 }
 
 /// Decodes `%XX` escapes and `+` (a query string value); `None` for a bad

@@ -2,7 +2,7 @@
 //! the bound on how many may wait, and the graceful shutdown one of them
 //! starts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use log::info;
 
@@ -10,9 +10,9 @@ use crate::close::CloseCode;
 use crate::error::CapacityError;
 use crate::protocol::Message;
 
-use super::entry::{kill, Phase};
+use super::entry::{respond, Phase};
 use super::guard::guarded;
-use super::{handler, ConnId, Ctx, Handler, Server};
+use super::{handler, ops, ConnId, Ctx, Handler, Server};
 
 /// Requests run per loop pass, and their payload bytes: past either, the
 /// rest wait for the next pass, so sockets are served in between however
@@ -47,6 +47,8 @@ pub(crate) struct Backlog {
     bytes: AtomicUsize,
     max_commands: usize,
     max_bytes: usize,
+    /// Requests refused because the queue was full (for metrics).
+    refused: AtomicU64,
 }
 
 impl Backlog {
@@ -56,6 +58,7 @@ impl Backlog {
             bytes: AtomicUsize::new(0),
             max_commands,
             max_bytes,
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +72,7 @@ impl Backlog {
         let over = commands >= self.max_commands || bytes + weight > self.max_bytes;
         if over && commands > 0 && !matches!(cmd, Command::Shutdown) {
             self.release(weight);
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(CapacityError::CommandQueueFull {
                 commands,
                 bytes,
@@ -83,6 +87,16 @@ impl Backlog {
     pub(crate) fn release(&self, weight: usize) {
         self.bytes.fetch_sub(weight, Ordering::AcqRel);
         self.commands.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Requests waiting (reserved, not yet run).
+    pub(crate) fn waiting(&self) -> usize {
+        self.commands.load(Ordering::Acquire)
+    }
+
+    /// Requests refused so far because the queue was full.
+    pub(crate) fn refusals(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// True while requests are reserved: the loop must not sleep.
@@ -106,6 +120,7 @@ impl<H: Handler> Server<H> {
             };
             let weight = cmd.weight();
             bytes += weight;
+            self.core.stats.commands += 1;
             self.core.handle.backlog.release(weight);
             let mut ctx = Ctx {
                 core: &mut self.core,
@@ -119,33 +134,47 @@ impl<H: Handler> Server<H> {
                 }
                 Command::Close(id, code, reason) => ctx.close(id, code, &reason),
                 Command::Run(f) => {
-                    let _ = guarded("a Handle::run closure", "loop", || f(&mut ctx));
+                    if guarded("a Handle::run closure", "loop", || f(&mut ctx)).is_none() {
+                        self.core.stats.handler_panics += 1;
+                    }
                 }
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
     }
 
+    /// Starts draining: sessions stop at once (the listener stays open,
+    /// and whatever asks for a new one is answered 503 with Retry-After,
+    /// the readiness endpoint included), every open connection gets what
+    /// is queued for it and then close 1001, and the loop ends once none
+    /// is left or the deadline passes (see `Server::turn`).
     pub(super) fn begin_shutdown(&mut self) {
         if self.core.shutdown_at.is_some() {
             return;
         }
         let now = self.core.now;
-        info!("graceful shutdown: closing {} connections", self.core.open);
+        info!(
+            "graceful shutdown: closing {} connections within {:?}; new sessions get 503",
+            self.core.open, self.core.config.shutdown_timeout
+        );
         let deadline = now + self.core.config.shutdown_timeout;
         self.core.shutdown_at = Some(deadline);
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.core.registry.deregister(&mut l);
-        }
-        self.accept_resume = None;
         let (handler, core) = (&mut self.handler, &mut self.core);
-        let _ = guarded("on_shutdown", "loop", || {
+        if guarded("on_shutdown", "loop", || {
             handler.on_shutdown(&mut Ctx { core })
-        });
+        })
+        .is_none()
+        {
+            self.core.stats.handler_panics += 1;
+        }
         let keys: Vec<usize> = self.core.slab.iter().map(|(k, _)| k).collect();
         let (code, reason) = handler::SHUTDOWN_CLOSE;
+        let refusal = ops::draining();
         for key in keys {
             let e = &mut self.core.slab[key];
+            if e.dead {
+                continue;
+            }
             match &mut e.phase {
                 Phase::Open { conn, .. } => {
                     // Queued after everything already queued: nothing
@@ -154,10 +183,13 @@ impl<H: Handler> Server<H> {
                     self.core.mark_dirty(key);
                 }
                 Phase::Handshake { .. } => {
-                    kill(&mut self.core, &mut self.handler, key, "shutdown");
+                    // Its request may never be finished: answer now.
+                    respond(&mut self.core, key, &refusal, false);
                 }
                 Phase::Draining { .. } => {}
             }
         }
+        // Readiness turns at once for scrapes too.
+        ops::publish(&mut self.core, &self.handler);
     }
 }

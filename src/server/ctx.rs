@@ -6,7 +6,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use crate::close::CloseCode;
-#[allow(unused_imports)] // for the docs
+use crate::config::OverflowPolicy;
 use crate::error::CapacityError;
 use crate::error::Error;
 use crate::protocol::{encode_shared, Message, SendStatus};
@@ -60,19 +60,38 @@ impl Ctx<'_> {
         r
     }
 
+    /// Counts a message send: queued, or refused by the write queue limit.
+    fn counted(&mut self, r: Result<SendStatus, Error>) -> Result<SendStatus, Error> {
+        match &r {
+            Ok(_) => self.core.stats.messages_out += 1,
+            Err(Error::Capacity(CapacityError::WriteBufferLimit { .. })) => {
+                let slot = match self.core.config.overflow {
+                    OverflowPolicy::Close(_) => 0,
+                    _ => 1,
+                };
+                self.core.stats.overflows[slot] += 1;
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
     /// Queues a text message to `id`.
     pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<SendStatus, Error> {
-        self.with_conn(id, |c| c.send_text(text))
+        let r = self.with_conn(id, |c| c.send_text(text));
+        self.counted(r)
     }
 
     /// Queues a binary message to `id`.
     pub fn send_binary(&mut self, id: ConnId, data: &[u8]) -> Result<SendStatus, Error> {
-        self.with_conn(id, |c| c.send_binary(data))
+        let r = self.with_conn(id, |c| c.send_binary(data));
+        self.counted(r)
     }
 
     /// Queues a message to `id` (an owned payload is not copied).
     pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<SendStatus, Error> {
-        self.with_conn(id, |c| c.send(msg))
+        let r = self.with_conn(id, |c| c.send(msg));
+        self.counted(r)
     }
 
     /// Queues a ping to `id`.
@@ -100,7 +119,8 @@ impl Ctx<'_> {
         let frame = encode_shared(msg);
         let mut n = 0;
         for id in ids {
-            if self.with_conn(id, |c| c.send_shared(frame.clone())).is_ok() {
+            let r = self.with_conn(id, |c| c.send_shared(frame.clone()));
+            if self.counted(r).is_ok() {
                 n += 1;
             }
         }

@@ -1,20 +1,22 @@
 //! One connection's slab entry: its phase (handshake, open, draining) and
 //! the moves that end it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, log_enabled, Level};
 
 use crate::buffer::WriteQueue;
 use crate::close::CloseCode;
-use crate::handshake::RequestReader;
+use crate::handshake::{self, RequestReader};
 use crate::protocol::{CloseInfo, Connection};
 use crate::stream::Stream;
 
 use super::guard::guarded;
 use super::rate::Bucket;
-use super::{Core, Ctx, Handler};
+use super::stats::REASON_CLOSED;
+use super::{Core, Ctx, Handler, HttpResponse};
 
 /// Where a connection is in its life.
 pub(super) enum Phase {
@@ -22,6 +24,9 @@ pub(super) enum Phase {
     Handshake {
         reader: RequestReader,
         deadline: Instant,
+        /// The TCP peer (kept here, where it costs no space: the `Open`
+        /// variant is larger).
+        peer: SocketAddr,
     },
     /// A WebSocket (its queue starts with the 101 response).
     Open { conn: Connection },
@@ -66,11 +71,18 @@ pub(super) struct Entry {
 /// The peer's TCP side ended (EOF or error).
 pub(super) fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
     let e = &mut core.slab[key];
-    if let Phase::Draining { .. } = e.phase {
-        e.dead = true;
-        core.dead.push(key);
-        core.leave_all_rooms(key);
-        return;
+    match &e.phase {
+        Phase::Draining { .. } => {
+            e.dead = true;
+            core.dead.push(key);
+            core.leave_all_rooms(key);
+            return;
+        }
+        Phase::Handshake { peer, .. } => {
+            debug!("{peer}: gone before its request was complete: {why}");
+            core.stats.handshake_failures[REASON_CLOSED] += 1;
+        }
+        Phase::Open { .. } => {}
     }
     kill(core, handler, key, why);
 }
@@ -111,19 +123,29 @@ pub(super) fn kill<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why
 /// Bookkeeping and the handler's `on_close` for a connection that was open.
 pub(super) fn closed<H: Handler>(core: &mut Core, handler: &mut H, key: usize, info: &CloseInfo) {
     let id = core.id(key);
-    debug!(
-        "{id}: closed {} {:?} clean={}",
-        info.code, info.reason, info.clean
-    );
+    if log_enabled!(Level::Debug) {
+        // Asked only when logged: the address is not kept per connection.
+        let peer = core.slab[key].stream.sock.peer_addr();
+        let peer = peer.map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        debug!(
+            "{id}: closed {} {:?} clean={} (peer {peer})",
+            info.code, info.reason, info.clean
+        );
+    }
+    core.stats.closed(info.code);
     core.open -= 1;
     core.leave_all_rooms(key);
     // The handler sees the connection as gone: sends to it now fail.
     let was_dead = core.slab[key].dead;
     core.slab[key].dead = true;
     // A panic here is only logged: the connection is ending anyway.
-    let _ = guarded("on_close", id, || {
+    if guarded("on_close", id, || {
         handler.on_close(&mut Ctx { core }, id, info)
-    });
+    })
+    .is_none()
+    {
+        core.stats.handler_panics += 1;
+    }
     core.slab[key].dead = was_dead;
 }
 
@@ -144,6 +166,19 @@ pub(super) fn start_draining(core: &mut Core, key: usize, bytes: &[u8]) {
     e.timer_at = None;
     core.mark_dirty(key);
     core.schedule(key);
+}
+
+/// Answers `key` with `resp` (without its body for a HEAD request) and
+/// moves it to draining.
+pub(super) fn respond(core: &mut Core, key: usize, resp: &HttpResponse, head_only: bool) {
+    let mut bytes = Vec::new();
+    handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
+    if head_only {
+        // Same headers (Content-Length included), no body.
+        bytes.truncate(bytes.len() - resp.body.len());
+    }
+    core.stats.responded(resp.status);
+    start_draining(core, key, &bytes);
 }
 
 #[cfg(test)]

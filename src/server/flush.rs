@@ -43,15 +43,21 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             if res.is_ok() {
                 res = conn.write_to(&mut e.stream);
             }
-            if let Err(err) = res {
-                lost(core, handler, key, &err.to_string());
-                return;
+            match res {
+                Ok(n) => core.stats.bytes_out += n as u64,
+                Err(err) => {
+                    lost(core, handler, key, &err.to_string());
+                    return;
+                }
             }
             // Hysteresis: pause above high, resume (and tell the handler)
             // at or below low.
             let buffered = conn.buffered();
             let mut drained = false;
             if buffered > high {
+                if !e.paused {
+                    core.stats.read_pauses += 1;
+                }
                 e.above_high = true;
                 e.paused = true;
             } else if buffered <= low {
@@ -103,12 +109,16 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             if res.is_ok() {
                 res = out.write_to(&mut e.stream);
             }
-            if let (Ok(_), true, Some(c)) = (&res, out.is_empty(), conn.as_mut()) {
-                res = c.write_to(&mut e.stream);
+            if let (Ok(n), true, Some(c)) = (&res, out.is_empty(), conn.as_mut()) {
+                let n = *n;
+                res = c.write_to(&mut e.stream).map(|m| n + m);
             }
-            if res.is_err() {
-                lost(core, handler, key, "write failed while closing");
-                return;
+            match res {
+                Ok(n) => core.stats.bytes_out += n as u64,
+                Err(_) => {
+                    lost(core, handler, key, "write failed while closing");
+                    return;
+                }
             }
             let empty = out.is_empty()
                 && conn.as_ref().is_none_or(|c| !c.wants_write())

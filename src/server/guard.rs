@@ -48,6 +48,7 @@ impl Core {
     /// the handler, and it is closed with 1011 after what is queued.
     pub(super) fn fail_by_panic(&mut self, key: usize) {
         let now = self.now;
+        self.stats.handler_panics += 1;
         let Some(e) = self.slab.get_mut(key) else {
             return;
         };

@@ -5,7 +5,7 @@ use crate::close::CloseCode;
 use crate::handshake::Request;
 use crate::protocol::{CloseInfo, Message};
 
-use super::Ctx;
+use super::{Ctx, MetricsWriter};
 
 /// Identifies a connection for its whole life. Ids are not reused while the
 /// server runs (a slot's generation changes when it is reused), and differ
@@ -241,6 +241,25 @@ pub trait Handler {
     /// sent close 1001 after what is already queued for it.
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
+    }
+
+    /// True while the application can take new sessions (say, its link to
+    /// a backplane is up). The server's readiness endpoint
+    /// ([`Server::serve_readiness`](super::Server::serve_readiness))
+    /// answers 503 while this is false, and during a graceful shutdown.
+    /// Called on the loop thread for each readiness request and metrics
+    /// snapshot: keep it cheap. Default: always ready.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Adds the application's own metrics (rooms, members, queue depths)
+    /// to the loop's, when metrics are on
+    /// ([`Server::with_metrics`](super::Server::with_metrics)). Called on
+    /// the loop thread about once a second at most, and for a scrape the
+    /// loop answers. Default: none.
+    fn metrics(&self, out: &mut MetricsWriter) {
+        let _ = out;
     }
 }
 

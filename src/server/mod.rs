@@ -17,8 +17,12 @@ mod entry;
 mod flush;
 mod guard;
 mod handler;
+mod metrics;
+mod ops;
+mod peer;
 mod rate;
 mod read;
+mod stats;
 mod timers;
 
 #[cfg(test)]
@@ -41,13 +45,16 @@ use crate::config::Config;
 use crate::error::Error;
 
 use commands::{Backlog, Command};
-use entry::{kill, Entry};
+use entry::{kill, Entry, Phase};
 use flush::{flush_dirty, flush_now};
+use ops::Ops;
 use read::read_conn;
+use stats::Stats;
 
 pub use access::{http_common, percent_decode, Access};
 pub use ctx::{Ctx, Handle};
 pub use handler::{ConnId, Handler, HttpResponse, OriginAllowList, Upgrade};
+pub use metrics::{Metrics, MetricsWriter};
 
 /// Numbers the servers of the process, for their ids (see [`ConnId`]).
 static LOOPS: AtomicU32 = AtomicU32::new(0);
@@ -79,6 +86,10 @@ pub(crate) struct Core {
     open: usize,
     shutdown_at: Option<Instant>,
     handle: Handle,
+    /// What happened on this loop, for metrics.
+    stats: Stats,
+    /// The loop's own endpoints (readiness, metrics).
+    ops: Ops,
 }
 
 /// A WebSocket server: bind, then [`Server::run`].
@@ -159,6 +170,8 @@ impl<H: Handler> Server<H> {
                 open: 0,
                 shutdown_at: None,
                 handle: Handle { tx, waker, backlog },
+                stats: Stats::default(),
+                ops: Ops::default(),
             },
             poll,
             listener: Some(listener),
@@ -198,7 +211,12 @@ impl<H: Handler> Server<H> {
         &self.handler
     }
 
-    /// Runs until a graceful shutdown (see [`Handle::shutdown`]) completes.
+    /// Runs until a graceful shutdown (see [`Handle::shutdown`]) completes:
+    /// from its start, requests for new sessions are answered 503 with
+    /// `Retry-After` (the listener stays open for that, and for health
+    /// checks), open connections get what is queued for them then close
+    /// 1001, and `run` returns once no WebSocket connection is left or
+    /// `Config::shutdown_timeout` has passed.
     pub fn run(mut self) -> Result<H, Error> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -283,8 +301,9 @@ impl<H: Handler> Server<H> {
         } else if self.accept_more {
             self.accept();
         }
+        self.publish_if_due();
         if let Some(deadline) = self.core.shutdown_at {
-            if self.core.slab.is_empty() {
+            if self.core.sessions_done() {
                 info!("shutdown complete");
                 return Ok(true);
             }
@@ -370,6 +389,19 @@ impl Core {
             }
             _ => false,
         }
+    }
+
+    /// True once no WebSocket connection is left, open or closing. Plain
+    /// HTTP exchanges and handshakes do not count: during a shutdown
+    /// they are only answered 503 (or health checks), and must not hold
+    /// the process up.
+    fn sessions_done(&self) -> bool {
+        // Cheap while connections remain open; a scan only at the end.
+        self.open == 0
+            && !self
+                .slab
+                .iter()
+                .any(|(_, e)| !e.dead && matches!(e.phase, Phase::Draining { conn: Some(_), .. }))
     }
 
     /// Removes dead entries (end of an event batch).

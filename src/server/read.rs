@@ -3,17 +3,17 @@
 
 use std::io::{self, Read};
 
-use log::{debug, error};
+use log::{debug, error, info};
 
 use crate::close::CloseCode;
 use crate::config::RateAction;
 use crate::handshake::{self, Head, Request};
 use crate::protocol::{Connection, Event, Role};
 
-use super::entry::{lost, start_draining, Entry, Phase};
+use super::entry::{lost, respond, start_draining, Entry, Phase};
 use super::guard::guarded;
 use super::rate::Bucket;
-use super::{Core, Ctx, Handler, HttpResponse, Upgrade};
+use super::{ops, peer, Core, Ctx, Handler, HttpResponse, Upgrade};
 
 /// Reads per readiness event before other connections get a turn.
 const MAX_READS_PER_EVENT: usize = 8;
@@ -38,6 +38,9 @@ pub(super) fn read_conn<H: Handler>(
             // Backpressure: a peer whose replies pile up is not read from
             // until they drain (checked before every read, not per batch).
             if e.paused || conn.buffered() > high {
+                if !e.paused {
+                    core.stats.read_pauses += 1;
+                }
                 e.paused = true;
                 e.above_high = true;
                 core.mark_dirty(key);
@@ -64,7 +67,10 @@ pub(super) fn read_conn<H: Handler>(
                 }
                 return;
             }
-            Ok(n) => n,
+            Ok(n) => {
+                core.stats.bytes_in += n as u64;
+                n
+            }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
@@ -85,14 +91,17 @@ pub(super) fn read_conn<H: Handler>(
 fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: usize) {
     let (max_bytes, max_headers) = (core.config.max_handshake_bytes, core.config.max_headers);
     match &mut core.slab[key].phase {
-        Phase::Handshake { reader, .. } => match reader.feed(data, max_bytes, max_headers) {
+        Phase::Handshake { reader, peer, .. } => match reader.feed(data, max_bytes, max_headers) {
             Ok(Head::Partial) => {}
-            Ok(Head::Complete(req, rest)) => handshake_done(core, handler, key, req, rest),
+            Ok(Head::Complete(mut req, rest)) => {
+                let peer = *peer;
+                let client = peer::client_addr(peer, &req, &core.config.trusted_proxies);
+                req.set_addrs(peer, client);
+                handshake_done(core, handler, key, req, client, rest)
+            }
             Err(err) => {
-                debug!("bad handshake: {err}");
-                let mut bytes = Vec::new();
-                handshake::write_error_response(err, &mut bytes);
-                start_draining(core, key, &bytes);
+                info!("{peer}: bad request, answered {}: {err}", err.status());
+                refuse_handshake(core, key, err);
             }
         },
         Phase::Open { .. } => feed_frames(core, handler, key, data),
@@ -100,45 +109,73 @@ fn process<H: Handler>(core: &mut Core, handler: &mut H, data: &mut [u8], key: u
     }
 }
 
+/// Answers a request that failed the handshake with the status for `err`.
+pub(super) fn refuse_handshake(core: &mut Core, key: usize, err: crate::HandshakeError) {
+    core.stats.handshake_failed(&err);
+    core.stats.responded(err.status());
+    let mut bytes = Vec::new();
+    handshake::write_error_response(err, &mut bytes);
+    start_draining(core, key, &bytes);
+}
+
 fn handshake_done<H: Handler>(
     core: &mut Core,
     handler: &mut H,
     key: usize,
     req: Request,
+    client: std::net::IpAddr,
     mut rest: Vec<u8>,
 ) {
-    let mut bytes = Vec::new();
+    let id = core.id(key);
+    // The path only: a query may carry a token.
+    let path = req.path();
     if !req.wants_upgrade() {
-        let resp = guarded("on_http", core.id(key), || handler.on_http(&req))
-            .unwrap_or_else(internal_error);
-        handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
-        if req.method == "HEAD" {
-            // Same headers (Content-Length included), no body.
-            bytes.truncate(bytes.len() - resp.body.len());
+        core.stats.http_requests += 1;
+        let resp = match ops::own_endpoint(core, handler, &req) {
+            Some(r) => r,
+            None => guarded("on_http", id, || handler.on_http(&req)).unwrap_or_else(|| {
+                core.stats.handler_panics += 1;
+                internal_error()
+            }),
+        };
+        if resp.status >= 400 {
+            info!("{client}: {} {path} -> {}", req.method, resp.status);
+        } else {
+            debug!("{client}: {} {path} -> {}", req.method, resp.status);
         }
-        debug!("HTTP {} {} -> {}", req.method, req.target, resp.status);
-        start_draining(core, key, &bytes);
+        respond(core, key, &resp, req.method == "HEAD");
+        return;
+    }
+    if core.shutdown_at.is_some() {
+        info!("{client}: upgrade to {path} refused with 503: draining");
+        respond(core, key, &ops::draining(), false);
         return;
     }
     let wskey = match req.validate_upgrade() {
         Ok(k) => k.to_owned(),
         Err(err) => {
-            debug!("bad upgrade: {err}");
-            handshake::write_error_response(err, &mut bytes);
-            start_draining(core, key, &bytes);
+            info!(
+                "{client}: bad upgrade request, answered {}: {err}",
+                err.status()
+            );
+            refuse_handshake(core, key, err);
             return;
         }
     };
-    let id = core.id(key);
     let answer = guarded("on_upgrade", id, || {
         handler.on_upgrade(&mut Ctx { core }, id, &req)
     })
-    .unwrap_or_else(|| Upgrade::Reject(internal_error()));
+    .unwrap_or_else(|| {
+        core.stats.handler_panics += 1;
+        Upgrade::Reject(internal_error())
+    });
     match answer {
         Upgrade::Reject(resp) => {
-            debug!("{id}: upgrade rejected with {}", resp.status);
-            handshake::write_http_response(resp.status, &resp.headers, &resp.body, &mut bytes);
-            start_draining(core, key, &bytes);
+            info!(
+                "{id}: upgrade to {path} from {client} refused with {}",
+                resp.status
+            );
+            respond(core, key, &resp, false);
         }
         Upgrade::Accept {
             protocol: Some(p), ..
@@ -150,13 +187,11 @@ fn handshake_done<H: Handler>(
                  (offered: {:?}); answering 500",
                 req.protocols().collect::<Vec<_>>()
             );
-            handshake::write_http_response(
+            let resp = HttpResponse::text(
                 500,
-                &[],
-                b"server error: the server chose a subprotocol that was not offered\n",
-                &mut bytes,
+                "server error: the server chose a subprotocol that was not offered\n",
             );
-            start_draining(core, key, &bytes);
+            respond(core, key, &resp, false);
         }
         Upgrade::Accept { protocol, headers } => {
             #[allow(unused_mut)]
@@ -170,13 +205,23 @@ fn handshake_done<H: Handler>(
                 headers.push(("Sec-WebSocket-Extensions".into(), answer));
                 conn.enable_deflate(&params);
             }
+            let mut bytes = Vec::new();
             handshake::write_accept_response(&wskey, protocol.as_deref(), &headers, &mut bytes);
             conn.push_raw(&bytes);
             let e = &mut core.slab[key];
             e.phase = Phase::Open { conn };
             e.timer_at = None;
             core.open += 1;
-            debug!("{id}: open {}", req.target);
+            core.stats.upgrades += 1;
+            match req.peer_addr() {
+                Some(peer) if peer.ip() != client => {
+                    debug!("{id}: open {path} from {client} (peer {peer})")
+                }
+                peer => debug!(
+                    "{id}: open {path} from {}",
+                    peer.map_or_else(|| client.to_string(), |p| p.to_string())
+                ),
+            }
             if guarded("on_open", id, || handler.on_open(&mut Ctx { core }, id)).is_none() {
                 core.fail_by_panic(key);
             }
@@ -211,7 +256,12 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
             return;
         };
         let ev = match conn.poll_event(&mut input, now) {
-            Ok(Some(ev)) => ev,
+            Ok(Some(ev)) => {
+                if let Event::Message(_) = ev {
+                    core.stats.messages_in += 1;
+                }
+                ev
+            }
             Ok(None) => break,
             Err(err) => {
                 debug!("{id}: {err}");

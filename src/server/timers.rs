@@ -8,11 +8,10 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, info};
 
-use crate::handshake;
-
-use super::entry::{kill, start_draining, Phase};
+use super::entry::{kill, Phase};
+use super::read::refuse_handshake;
 use super::{Core, Handler, Server};
 
 impl<H: Handler> Server<H> {
@@ -26,7 +25,7 @@ impl<H: Handler> Server<H> {
         }
         let now = Instant::now();
         let mut next = self.core.timers.peek().map(|Reverse((t, _, _))| *t);
-        for extra in [self.accept_resume, self.core.shutdown_at] {
+        for extra in [self.accept_resume, self.core.shutdown_at, self.publish_at()] {
             next = match (next, extra) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -52,15 +51,22 @@ impl<H: Handler> Server<H> {
             }
             e.timer_at = None;
             match &mut e.phase {
-                Phase::Handshake { deadline, .. } => {
+                Phase::Handshake { deadline, peer, .. } => {
                     if now >= *deadline {
-                        debug!("handshake timeout");
-                        let mut bytes = Vec::new();
-                        handshake::write_error_response(crate::HandshakeError::Timeout, &mut bytes);
-                        start_draining(&mut self.core, key, &bytes);
+                        info!("{peer}: no complete request in time, answered 408");
+                        refuse_handshake(&mut self.core, key, crate::HandshakeError::Timeout);
                     }
                 }
-                Phase::Open { conn, .. } => conn.handle_timeout(now),
+                Phase::Open { conn, .. } => {
+                    let was_open = conn.is_open();
+                    conn.handle_timeout(now);
+                    // From open, only a late pong ends the connection
+                    // at once (idle time starts a close handshake).
+                    if was_open && conn.is_closed() {
+                        self.core.stats.ping_timeouts += 1;
+                        debug!("{}: no pong in time", self.core.id(key));
+                    }
+                }
                 Phase::Draining { deadline, .. } => {
                     if now >= *deadline {
                         kill(&mut self.core, &mut self.handler, key, "drain timeout");
