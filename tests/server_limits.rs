@@ -46,7 +46,10 @@ fn backpressure_full_then_drain() {
 
     // The stream stalls: the kernel buffers fill, then the queue passes
     // the high water mark and the handler stops at `Full`.
-    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(5));
+    wait_until(Duration::from_secs(20), "a send refused with Full", || {
+        stats.full.load(Ordering::SeqCst) >= 1
+    });
+    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(20));
     eprintln!(
         "stalled after {stalled_at} of {TOTAL} messages ({} KiB)",
         (stalled_at * CHUNK) >> 10
@@ -126,7 +129,12 @@ fn echo_to_a_peer_that_does_not_read(limit: usize) {
         Ok::<_, std::io::Error>(())
     });
 
-    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(10));
+    // (A stall is only looked for once a send was refused: a loop that is
+    // merely slow on a busy machine is not a stall.)
+    wait_until(Duration::from_secs(20), "a send refused with Full", || {
+        stats.full.load(Ordering::SeqCst) >= 1
+    });
+    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(20));
     eprintln!("echo stalled after {stalled_at} of {TOTAL} messages");
     assert!(
         stalled_at < TOTAL,

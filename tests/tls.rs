@@ -593,7 +593,12 @@ fn backpressure_over_tls() {
 
     let mut flood = connect_wss(srv.addr);
     flood.send_text(&format!("flood {TOTAL}")).unwrap();
-    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(10));
+    // (A stall is only looked for once a send was refused: a loop that is
+    // merely slow on a busy machine is not a stall.)
+    wait_until(Duration::from_secs(20), "a send refused with Full", || {
+        stats.full.load(Ordering::SeqCst) >= 1
+    });
+    let stalled_at = wait_stall(&stats.accepted, Duration::from_secs(20));
     eprintln!(
         "stalled after {stalled_at} of {TOTAL} ({} KiB), max buffered {} KiB",
         (stalled_at * CHUNK) >> 10,
