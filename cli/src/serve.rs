@@ -1,14 +1,17 @@
 //! `wsloop serve`: the echo server (or, with `--app chat`, the chat), with
-//! a health check on the same port.
+//! health, readiness and metrics on the same port. This file parses the
+//! options; `run` runs them.
 
-use log::{error, info};
-use wsloop::handshake::Request;
-use wsloop::server::{
-    http_common, Access, ConnId, Ctx, Handler, HttpResponse, OriginAllowList, Server, Upgrade,
-};
-use wsloop::{Config, Message, OverflowPolicy, RateAction, RateLimit};
+mod listen;
+mod run;
+
+use wsloop::config::TrustedProxy;
+use wsloop::server::{Access, OriginAllowList};
+use wsloop::{Config, OverflowPolicy, RateAction, RateLimit};
 
 use crate::args::{env_var, Arg, ArgError, Args, EnvKind};
+
+pub use run::run;
 
 const HELP: &str = "\
 wsloop serve: a WebSocket echo server (or chat) with an HTTP health check
@@ -27,9 +30,12 @@ Client to server: {\"type\":\"join\",\"room\":R[,\"since\":N]}, {\"type\":\"leav
 \"text\":T}. The server keeps the last 1000 messages of each room, numbered
 by \"seq\"; see docs/CHAT.md. With --redis, several servers
 share rooms, numbering and history through Redis.
-SIGTERM or SIGINT starts a graceful shutdown: stop accepting, send close
-1001 to every connection after what is queued for it, wait for replies up
-to --shutdown-timeout, exit 0. A second signal exits at once.
+GET /readyz answers 200 'ready' while the server takes new sessions,
+503 while it drains (and, chat with --redis, while the Redis link is down).
+SIGTERM or SIGINT drains: at once /readyz and new upgrades get 503 (with
+Retry-After); every connection gets what is queued for it, then close
+1001; exit 0 once all have closed or --shutdown-timeout has passed. A
+second signal exits at once with 128 + the signal.
 
 OPTIONS:
     --addr HOST:PORT         Listen address [default: 0.0.0.0:$PORT, PORT
@@ -97,13 +103,28 @@ OPTIONS:
                              or drop the message [default: close]
     --log-format FORMAT      text, or json: one JSON object per line with
                              ts, level, target and msg [default: text]
+    --metrics                Serve GET /metrics (Prometheus text) on this
+                             port; with a token it needs 'Authorization:
+                             Bearer TOKEN' [default: off]
+    --metrics-addr HOST:PORT Serve GET /metrics on a listener of its own,
+                             plain HTTP without a token: keep it private
+                             [default: none]
+    --trust-proxy ADDR       A proxy in front (an address or a range such as
+                             10.0.0.0/8; repeatable): for requests from it,
+                             the client address is the last X-Forwarded-For
+                             entry that is not a trusted proxy
+                             [default: none, the header is ignored]
+    --backlog N              Connections the kernel queues before they are
+                             accepted (capped by net.core.somaxconn)
+                             [default: 1024]
     --check                  Check the options (environment included; TLS
                              files are loaded) and exit: 0 if they are good
     -h, --help               Print this help
 
 SIZE is bytes or a number with K, M or G (64K, 16M). DUR is seconds or a
 number with ms, s or m (500ms, 30s, 5m). Logs go to stderr; set RUST_LOG
-(e.g. RUST_LOG=debug) for one line per connection.
+(e.g. RUST_LOG=debug) for a line as each connection opens and closes;
+refusals are logged at info, errors at warn.
 
 ENVIRONMENT:
 Every option can also be set as WSLOOP_ and its name in capitals with _
@@ -165,6 +186,10 @@ const ENV: &[(&str, EnvKind)] = &[
     ("rate-bytes", EnvKind::Value),
     ("rate-action", EnvKind::Value),
     ("log-format", EnvKind::Value),
+    ("metrics", EnvKind::Switch),
+    ("metrics-addr", EnvKind::Value),
+    ("trust-proxy", EnvKind::List),
+    ("backlog", EnvKind::Value),
 ];
 
 pub struct Options {
@@ -185,6 +210,12 @@ pub struct Options {
     /// `REDIS_URL` is set but this build has no Redis support.
     #[cfg_attr(feature = "redis", allow(dead_code))]
     pub redis_ignored: bool,
+    /// `--metrics`: `/metrics` on the main port.
+    pub metrics: bool,
+    /// `--metrics-addr`: `/metrics` on a listener of its own.
+    pub metrics_addr: Option<String>,
+    /// `--backlog`: the listen queue.
+    pub backlog: u32,
 }
 
 /// How log lines are written to stderr.
@@ -231,6 +262,9 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         threads: 1,
         log_format: LogFormat::Text,
         redis_ignored: false,
+        metrics: false,
+        metrics_addr: None,
+        backlog: DEFAULT_BACKLOG,
     };
     let mut tls_cert: Option<String> = None;
     let mut tls_key: Option<String> = None;
@@ -253,14 +287,39 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
             "check" => check = true,
             "addr" => {
                 let v = args.value("addr")?;
-                if v.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
+                if !is_host_port(&v) {
                     return Err(args.bad("addr", &v, "HOST:PORT"));
                 }
                 opts.addr = v;
             }
+            "metrics" => opts.metrics = true,
+            "metrics-addr" => {
+                let v = args.value("metrics-addr")?;
+                if !is_host_port(&v) {
+                    return Err(args.bad("metrics-addr", &v, "HOST:PORT"));
+                }
+                opts.metrics_addr = Some(v);
+            }
+            "trust-proxy" => {
+                let v = args.value("trust-proxy")?;
+                let proxy: TrustedProxy = v.parse().map_err(|_| {
+                    args.bad(
+                        "trust-proxy",
+                        &v,
+                        "an IP address or a CIDR range such as 10.0.0.0/8",
+                    )
+                })?;
+                c.trusted_proxies.push(proxy);
+            }
+            "backlog" => match args.num("backlog")? {
+                n @ 1..=65535 => opts.backlog = n as u32,
+                n => {
+                    return Err(ArgError(format!(
+                        "wsloop serve: {} {n} is outside 1 to 65535",
+                        args.name("backlog")
+                    )))
+                }
+            },
             "max-message" => c.max_message_size = args.size("max-message")?,
             "max-frame" => c.max_frame_size = args.size("max-frame")?,
             "max-connections" => c.max_connections = Some(args.num("max-connections")?),
@@ -477,6 +536,15 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
     Ok(Some(opts))
 }
 
+/// `HOST:PORT` (resolved when bound).
+fn is_host_port(v: &str) -> bool {
+    v.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// The listen backlog: std and mio use 128, too few for a connect storm.
+const DEFAULT_BACKLOG: u32 = 1024;
+
 /// A token is one word people can type: no spaces, no control characters.
 fn check_token(args: &Args, flag: &str, v: String) -> Result<String, ArgError> {
     if v.is_empty() || v.chars().any(|c| c.is_control() || c == ' ') {
@@ -539,236 +607,5 @@ fn load_tls(cert: Option<String>, key: Option<String>) -> Result<TlsSetting, Arg
     Ok(None)
 }
 
-/// The echo application.
-pub struct Echo {
-    pub access: Access,
-}
-
-impl Handler for Echo {
-    fn on_upgrade(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, req: &Request) -> Upgrade {
-        self.access.check(req).unwrap_or_else(Upgrade::accept)
-    }
-
-    fn on_http(&mut self, req: &Request) -> HttpResponse {
-        http_common(req)
-    }
-
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
-        let _ = ctx.send(id, msg);
-    }
-}
-
-/// Starts a thread that turns SIGTERM/SIGINT into a graceful shutdown; a
-/// second signal exits at once.
-pub fn shutdown_on_signals(handles: Vec<wsloop::server::Handle>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return;
-        }
-    };
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for sig in signals.forever() {
-            seen += 1;
-            if seen > 1 {
-                // As a shell reports a death by signal: 128 + its number.
-                error!("second signal {sig}: exiting now");
-                std::process::exit(128 + sig);
-            }
-            info!("signal {sig}: graceful shutdown");
-            for h in &handles {
-                let _ = h.shutdown();
-            }
-        }
-    });
-}
-
-pub fn run(opts: Options) -> i32 {
-    if opts.redis_ignored {
-        log::warn!(
-            "REDIS_URL is set but this wsloop was built without the `redis` feature: \
-             rooms stay in this process"
-        );
-    }
-    if opts.threads > 1 {
-        return serve_threads(opts);
-    }
-    match opts.app {
-        App::Echo => serve(
-            &opts.addr,
-            opts.config,
-            opts.tls,
-            Echo {
-                access: opts.access,
-            },
-            |_| Ok(()),
-        ),
-        #[cfg(feature = "redis")]
-        App::Chat if opts.redis.is_some() => {
-            let url = opts.redis.as_deref().unwrap_or_default();
-            let (bus, starter) = match wsloop_chat::RedisBus::with_config(url, &opts.chat) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("wsloop serve: --redis: {e}");
-                    return 2;
-                }
-            };
-            let flush_within = opts.config.shutdown_timeout;
-            serve_then(
-                &opts.addr,
-                opts.config,
-                opts.tls,
-                wsloop_chat::Chat::with_bus(opts.access, bus).config(opts.chat),
-                // The threads need the loop's handle: started once bound.
-                move |handle| starter.start(handle),
-                // Queued messages reach Redis before the process exits,
-                // within the shutdown deadline.
-                move |chat| {
-                    chat.bus().flush(flush_within);
-                },
-            )
-        }
-        App::Chat => serve(
-            &opts.addr,
-            opts.config,
-            opts.tls,
-            wsloop_chat::Chat::with_config(opts.access, opts.chat),
-            |_| Ok(()),
-        ),
-    }
-}
-
-/// Binds, calls `started` with the loop's handle (to start helper threads
-/// such as the Redis backplane's), and runs until shutdown.
-fn serve<H: Handler>(
-    addr: &str,
-    config: Config,
-    tls: TlsSetting,
-    handler: H,
-    started: impl FnOnce(wsloop::server::Handle) -> std::io::Result<()>,
-) -> i32 {
-    serve_then(addr, config, tls, handler, started, |_| ())
-}
-
-/// [`serve`], then `finished` with the handler once the server has shut
-/// down gracefully (to flush what it still holds).
-fn serve_then<H: Handler>(
-    addr: &str,
-    config: Config,
-    tls: TlsSetting,
-    handler: H,
-    started: impl FnOnce(wsloop::server::Handle) -> std::io::Result<()>,
-    finished: impl FnOnce(H),
-) -> i32 {
-    let server = match Server::bind(addr, config, handler) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("wsloop serve: cannot listen on {addr}: {e}");
-            return 1;
-        }
-    };
-    let (server, scheme) = secure(server, &tls);
-    info!("listening on {scheme}://{}", server.local_addr());
-    if let Err(e) = started(server.handle()) {
-        eprintln!("wsloop serve: cannot start: {e}");
-        return 1;
-    }
-    shutdown_on_signals(vec![server.handle()]);
-    match server.run() {
-        Ok(handler) => {
-            finished(handler);
-            0
-        }
-        Err(e) => {
-            error!("server failed: {e}");
-            1
-        }
-    }
-}
-
-/// `server` with TLS on if it is configured, and its URL scheme.
-fn secure<H: Handler>(server: Server<H>, tls: &TlsSetting) -> (Server<H>, &'static str) {
-    match tls {
-        #[cfg(feature = "tls")]
-        Some(cfg) => (server.with_tls(cfg.clone()), "wss"),
-        #[cfg(not(feature = "tls"))]
-        Some(never) => match *never {},
-        None => (server, "ws"),
-    }
-}
-
 /// Most `--threads`: more loops than cores only add contention.
 const MAX_THREADS: usize = 64;
-
-/// `--threads N` with the echo app: one listening socket, N event loops on
-/// N threads, each polling its own copy of the socket's descriptor. Every
-/// loop woken by a connection tries to accept it; the one that wins owns
-/// the connection for its lifetime.
-fn serve_threads(opts: Options) -> i32 {
-    let listener = match std::net::TcpListener::bind(&opts.addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-    {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("wsloop serve: cannot listen on {}: {e}", opts.addr);
-            return 1;
-        }
-    };
-    let mut servers = Vec::with_capacity(opts.threads);
-    for i in 0..opts.threads {
-        let made = listener
-            .try_clone()
-            .map_err(wsloop::Error::from)
-            .and_then(|l| {
-                Server::from_listener(
-                    mio::net::TcpListener::from_std(l),
-                    opts.config.clone(),
-                    Echo {
-                        access: opts.access.clone(),
-                    },
-                )
-            });
-        let server = match made {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("wsloop serve: cannot start event loop {i}: {e}");
-                return 1;
-            }
-        };
-        servers.push(secure(server, &opts.tls).0);
-    }
-    drop(listener);
-    let scheme = if opts.tls.is_some() { "wss" } else { "ws" };
-    info!(
-        "listening on {scheme}://{} with {} event loops",
-        servers[0].local_addr(),
-        servers.len()
-    );
-    shutdown_on_signals(servers.iter().map(|s| s.handle()).collect());
-    let loops: Vec<_> = servers
-        .into_iter()
-        .enumerate()
-        .map(|(i, server)| {
-            std::thread::Builder::new()
-                .name(format!("loop-{i}"))
-                .spawn(move || server.run().map(|_| ()))
-        })
-        .collect();
-    let mut code = 0;
-    for (i, l) in loops.into_iter().enumerate() {
-        let result = match l {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                Err(wsloop::Error::Io(std::io::Error::other("thread panicked")))
-            }),
-            Err(e) => Err(wsloop::Error::from(e)),
-        };
-        if let Err(e) = result {
-            error!("event loop {i} failed: {e}");
-            code = 1;
-        }
-    }
-    code
-}
