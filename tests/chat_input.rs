@@ -73,6 +73,18 @@ fn errors_name_the_field_and_since_is_bounded() {
         json!({"type": "join", "room": "r", "epoch": 1}),
         "field \"epoch\" must be a string",
     );
+    // An error about a message carries the message's ref, if it had one.
+    p.send(json!({"type": "message", "room": "nope", "text": "x", "ref": "c-9"}));
+    let e = p.expect("error");
+    assert_eq!(
+        (e["ref"].as_str(), e.get("retry")),
+        (Some("c-9"), None),
+        "{e}"
+    );
+    p.error(
+        json!({"type": "message", "room": "r", "text": "x", "ref": "r".repeat(65)}),
+        "at most 64 bytes",
+    );
     // The largest u64, and one past what a JavaScript number holds exactly.
     for since in [u64::MAX, 1 << 53] {
         p.ws.send_text(&format!(r#"{{"type":"join","room":"r","since":{since}}}"#))

@@ -79,8 +79,7 @@ impl<B: RoomBus> Chat<B> {
         &self.bus
     }
 
-    fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, text: &str) -> Result<(), Refusal> {
-        let input = In::parse(text, self.config.max_input)?;
+    fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, input: In) -> Result<(), Refusal> {
         let Some(me) = self.members.get(&id) else {
             return Ok(());
         };
@@ -116,14 +115,14 @@ impl<B: RoomBus> Chat<B> {
                 }
                 send(ctx, id, &Out::Left { room: &room });
             }
-            In::Message { room, text } => {
+            In::Message { room, text, .. } => {
                 if !self.bus.is_member(ctx, id, &room) {
                     return Err(Refused(format!("not in room \"{room}\": join it first")).into());
                 }
                 self.bus
                     .publish(ctx, &room, &from, name.as_deref(), &text)?;
             }
-            In::Broadcast { text } => {
+            In::Broadcast { text, .. } => {
                 if !self.config.broadcast {
                     return Err(Refused(
                         "broadcast is turned off on this server: send to a room".into(),
@@ -205,12 +204,18 @@ impl<B: RoomBus> Handler for Chat<B> {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: Message<'_>) {
-        let result = match &msg {
-            Message::Text(t) => self.handle(ctx, id, t),
+        let input = match &msg {
+            Message::Text(t) => In::parse(t, self.config.max_input),
             Message::Binary(_) => Err(Refused(
                 "binary messages are not understood: send JSON in text messages".into(),
-            )
-            .into()),
+            )),
+        };
+        let (result, reference) = match input {
+            Ok(input) => {
+                let reference = input.reference().map(str::to_owned);
+                (self.handle(ctx, id, input), reference)
+            }
+            Err(e) => (Err(e.into()), None),
         };
         if let Err(r) = result {
             send(
@@ -219,6 +224,7 @@ impl<B: RoomBus> Handler for Chat<B> {
                 &Out::Error {
                     message: &r.message,
                     retry: r.retry,
+                    reference: reference.as_deref(),
                 },
             );
         }

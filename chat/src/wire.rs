@@ -62,6 +62,9 @@ pub(crate) enum Out<'a> {
         /// can be sent again unchanged later.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         retry: bool,
+        /// The `ref` of the request, if it had one.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
     },
 }
 
@@ -97,16 +100,31 @@ pub(crate) enum In {
         room: String,
         #[serde(deserialize_with = "text")]
         text: String,
+        #[serde(rename = "ref", default, deserialize_with = "reference")]
+        reference: Option<String>,
     },
     Broadcast {
         #[serde(deserialize_with = "text")]
         text: String,
+        #[serde(rename = "ref", default, deserialize_with = "reference")]
+        reference: Option<String>,
     },
 }
 
 const TYPES: &str = "join, leave, message or broadcast";
 
+/// Longest `ref` a client may attach to a message (echoed in its error).
+pub(crate) const MAX_REF: usize = 64;
+
 impl In {
+    /// The client's `ref` for this request (echoed in an error about it).
+    pub(crate) fn reference(&self) -> Option<&str> {
+        match self {
+            In::Message { reference, .. } | In::Broadcast { reference, .. } => reference.as_deref(),
+            In::Join { .. } | In::Leave { .. } => None,
+        }
+    }
+
     /// Parses one client message of at most `max` bytes (the limit is
     /// checked first: nothing bigger is parsed).
     pub(crate) fn parse(json: &str, max: usize) -> Result<In, Refused> {
@@ -200,6 +218,18 @@ fn since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
+fn reference<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let wrong = || {
+        D::Error::custom(format!(
+            "field \"ref\" must be a string of at most {MAX_REF} bytes"
+        ))
+    };
+    match Option::<String>::deserialize(d).map_err(|_| wrong())? {
+        Some(r) if r.len() > MAX_REF => Err(wrong()),
+        r => Ok(r),
+    }
+}
+
 fn epoch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Option::<String>::deserialize(d)
         .map_err(|_| D::Error::custom("field \"epoch\" must be a string"))
@@ -251,10 +281,11 @@ mod tests {
         assert_eq!(
             Out::Error {
                 message: "m",
-                retry: true
+                retry: true,
+                reference: Some("c-7"),
             }
             .json(),
-            r#"{"type":"error","message":"m","retry":true}"#
+            r#"{"type":"error","message":"m","retry":true,"ref":"c-7"}"#
         );
     }
 
@@ -291,13 +322,22 @@ mod tests {
             In::parse(r#"{"type":"message","room":"r","text":"a\"b"}"#, 1000).ok(),
             Some(In::Message {
                 room: "r".into(),
-                text: "a\"b".into()
+                text: "a\"b".into(),
+                reference: None,
             })
         );
         assert_eq!(
             In::parse(r#"{"type":"broadcast","text":""}"#, 1000).ok(),
-            Some(In::Broadcast { text: "".into() })
+            Some(In::Broadcast {
+                text: "".into(),
+                reference: None
+            })
         );
+        let m = In::parse(
+            r#"{"type":"message","room":"r","text":"t","ref":"c-1"}"#,
+            1000,
+        );
+        assert_eq!(m.ok().as_ref().and_then(In::reference), Some("c-1"));
         assert_eq!(
             In::parse(r#"{"type":"leave","room":"r"}"#, 1000).ok(),
             Some(In::Leave { room: "r".into() })
@@ -341,6 +381,18 @@ mod tests {
                 "field \"text\" must be a string",
             ),
             (r#"{"type":"broadcast"}"#, "missing field \"text\""),
+            (
+                r#"{"type":"broadcast","text":"","ref":5}"#,
+                "field \"ref\" must be a string",
+            ),
+            (
+                format!(
+                    r#"{{"type":"message","room":"r","text":"","ref":"{}"}}"#,
+                    "r".repeat(65)
+                )
+                .as_str(),
+                "at most 64 bytes",
+            ),
             (
                 r#"{"type":"leave","room":"r","room":"s"}"#,
                 "duplicate field \"room\"",
