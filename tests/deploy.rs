@@ -1,8 +1,9 @@
 //! The recipes in deploy/ work: every `wsloop serve …` command in them
 //! (Procfile, render.yaml's startCommand, the systemd unit's ExecStart,
 //! the commands in the comments of nginx.conf and the Caddyfile) passes
-//! `--check` with the environment the recipe gives it, and the systemd
-//! unit passes `systemd-analyze verify` (where systemd is installed).
+//! `--check` with the environment the recipe gives it; the systemd unit
+//! passes `systemd-analyze verify`, nginx.conf `nginx -t` and the
+//! Caddyfile `caddy validate`, each where the tool is installed.
 
 mod common;
 
@@ -11,13 +12,16 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+/// Environment variables, in order.
+type Env = Vec<(String, String)>;
+
 /// One `wsloop serve` command found in a recipe.
 #[derive(Debug)]
 struct Recipe {
     file: &'static str,
     line: usize,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Env,
 }
 
 fn deploy_dir() -> PathBuf {
@@ -31,7 +35,7 @@ fn read(file: &str) -> String {
 
 /// Splits a command line on white space, shell style for what recipes
 /// use: `VAR=value` words before the command are its environment.
-fn command_at(text: &str) -> Option<(Vec<(String, String)>, Vec<String>)> {
+fn command_at(text: &str) -> Option<(Env, Vec<String>)> {
     let at = text.find("wsloop serve")?;
     // The program may be a path (./target/release/wsloop): start at its
     // word.
@@ -70,7 +74,7 @@ fn commands(file: &'static str, env: &[(String, String)]) -> Vec<Recipe> {
 
 /// `key: value` pairs of render.yaml's envVars (a generated or linked
 /// value gets a stand-in of the right form).
-fn render_env() -> Vec<(String, String)> {
+fn render_env() -> Env {
     let text = read("render.yaml");
     let mut env = Vec::new();
     let mut key: Option<String> = None;
@@ -95,7 +99,7 @@ fn render_env() -> Vec<(String, String)> {
 }
 
 /// `Environment=` lines of the systemd unit.
-fn unit_env() -> Vec<(String, String)> {
+fn unit_env() -> Env {
     read("wsloop.service")
         .lines()
         .filter_map(|l| l.strip_prefix("Environment="))
@@ -227,5 +231,87 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {:?}\n{said}",
         out.status
+    );
+}
+
+/// Runs `cmd`; panics with its output unless it succeeds.
+fn must_pass(what: &str, cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect(what);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {:?}\n{said}", out.status);
+    said
+}
+
+#[test]
+fn nginx_accepts_the_nginx_recipe() {
+    let Some(nginx) = on_path("nginx").or_else(|| {
+        let p = PathBuf::from("/usr/sbin/nginx");
+        p.is_file().then_some(p)
+    }) else {
+        eprintln!("SKIPPED: nginx is not installed");
+        return;
+    };
+    let dir = unique_tmp_path("wsloop-nginx", "");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The recipe as included in http { }, with a certificate of its own
+    // where Let's Encrypt's would be.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["chat.example.com".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let site = read("nginx.conf")
+        .replace(
+            "/etc/letsencrypt/live/chat.example.com/fullchain.pem",
+            &dir.join("cert.pem").display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/chat.example.com/privkey.pem",
+            &dir.join("key.pem").display().to_string(),
+        );
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n    access_log off;\n    include {d}/site.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let said = must_pass(
+        "nginx -t",
+        Command::new(nginx)
+            .arg("-t")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf")),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!said.contains("[warn]"), "nginx -t: {said}");
+}
+
+#[test]
+fn caddy_accepts_the_caddyfile() {
+    let Some(caddy) = on_path("caddy") else {
+        eprintln!("SKIPPED: caddy is not installed");
+        return;
+    };
+    let said = must_pass(
+        "caddy validate",
+        Command::new(caddy)
+            .args(["validate", "--adapter", "caddyfile", "--config"])
+            .arg(deploy_dir().join("Caddyfile")),
+    );
+    assert!(
+        said.contains("Valid configuration"),
+        "caddy validate: {said}"
     );
 }
