@@ -231,8 +231,16 @@ fn reference<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 }
 
 fn epoch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Option::<String>::deserialize(d)
-        .map_err(|_| D::Error::custom("field \"epoch\" must be a string"))
+    // Kept per member and room: bounded like every other field.
+    let wrong = || {
+        D::Error::custom(format!(
+            "field \"epoch\" must be a string of at most {MAX_REF} bytes"
+        ))
+    };
+    match Option::<String>::deserialize(d).map_err(|_| wrong())? {
+        Some(e) if e.len() > MAX_REF => Err(wrong()),
+        e => Ok(e),
+    }
 }
 
 /// Server time, milliseconds since the Unix epoch.
@@ -384,6 +392,14 @@ mod tests {
             (
                 r#"{"type":"broadcast","text":"","ref":5}"#,
                 "field \"ref\" must be a string",
+            ),
+            (
+                format!(
+                    r#"{{"type":"join","room":"r","since":1,"epoch":"{}"}}"#,
+                    "e".repeat(65)
+                )
+                .as_str(),
+                "field \"epoch\" must be a string of at most 64 bytes",
             ),
             (
                 format!(
