@@ -114,6 +114,12 @@ pub(crate) enum Event {
     Bounced(Job),
     /// Time passes: joins waiting too long for Redis are answered.
     Tick,
+    /// The subscriber is subscribed to `room`'s channel, as asked with
+    /// `token`.
+    Subscribed {
+        room: Arc<str>,
+        token: u64,
+    },
 }
 
 impl Event {
@@ -132,6 +138,7 @@ impl Event {
             }
             Event::Bounced(job) => job.weight(),
             Event::Link(..) | Event::Tick => 0,
+            Event::Subscribed { room, .. } => room.len(),
         }
     }
 }

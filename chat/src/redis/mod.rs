@@ -14,8 +14,12 @@
 //!   a fetch (for a join, or to catch up) reads the room's epoch, last
 //!   `seq`, oldest kept `seq` and the kept messages after a given one.
 //!   Jobs of one kind queued together go out in one pipeline.
-//! - the **subscriber** PSUBSCRIBEs to every room channel (and SUBSCRIBEs
-//!   to the broadcast channel) and hands what arrives to the loop.
+//! - the **subscriber** SUBSCRIBEs to the channel of each room with
+//!   members on this server (from its first member's join to its last
+//!   one's leave: no other server's rooms reach this one) and to the
+//!   broadcast channel, and hands what arrives to the loop. A room is
+//!   fetched only once its subscription is confirmed, so nothing published
+//!   between the fetch and the subscription is missed.
 //! - the **ticker** wakes the loop while joins wait for Redis, so none
 //!   waits longer than [`JOIN_WAIT`](state::JOIN_WAIT).
 //!
@@ -75,6 +79,7 @@ mod queue;
 mod retry;
 mod scripts;
 mod state;
+mod subs;
 mod subscriber;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +103,7 @@ use publisher::publisher;
 use queue::{Gauge, Outbox};
 use scripts::{random_hex, Scripts, HISTORY_TTL_SECS};
 use state::{Limits, State, JOB_QUEUE};
+use subs::Subs;
 use subscriber::subscriber;
 
 /// How often the ticker looks at waiting joins (and at events waiting for
@@ -124,6 +130,7 @@ pub struct Starter {
     waiting: Arc<AtomicBool>,
     gauge: Arc<Gauge>,
     scripts: Scripts,
+    subs: Arc<Subs>,
     instance: Arc<str>,
 }
 
@@ -163,7 +170,8 @@ impl RedisBus {
             ttl,
         };
         // Message ids must not repeat across processes: 64 random bits.
-        let st = State::new(outbox, limits, random_hex(8));
+        let subs = Arc::new(Subs::default());
+        let st = State::new(outbox, limits, subs.clone(), random_hex(8));
         let waiting = st.waiting_flag();
         let state = Arc::new(Mutex::new(st));
         let instance: Arc<str> = random_hex(3).into();
@@ -182,6 +190,7 @@ impl RedisBus {
                 waiting,
                 gauge,
                 scripts: Scripts::new(config.history_per_room, ttl),
+                subs,
                 instance,
             },
         ))
@@ -241,10 +250,10 @@ impl Starter {
         thread::Builder::new()
             .name("wsloop-redis-pub".into())
             .spawn(move || publisher(client, addr, scripts, jobs, p, gauge))?;
-        let p = poster.clone();
+        let (p, subs) = (poster.clone(), self.subs);
         thread::Builder::new()
             .name("wsloop-redis-sub".into())
-            .spawn(move || subscriber(self.client, self.addr, p))?;
+            .spawn(move || subscriber(self.client, self.addr, p, subs))?;
         let waiting = self.waiting;
         thread::Builder::new()
             .name("wsloop-redis-tick".into())

@@ -8,7 +8,7 @@ use redis::{Client, Connection, RedisError};
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reconnect pacing and logging for one connection.
 pub(super) struct Retry {

@@ -13,6 +13,7 @@ use log::{info, warn};
 
 use super::jobs::{Event, Job, RoomMessage, Side};
 use super::queue::{Full, Outbox};
+use super::subs::Subs;
 use crate::bus::Refusal;
 use crate::history::Since;
 use crate::wire::Out;
@@ -83,11 +84,18 @@ struct Room<I> {
     buffer: Vec<Live>,
     overflowed: bool,
     rounds: u32,
+    /// The token its subscription was asked for with, and whether the
+    /// subscriber has reported it: no fetch before (a message published
+    /// between the fetch and the subscription would be missed).
+    sub_token: u64,
+    subscribed: bool,
 }
 
 impl<I> Room<I> {
-    fn new() -> Self {
+    fn new(sub_token: u64) -> Self {
         Room {
+            sub_token,
+            subscribed: false,
             epoch: None,
             last: 0,
             members: HashMap::new(),
@@ -123,6 +131,10 @@ pub(crate) struct State<I> {
     /// there are any (the ticker then posts [`Event::Tick`]).
     waiting_rooms: HashSet<Arc<str>>,
     waiting: Arc<AtomicBool>,
+    /// The room channels the subscriber should listen to, and the last
+    /// token given out for one.
+    subs: Arc<Subs>,
+    next_token: u64,
     /// Message ids: a random per-process prefix and a counter.
     id_prefix: String,
     next_id: u64,
@@ -145,8 +157,10 @@ fn gap_json(room: &str, from: u64, reset: bool) -> String {
 }
 
 impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
-    pub(crate) fn new(outbox: Outbox, limits: Limits, id_prefix: String) -> Self {
+    pub(crate) fn new(outbox: Outbox, limits: Limits, subs: Arc<Subs>, id_prefix: String) -> Self {
         State {
+            subs,
+            next_token: 0,
             outbox,
             pub_up: false,
             sub_up: false,
@@ -257,7 +271,13 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             rooms.push(name.clone());
         }
         let up = self.up();
-        let r = self.rooms.entry(name.clone()).or_insert_with(Room::new);
+        if !self.rooms.contains_key(&name) {
+            // Its first member here: listen to it from now on.
+            self.next_token += 1;
+            self.subs.want(&name, self.next_token);
+            self.rooms.insert(name.clone(), Room::new(self.next_token));
+        }
+        let r = self.rooms.get_mut(&name).expect("inserted above");
         let have = since.map(|s| s.seq);
         let epoch: Option<Arc<str>> = since.and_then(|s| s.epoch.as_deref()).map(Arc::from);
         if let Some(m) = r.members.get(&id) {
@@ -330,6 +350,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         if r.members.is_empty() {
             self.rooms.remove(room);
             self.waiting_rooms.remove(room);
+            self.subs.drop_room(room);
         }
         if let Some(rooms) = self.conns.get_mut(&id) {
             rooms.retain(|n| &**n != room);
@@ -348,6 +369,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 if r.members.is_empty() {
                     self.rooms.remove(&name);
                     self.waiting_rooms.remove(&name);
+                    self.subs.drop_room(&name);
                 }
             }
         }
@@ -425,6 +447,15 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             Event::Bounced(Job::Broadcast { local, .. }) => out.broadcast_all(&local),
             Event::Bounced(Job::Fetch { room, .. }) => self.fetch_failed(out, &room),
             Event::Tick => self.tick(out, now),
+            Event::Subscribed { room, token } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    if r.sub_token == token && !r.subscribed {
+                        r.subscribed = true;
+                        r.rounds = 0;
+                        self.fetch(out, &room, now);
+                    }
+                }
+            }
         }
     }
 
@@ -435,6 +466,12 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             Side::Subscriber => self.sub_up = up,
         }
         let is = self.up();
+        if side == Side::Subscriber && !up {
+            // Its subscriptions went with the connection.
+            for r in self.rooms.values_mut() {
+                r.subscribed = false;
+            }
+        }
         if was && !is {
             warn!(
                 "redis backplane down ({side:?} connection lost): room messages and broadcasts \
@@ -520,7 +557,11 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         if !self.up() {
             return;
         }
-        if self.rooms.get(room).is_none_or(|r| r.fetching) {
+        if self
+            .rooms
+            .get(room)
+            .is_none_or(|r| r.fetching || !r.subscribed)
+        {
             return;
         }
         self.use_room(room, now);

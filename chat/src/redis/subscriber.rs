@@ -1,19 +1,27 @@
-//! The subscriber thread: every room channel and the broadcast channel,
-//! handed to the loop.
+//! The subscriber thread: the channels of the rooms with members on this
+//! server (see `subs`), and the broadcast channel, handed to the loop.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::warn;
-use redis::{Client, Connection, RedisError, Value};
+use redis::{Client, Connection, PubSub, RedisError, Value};
 
 use super::jobs::{Event, Side};
 use super::poster::Poster;
-use super::retry::{open, Retry};
+use super::retry::{open, Retry, IO_TIMEOUT};
 use super::scripts::{all_channel, room_channel};
+use super::subs::{diff, Subs};
 
 /// The subscriber pings when nothing arrived for this long.
 const SUB_IDLE: Duration = Duration::from_secs(10);
+/// How often it looks for rooms to (un)subscribe while nothing arrives: a
+/// join to a room new on this server waits about this long more.
+const POLL: Duration = Duration::from_millis(50);
+/// Channels per SUBSCRIBE or UNSUBSCRIBE.
+const CHUNK: usize = 500;
 
 /// Parses a room channel message: `EPOCH SEQ JSON`.
 fn parse_live(room: &str, payload: &[u8]) -> Option<Event> {
@@ -34,32 +42,95 @@ enum SubEnd {
     Lost(RedisError),
 }
 
-fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry) -> SubEnd {
+/// Subscribes and unsubscribes to match what the loop wants (everything
+/// it wants with `all`), and tells the loop each room now subscribed.
+/// `Ok(false)` once the server has stopped.
+fn sync(
+    ps: &mut PubSub<'_>,
+    have: &mut HashMap<Arc<str>, u64>,
+    subs: &Subs,
+    poster: &Poster,
+    all: bool,
+) -> Result<bool, RedisError> {
+    let Some(want) = subs.take_changes(all) else {
+        return Ok(true);
+    };
+    let (sub, unsub) = diff(have, &want);
+    if sub.is_empty() && unsub.is_empty() {
+        return Ok(true);
+    }
+    // Confirmations may take longer than a poll (a busy Redis).
+    ps.set_read_timeout(Some(IO_TIMEOUT))?;
+    for chunk in unsub.chunks(CHUNK) {
+        let channels: Vec<String> = chunk.iter().map(|r| room_channel(r)).collect();
+        ps.unsubscribe(channels)?;
+        for r in chunk {
+            have.remove(r);
+        }
+    }
+    for chunk in sub.chunks(CHUNK) {
+        // One command: when its first confirmation is back, Redis has
+        // subscribed to all of them.
+        let channels: Vec<String> = chunk.iter().map(|(r, _)| room_channel(r)).collect();
+        ps.subscribe(channels)?;
+        for (room, token) in chunk {
+            have.insert(room.clone(), *token);
+            let ev = Event::Subscribed {
+                room: room.clone(),
+                token: *token,
+            };
+            if !(poster.wait_room() && poster.post(ev)) {
+                return Ok(false);
+            }
+        }
+    }
+    ps.set_read_timeout(Some(POLL))?;
+    Ok(true)
+}
+
+fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry, subs: &Subs) -> SubEnd {
     let room_prefix = room_channel("");
     let all = all_channel();
     let mut ps = con.as_pubsub();
+    let mut have = HashMap::new();
     let setup = ps
-        .psubscribe(format!("{room_prefix}*"))
-        .and_then(|_| ps.subscribe(&all))
-        .and_then(|_| ps.set_read_timeout(Some(SUB_IDLE)));
-    if let Err(e) = setup {
-        return SubEnd::Lost(e);
+        .subscribe(&all)
+        .and_then(|_| sync(&mut ps, &mut have, subs, poster, true))
+        .and_then(|alive| ps.set_read_timeout(Some(POLL)).map(|_| alive));
+    match setup {
+        Ok(true) => {}
+        Ok(false) => return SubEnd::Exit,
+        Err(e) => return SubEnd::Lost(e),
     }
     retry.connected();
     if !poster.post(Event::Link(Side::Subscriber, true)) {
         return SubEnd::Exit;
     }
+    let mut heard = Instant::now();
     loop {
+        match sync(&mut ps, &mut have, subs, poster, false) {
+            Ok(true) => {}
+            Ok(false) => return SubEnd::Exit,
+            Err(e) => return SubEnd::Lost(e),
+        }
         let msg = match ps.get_message() {
             Ok(m) => m,
             Err(e) if e.is_timeout() => {
-                if let Err(e) = ps.ping::<Value>() {
-                    return SubEnd::Lost(e);
+                if heard.elapsed() >= SUB_IDLE {
+                    let pinged = ps
+                        .set_read_timeout(Some(IO_TIMEOUT))
+                        .and_then(|_| ps.ping::<Value>())
+                        .and_then(|_| ps.set_read_timeout(Some(POLL)));
+                    if let Err(e) = pinged {
+                        return SubEnd::Lost(e);
+                    }
+                    heard = Instant::now();
                 }
                 continue;
             }
             Err(e) => return SubEnd::Lost(e),
         };
+        heard = Instant::now();
         let channel = msg.get_channel_name();
         let ev = if let Some(room) = channel.strip_prefix(&room_prefix) {
             match parse_live(room, msg.get_payload_bytes()) {
@@ -86,7 +157,7 @@ fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry) -> SubEnd
     }
 }
 
-pub(super) fn subscriber(client: Client, addr: String, poster: Poster) {
+pub(super) fn subscriber(client: Client, addr: String, poster: Poster, subs: Arc<Subs>) {
     let mut retry = Retry::new("subscriber", addr);
     loop {
         thread::sleep(retry.wait());
@@ -97,7 +168,7 @@ pub(super) fn subscriber(client: Client, addr: String, poster: Poster) {
                 continue;
             }
         };
-        match subscribe(&mut con, &poster, &mut retry) {
+        match subscribe(&mut con, &poster, &mut retry, &subs) {
             SubEnd::Exit => return,
             SubEnd::Lost(e) => {
                 retry.lost(&e);

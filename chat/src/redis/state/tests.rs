@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::redis::jobs::{Fetched, NOTHING};
 use crate::redis::queue::Outbox;
+use crate::redis::subs::Subs;
 
 /// Records what members receive (and library room membership).
 #[derive(Default)]
@@ -87,11 +88,34 @@ fn limits() -> Limits {
 
 fn setup() -> (State<u32>, Receiver<Job>, Rec) {
     let (outbox, rx, _) = Outbox::new(100, 1 << 20);
-    let mut st = State::new(outbox, limits(), "p".into());
+    let mut st = State::new(outbox, limits(), Arc::new(Subs::default()), "p".into());
     let mut rec = Rec::default();
     st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
     st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
     (st, rx, rec)
+}
+
+/// `st.join`, then the subscriber's report for a room new here (as the
+/// subscriber thread would send it).
+fn join(
+    st: &mut State<u32>,
+    rec: &mut Rec,
+    id: u32,
+    room: &str,
+    since: Option<&Since>,
+    now: Instant,
+) -> Result<(), Refusal> {
+    st.join(rec, id, room, since, now)?;
+    let fresh: Vec<(Arc<str>, u64)> = st
+        .rooms
+        .iter()
+        .filter(|(_, r)| !r.subscribed)
+        .map(|(n, r)| (n.clone(), r.sub_token))
+        .collect();
+    for (room, token) in fresh {
+        st.on_event(rec, Event::Subscribed { room, token }, now);
+    }
+    Ok(())
 }
 
 fn fetch_job(rx: &Receiver<Job>) -> (Arc<str>, u64, Option<Arc<str>>) {
@@ -134,8 +158,7 @@ fn since(seq: u64, epoch: Option<&str>) -> Since {
 #[test]
 fn join_with_since_replays_then_buffered_live_without_duplicates() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", Some(&since(3, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 1, "r", Some(&since(3, Some("E"))), t0()).unwrap();
     let (room, after, hint) = fetch_job(&rx);
     assert_eq!((&*room, after, hint.as_deref()), ("r", 3, Some("E")));
     // Live messages arrive before the fetch result: 7 is in the result
@@ -162,7 +185,7 @@ fn join_with_since_replays_then_buffered_live_without_duplicates() {
 #[test]
 fn fresh_join_gets_no_replay_and_gap_when_too_old() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, NOTHING);
     st.on_event(
@@ -179,8 +202,7 @@ fn fresh_join_gets_no_replay_and_gap_when_too_old() {
     assert_eq!(rec.take(1), ["m:1051"]);
 
     // Since 10 while 51..=1051 are kept: joined, gap, 51..=1051.
-    st.join(&mut rec, 2, "r", Some(&since(10, None)), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 2, "r", Some(&since(10, None)), t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, 10);
     st.on_event(
@@ -203,7 +225,7 @@ fn fresh_join_gets_no_replay_and_gap_when_too_old() {
 fn foreign_epoch_since_is_a_reset_with_everything_kept() {
     let (mut st, rx, mut rec) = setup();
     // The room is known here with epoch E; a member claims F.
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -215,8 +237,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
         t0(),
     );
     rec.take(1);
-    st.join(&mut rec, 2, "r", Some(&since(4, Some("F"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 2, "r", Some(&since(4, Some("F"))), t0()).unwrap();
     let (room, after, hint) = fetch_job(&rx);
     // F is not the room's epoch: it counts from 0.
     assert_eq!((after, hint.as_deref()), (0, Some("E")));
@@ -239,7 +260,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
 #[test]
 fn history_lost_in_redis_resets_live_members() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -273,7 +294,7 @@ fn history_lost_in_redis_resets_live_members() {
 #[test]
 fn outage_delivers_locally_then_catches_up() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -301,8 +322,7 @@ fn outage_delivers_locally_then_catches_up() {
     assert_eq!(rec.take(1), ["local:1"]);
     assert!(rx.try_recv().is_err(), "nothing sent to Redis while down");
     // A join while down is answered at once.
-    st.join(&mut rec, 2, "r", Some(&since(1, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 2, "r", Some(&since(1, Some("E"))), t0()).unwrap();
     assert_eq!(rec.take(2), ["joined:2L"]);
     // Back: the room is fetched from the oldest have (1).
     st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
@@ -325,8 +345,7 @@ fn outage_delivers_locally_then_catches_up() {
 #[test]
 fn failed_fetch_answers_locally_and_leave_cancels() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", Some(&since(0, None)), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 1, "r", Some(&since(0, None)), t0()).unwrap();
     let job = rx.try_recv().unwrap();
     assert!(st.is_member(1, "r"));
     st.on_event(&mut rec, Event::Bounced(job), t0());
@@ -334,7 +353,7 @@ fn failed_fetch_answers_locally_and_leave_cancels() {
     assert!(st.leave(1, "r"));
     assert!(!st.is_member(1, "r") && !st.leave(1, "r"));
     assert!(st.rooms.is_empty() && st.conns.is_empty());
-    st.join(&mut rec, 2, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 2, "r", None, t0()).unwrap();
     st.closed(2);
     assert!(st.rooms.is_empty() && st.conns.is_empty());
 }
@@ -342,7 +361,7 @@ fn failed_fetch_answers_locally_and_leave_cancels() {
 /// Member 1 in sync at 5 in epoch E.
 fn in_sync_at_5() -> (State<u32>, Receiver<Job>, Rec) {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     st.on_event(
         &mut rec,
@@ -361,8 +380,7 @@ fn in_sync_at_5() -> (State<u32>, Receiver<Job>, Rec) {
 fn a_fetch_reply_older_than_live_delivery_does_not_reset_members_in_sync() {
     let (mut st, rx, mut rec) = in_sync_at_5();
     // Member 2 joins; before the fetch's reply, live 6 and 7 reach member 1.
-    st.join(&mut rec, 2, "r", Some(&since(2, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 2, "r", Some(&since(2, Some("E"))), t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     live(&mut st, &mut rec, "E", 6);
     live(&mut st, &mut rec, "E", 7);
@@ -394,8 +412,7 @@ fn since_near_u64_max_never_overflows() {
         let (mut st, rx, mut rec) = in_sync_at_5();
         // Answered while the publisher is down, with its own since.
         st.on_event(&mut rec, Event::Link(Side::Publisher, false), t0());
-        st.join(&mut rec, 2, "r", Some(&since(s, Some("E"))), t0())
-            .unwrap();
+        join(&mut st, &mut rec, 2, "r", Some(&since(s, Some("E"))), t0()).unwrap();
         assert_eq!(rec.take(2), ["joined:5L"]);
         // A live message while the subscriber is still up.
         live(&mut st, &mut rec, "E", 6);
@@ -437,8 +454,7 @@ fn since_near_u64_max_never_overflows() {
         }
         assert!(rec.take(1).is_empty());
         // Alone in a room: its number is not taken for "no messages".
-        st.join(&mut rec, 3, "s", Some(&since(s, None)), t0())
-            .unwrap();
+        join(&mut st, &mut rec, 3, "s", Some(&since(s, None)), t0()).unwrap();
         let (_, after, _) = fetch_job(&rx);
         assert_eq!(after, crate::MAX_SINCE, "{s}");
     }
@@ -447,8 +463,7 @@ fn since_near_u64_max_never_overflows() {
 #[test]
 fn a_join_redis_does_not_answer_is_answered_after_join_wait() {
     let (mut st, rx, mut rec) = in_sync_at_5();
-    st.join(&mut rec, 2, "r", Some(&since(3, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 2, "r", Some(&since(3, Some("E"))), t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert!(st.waiting.load(Ordering::Acquire));
     // Redis stalls: ticks before JOIN_WAIT change nothing.
@@ -478,8 +493,7 @@ fn a_join_redis_does_not_answer_is_answered_after_join_wait() {
 #[test]
 fn a_room_that_never_settles_still_answers_its_joins() {
     let (mut st, rx, mut rec) = setup();
-    st.join(&mut rec, 1, "r", Some(&since(3, None)), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 1, "r", Some(&since(3, None)), t0()).unwrap();
     // Every reply was read from further on than the member's since (an
     // inconsistent Redis): the round limit ends it with a local answer.
     for _ in 0..MAX_ROUNDS {
@@ -503,16 +517,14 @@ fn rejoin_in_sync_answers_at_once_without_a_fetch_or_replay() {
     let (mut st, rx, mut rec) = in_sync_at_5();
     live(&mut st, &mut rec, "E", 6);
     assert_eq!(rec.take(1), ["m:6"]);
-    st.join(&mut rec, 1, "r", None, t0()).unwrap();
-    st.join(&mut rec, 1, "r", Some(&since(6, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
+    join(&mut st, &mut rec, 1, "r", Some(&since(6, Some("E"))), t0()).unwrap();
     assert_eq!(rec.take(1), ["joined:6", "joined:6"]);
     assert!(rx.try_recv().is_err(), "answered without Redis");
     live(&mut st, &mut rec, "E", 7);
     assert_eq!(rec.take(1), ["m:7"]);
     // Asking for older ones is a replay of those only.
-    st.join(&mut rec, 1, "r", Some(&since(5, Some("E"))), t0())
-        .unwrap();
+    join(&mut st, &mut rec, 1, "r", Some(&since(5, Some("E"))), t0()).unwrap();
     let (room, after, _) = fetch_job(&rx);
     assert_eq!(after, 5);
     st.on_event(
@@ -534,7 +546,7 @@ fn msg(room: &str, text: &str) -> RoomMessage {
 #[test]
 fn messages_get_unique_ids_and_a_full_queue_asks_to_retry() {
     let (outbox, rx, gauge) = Outbox::new(100, 2000);
-    let mut st = State::new(outbox, limits(), "p".into());
+    let mut st = State::new(outbox, limits(), Arc::new(Subs::default()), "p".into());
     let mut rec = Rec::default();
     st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
     st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
@@ -587,22 +599,104 @@ fn rooms_used_per_server_are_limited_within_the_ttl() {
         max_rooms: 3,
         ttl: Duration::from_secs(60),
     };
-    let mut st = State::new(outbox, limits, "p".into());
+    let mut st = State::new(outbox, limits, Arc::new(Subs::default()), "p".into());
     let mut rec = Rec::default();
     st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
     st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
     for room in ["a", "b", "c"] {
-        st.join(&mut rec, 1, room, None, t0()).unwrap();
+        join(&mut st, &mut rec, 1, room, None, t0()).unwrap();
     }
-    let e = st.join(&mut rec, 1, "d", None, t0()).unwrap_err();
+    let e = join(&mut st, &mut rec, 1, "d", None, t0()).unwrap_err();
     assert!(e.message.contains("too many rooms on this server"), "{e:?}");
     assert!(!st.is_member(1, "d"));
     // Leaving does not free a room (its keys live on in Redis) ...
     assert!(st.leave(1, "a"));
-    assert!(st.join(&mut rec, 2, "d", None, t0()).is_err());
+    assert!(join(&mut st, &mut rec, 2, "d", None, t0()).is_err());
     // ... until the TTL has passed since this server last used it.
-    st.join(&mut rec, 2, "a", None, t0()).unwrap();
+    join(&mut st, &mut rec, 2, "a", None, t0()).unwrap();
     let later = t0() + Duration::from_secs(61);
-    st.join(&mut rec, 3, "d", None, later).unwrap();
+    join(&mut st, &mut rec, 3, "d", None, later).unwrap();
     assert!(st.used.len() <= 3);
+}
+
+#[test]
+fn a_room_is_fetched_only_once_its_channel_is_subscribed() {
+    let (outbox, rx, _) = Outbox::new(100, 1 << 20);
+    let subs = Arc::new(Subs::default());
+    let mut st = State::new(outbox, limits(), subs.clone(), "p".into());
+    let mut rec = Rec::default();
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    st.join(&mut rec, 1, "r", None, t0()).unwrap();
+    let wanted = subs.take_changes(false).expect("the room is wanted");
+    let token = wanted["r"];
+    assert!(rx.try_recv().is_err(), "no fetch before the subscription");
+    // A report for an earlier subscription of the room changes nothing.
+    let stale = Event::Subscribed {
+        room: "r".into(),
+        token: token - 1,
+    };
+    st.on_event(&mut rec, stale, t0());
+    assert!(rx.try_recv().is_err());
+    let ok = Event::Subscribed {
+        room: "r".into(),
+        token,
+    };
+    st.on_event(&mut rec, ok, t0());
+    let (room, after, _) = fetch_job(&rx);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 2, 1, u64::MAX),
+        },
+        t0(),
+    );
+    assert_eq!(rec.take(1), ["joined:2"]);
+    // A second member joins a subscribed room: fetched at once.
+    st.join(&mut rec, 2, "r", None, t0()).unwrap();
+    fetch_job(&rx);
+    assert!(
+        subs.take_changes(false).is_none(),
+        "nothing new to subscribe"
+    );
+    // The last member leaves: the channel is no longer wanted.
+    st.leave(1, "r");
+    st.closed(2);
+    assert!(subs.take_changes(false).unwrap().is_empty());
+    // The subscriber's connection drops: rooms wait for their report again.
+    st.join(&mut rec, 3, "s", None, t0()).unwrap();
+    let token = subs.take_changes(false).unwrap()["s"];
+    st.on_event(
+        &mut rec,
+        Event::Subscribed {
+            room: "s".into(),
+            token,
+        },
+        t0(),
+    );
+    let (room, after, _) = fetch_job(&rx);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 0, 1, u64::MAX),
+        },
+        t0(),
+    );
+    assert_eq!(rec.take(3), ["joined:0"]);
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, false), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    assert!(rx.try_recv().is_err(), "not before it is subscribed again");
+    st.on_event(
+        &mut rec,
+        Event::Subscribed {
+            room: "s".into(),
+            token,
+        },
+        t0(),
+    );
+    fetch_job(&rx);
 }
