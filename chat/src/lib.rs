@@ -16,7 +16,8 @@
 //! {"type":"leave","room":R}                {"type":"left","room":R}
 //! {"type":"message","room":R,"text":T}     {"type":"message","room":R,"seq":S,"from":ID,"text":T,"ts":MS}
 //! {"type":"broadcast","text":T}            {"type":"broadcast","from":ID,"text":T,"ts":MS}
-//!                                          {"type":"error","message":M}           connection stays open
+//!   (optional "ref":X on both, echoed      {"type":"error","message":M}           connection stays open
+//!    in an error about that request)
 //! ```
 //!
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to

@@ -492,64 +492,6 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         }
     }
 
-    /// Joins waiting longer than [`JOIN_WAIT`] are answered from what is
-    /// known here.
-    fn tick(&mut self, out: &mut impl Sink<I>, now: Instant) {
-        let names: Vec<Arc<str>> = self.waiting_rooms.iter().cloned().collect();
-        for name in names {
-            let Some(r) = self.rooms.get_mut(&name) else {
-                self.waiting_rooms.remove(&name);
-                continue;
-            };
-            let late = r
-                .members
-                .values()
-                .any(|m| !m.answered && now.duration_since(m.asked) >= JOIN_WAIT);
-            if late {
-                info!(
-                    "redis backplane: room {name:?}: Redis has not answered within \
-                     {JOIN_WAIT:?}; joins answered from this instance"
-                );
-                Self::answer_locally(out, &name, r, Some((now, JOIN_WAIT)));
-            }
-            if r.members.values().all(|m| m.answered) {
-                self.waiting_rooms.remove(&name);
-            }
-        }
-        if self.waiting_rooms.is_empty() {
-            self.waiting.store(false, Ordering::Release);
-        }
-    }
-
-    /// Answers members still waiting for `joined` (those that asked at
-    /// least `older` ago, or all) from what this instance knows; they are
-    /// caught up when a fetch returns.
-    fn answer_locally(
-        out: &mut impl Sink<I>,
-        room: &Arc<str>,
-        r: &mut Room<I>,
-        older: Option<(Instant, Duration)>,
-    ) {
-        let mut ids: Vec<I> = r
-            .members
-            .iter()
-            .filter(|(_, m)| !m.answered)
-            .filter(|(_, m)| older.is_none_or(|(now, d)| now.duration_since(m.asked) >= d))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        for id in ids {
-            let m = r.members.get_mut(&id).expect("listed above");
-            m.answered = true;
-            m.told = r.epoch.clone();
-            out.join(id, room);
-            out.send(
-                id,
-                &joined_json(room, r.last, r.epoch.as_deref().unwrap_or(""), true),
-            );
-        }
-    }
-
     /// Asks for `room` as Redis has it, from the oldest `have` of its
     /// members, unless a fetch is already in flight (its result is checked
     /// against every member, and another round follows if needed).
