@@ -6,8 +6,12 @@
 //! ```text
 //!  argv ──► main: the subcommand ──► args::Args (flags, sizes, durations)
 //!   serve  ──► serve::parse → Options (Config, Access, TLS, app)
-//!              ──► wsloop::server::Server running the echo handler or wsloop_chat::Chat
-//!                  (LocalBus, or RedisBus with --redis); a signal thread → Handle::shutdown
+//!              ──► serve::run: listeners (serve/listen.rs: --backlog, one per
+//!                  --threads loop with SO_REUSEPORT) → wsloop::server::Server
+//!                  running the echo handler or wsloop_chat::Chat (LocalBus, or
+//!                  RedisBus with --redis, readiness from its link), /readyz and
+//!                  /metrics on the port or --metrics-addr; a signal thread →
+//!                  Handle::shutdown (drain), a second signal → exit 128+sig
 //!   client ──► client::parse → a wsloop::client::Client on its own mio Poll;
 //!              a stdin thread feeds it lines through a Waker, messages go to stdout
 //!   bench  ──► bench::parse → wsloop_bench::Options ──► wsloop_bench::run

@@ -69,9 +69,10 @@ OPTIONS:
     --tls-key FILE           The PEM private key for --tls-cert
     --app APP                echo or chat [default: echo]
     --threads N              Echo only: N event loops, each on its own
-                             thread, sharing the listening socket (each
-                             accepts what it wins; a connection stays on the
-                             loop that accepted it) [default: 1]
+                             thread with its own listening socket on the
+                             port (SO_REUSEPORT: the kernel spreads new
+                             connections; a connection stays on the loop
+                             that accepted it) [default: 1]
     --redis URL              Chat only: share rooms with every server using
                              this Redis (redis://[:PASSWORD@]HOST:PORT[/DB],
                              or rediss:// for TLS, the server verified);
@@ -205,7 +206,7 @@ pub struct Options {
     /// The chat's own limits (`--chat-max-input`, `--no-broadcast`,
     /// `--history`, `--max-rooms`).
     pub chat: wsloop_chat::ChatConfig,
-    /// `--threads N`: event loops sharing the listener (echo only).
+    /// `--threads N`: event loops, one listener each (echo only).
     pub threads: usize,
     /// `--log-format`: text (people) or json (one object per line).
     pub log_format: LogFormat,
