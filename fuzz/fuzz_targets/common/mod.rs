@@ -3,6 +3,21 @@
 
 pub mod conn;
 
+/// Runs `f` on a thread of its own. wsloop keeps per-thread pools (write
+/// buffers, zlib states): on a fresh thread every input starts from empty
+/// pools, as a reproduction does, and their memory is freed when it ends.
+/// Otherwise what one input leaves in a pool changes how the next one
+/// runs, and libFuzzer, seeing more allocations than frees, runs the input
+/// again under a full leak scan (a third of the time of the deflate
+/// targets). A panic still aborts the process (libfuzzer-sys's hook).
+pub fn isolated<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// xorshift64*: turns a seed from the input into chunk sizes.
 pub struct Rng(u64);
 
