@@ -41,4 +41,4 @@ pub fn generate_key() -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -413,3 +413,268 @@ fn unreadable_protocol_answer_fails() {
     });
     assert_eq!(r.validate(&req), Err(HandshakeError::UnrequestedProtocol));
 }
+
+// ------------------------------------------------------- fuzz regressions
+//
+// The inputs in fuzz/regressions/ replayed through the checks their fuzz
+// targets make, so that `cargo test` fails on them too, not only the fuzz
+// smoke. The input formats are documented in fuzz/fuzz_targets/<target>.rs.
+
+/// The inputs kept in fuzz/regressions/ for `target`, by file name.
+pub(crate) fn fuzz_regressions(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut found: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.strip_prefix(target)
+                .is_some_and(|rest| rest.starts_with('-') && rest.ends_with(".bin"))
+        })
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The fuzz targets' read sizes (fuzz/fuzz_targets/common/mod.rs): a
+/// regression is cut into the same reads here.
+pub(crate) fn chunk_sizes(len: usize, max_chunk: usize, seed: u64) -> Vec<usize> {
+    if max_chunk == 0 {
+        return vec![len];
+    }
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut left = len;
+    let mut out = Vec::new();
+    while left > 0 {
+        let n = ((next() % (max_chunk as u64 + 1)) as usize).min(left);
+        out.push(n);
+        left -= n;
+    }
+    out.push(0);
+    out
+}
+
+/// Where httparse ends the head at the start of `buf`, if it does.
+fn httparse_end(buf: &[u8], request: bool) -> Option<usize> {
+    let mut hs = vec![httparse::EMPTY_HEADER; 64];
+    let status = if request {
+        httparse::Request::new(&mut hs).parse(buf)
+    } else {
+        httparse::Response::new(&mut hs).parse(buf)
+    };
+    match status {
+        Ok(httparse::Status::Complete(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// fuzz/fuzz_targets/handshake_request.rs, checks and all.
+fn replay_handshake_request(input: &[u8]) {
+    const MAX_BYTES: usize = 1024;
+    const MAX_HEADERS: usize = 16;
+    let [max_chunk, seed, ref data @ ..] = *input else {
+        return;
+    };
+    let check_error = |e: HandshakeError, fed: &[u8]| {
+        let status = e.status();
+        assert!((400..=499).contains(&status), "{e:?} has status {status}");
+        if let HandshakeError::TooLarge { max } = e {
+            assert_eq!(max, MAX_BYTES);
+            match httparse_end(fed, true) {
+                Some(end) => assert!(end > MAX_BYTES, "head of {end} bytes refused"),
+                None => assert!(fed.len() >= MAX_BYTES, "{} bytes refused", fed.len()),
+            }
+        }
+        let mut out = Vec::new();
+        write_error_response(e, &mut out);
+        match ResponseReader::new().feed(&out, 8192, 16) {
+            Ok(Head::Complete(resp, body)) => {
+                assert_eq!(resp.status, status);
+                let len = body.len().to_string();
+                assert_eq!(resp.header("content-length"), Some(len.as_str()));
+            }
+            other => panic!("error response for {e:?} does not parse: {other:?}"),
+        }
+    };
+    let mut rd = RequestReader::new();
+    let mut fed = Vec::new();
+    for n in chunk_sizes(data.len(), usize::from(max_chunk), u64::from(seed)) {
+        let chunk = &data[fed.len()..fed.len() + n];
+        fed.extend_from_slice(chunk);
+        match rd.feed(chunk, MAX_BYTES, MAX_HEADERS) {
+            Ok(Head::Partial) => {
+                assert_eq!(httparse_end(&fed, true), None, "head complete but Partial");
+                assert_eq!(rd.buffered(), fed.len(), "Partial must keep every byte");
+                assert!(rd.buffered() < MAX_BYTES);
+            }
+            Ok(Head::Complete(req, rest)) => {
+                let end = httparse_end(&fed, true).expect("Complete where httparse is not");
+                assert!(end <= MAX_BYTES);
+                assert_eq!(rest, &fed[end..], "bytes after the head handed back");
+                assert_eq!(
+                    parse_request_head(&fed[..end], MAX_HEADERS),
+                    Ok(req.clone())
+                );
+                match req.validate_upgrade() {
+                    Ok(key) => {
+                        assert!(req.method == "GET" && req.version == 1 && req.wants_upgrade());
+                        let creq = ClientRequest {
+                            key: key.to_owned(),
+                            protocols: req.protocols().map(str::to_owned).collect(),
+                            ..ClientRequest::default()
+                        };
+                        let chosen = creq.protocols.first().map(String::as_str);
+                        let mut out = Vec::new();
+                        write_accept_response(key, chosen, &[], &mut out);
+                        match ResponseReader::new().feed(&out, 8192, 16) {
+                            Ok(Head::Complete(resp, tail)) => {
+                                assert!(tail.is_empty());
+                                assert_eq!(resp.validate(&creq), Ok(chosen.map(str::to_owned)));
+                            }
+                            other => panic!("101 does not parse: {other:?}"),
+                        }
+                    }
+                    Err(e) => check_error(e, &fed),
+                }
+                return;
+            }
+            Err(e) => return check_error(e, &fed),
+        }
+    }
+}
+
+/// fuzz/fuzz_targets/handshake_response.rs, checks and all.
+fn replay_handshake_response(input: &[u8]) {
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const MAX_BYTES: usize = 1024;
+    let [flags, max_chunk, seed, pos_lo, pos_hi, xor, ref data @ ..] = *input else {
+        return;
+    };
+    let req = ClientRequest {
+        host: "example.com".into(),
+        target: "/".into(),
+        key: KEY.into(),
+        protocols: vec!["chat".into(), "superchat".into()],
+        headers: Vec::new(),
+    };
+    let built = flags & 1 == 1;
+    let chosen = match (flags >> 1) & 3 {
+        0 | 3 => None,
+        1 => Some("chat"),
+        _ => Some("superchat"),
+    };
+    let mut wire = Vec::new();
+    if built {
+        write_accept_response(KEY, chosen, &[], &mut wire);
+        let pos = usize::from(u16::from_le_bytes([pos_lo, pos_hi])) % wire.len();
+        wire[pos] ^= xor;
+    }
+    wire.extend_from_slice(data);
+    let tokens = |resp: &Response, name: &str| -> Vec<String> {
+        header_values(resp, name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect()
+    };
+    let mut rd = ResponseReader::new();
+    let mut fed = 0;
+    for n in chunk_sizes(wire.len(), usize::from(max_chunk), u64::from(seed)) {
+        fed += n;
+        match rd.feed(&wire[fed - n..fed], MAX_BYTES, 16) {
+            Ok(Head::Partial) => {
+                assert_eq!(httparse_end(&wire[..fed], false), None);
+                assert!(fed < MAX_BYTES);
+            }
+            Ok(Head::Complete(resp, rest)) => {
+                let end =
+                    httparse_end(&wire[..fed], false).expect("Complete where httparse is not");
+                assert!(end <= MAX_BYTES);
+                assert_eq!(rest, &wire[end..fed]);
+                let res = resp.validate(&req);
+                if let Ok(proto) = &res {
+                    assert_eq!(resp.status, 101);
+                    assert!(tokens(&resp, "upgrade").iter().any(|t| t == "websocket"));
+                    assert!(tokens(&resp, "connection").iter().any(|t| t == "upgrade"));
+                    let accepts: Vec<&[u8]> =
+                        header_values(&resp, "sec-websocket-accept").collect();
+                    assert_eq!(accepts, [accept_key(KEY.as_bytes()).as_bytes()]);
+                    assert!(header_values(&resp, "sec-websocket-extensions")
+                        .all(|v| v.iter().all(|&b| b == b',' || b.is_ascii_whitespace())));
+                    if let Some(p) = proto {
+                        assert!(
+                            req.protocols.contains(p),
+                            "accepted unoffered protocol {p:?}"
+                        );
+                    }
+                }
+                if built && xor == 0 {
+                    assert_eq!(res, Ok(chosen.map(str::to_owned)), "our own 101 refused");
+                }
+                return;
+            }
+            Err(e) => {
+                assert!(!(built && xor == 0), "our own 101 refused: {e:?}");
+                return;
+            }
+        }
+    }
+    assert!(!(built && xor == 0), "our own 101 not complete");
+}
+
+fn header_values<'r>(resp: &'r Response, name: &'r str) -> impl Iterator<Item = &'r [u8]> {
+    resp.headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_slice())
+}
+
+/// Found by fuzzing: bare-LF heads (see
+/// `bare_lf_heads_split_where_httparse_ends_them`).
+#[test]
+fn fuzz_regressions_replay() {
+    let requests = fuzz_regressions("handshake_request");
+    let responses = fuzz_regressions("handshake_response");
+    assert!(
+        requests.len() >= 2 && responses.len() >= 2,
+        "regressions missing"
+    );
+    for (name, input) in requests {
+        let r = std::panic::catch_unwind(|| replay_handshake_request(&input));
+        assert!(r.is_ok(), "{name} fails again");
+    }
+    for (name, input) in responses {
+        let r = std::panic::catch_unwind(|| replay_handshake_response(&input));
+        assert!(r.is_ok(), "{name} fails again");
+    }
+}
+
+/// Every input in fuzz/regressions/ is replayed by a unit test (here, or
+/// in `deflate::tests`), not only by the fuzz smoke.
+#[test]
+fn every_fuzz_regression_is_replayed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let target = name.rsplit_once('-').map_or("", |(t, _)| t);
+        assert!(
+            [
+                "handshake_request",
+                "handshake_response",
+                "deflate_connection"
+            ]
+            .contains(&target),
+            "fuzz/regressions/{name}: no unit test replays {target} inputs"
+        );
+    }
+}
