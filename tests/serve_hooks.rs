@@ -157,3 +157,32 @@ fn handler_readiness_and_metrics_and_what_the_loop_counts() {
     );
     srv.stop(Duration::from_secs(10));
 }
+
+#[test]
+fn requests_refused_by_a_full_handle_queue_are_counted() {
+    let mut config = Config::default();
+    config.command_queue_len = 1;
+    let srv = spawn_server(loopback(), config, App::default(), |s| {
+        s.serve_metrics("/metrics", None)
+    });
+    // Hold the loop inside a request: the next one waits in the queue
+    // (one place), and every other is refused.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    srv.handle
+        .run(move |_| {
+            started_tx.send(()).unwrap();
+            let _ = held.recv_timeout(Duration::from_secs(30));
+        })
+        .unwrap();
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+    srv.handle.run(|_| {}).unwrap();
+    let refused = (0..5).filter(|_| srv.handle.run(|_| {}).is_err()).count();
+    assert_eq!(refused, 5);
+    release.send(()).unwrap();
+    let text = scrape(srv.addr, None);
+    promtool_check(&text);
+    assert_eq!(count(&text, "wsloop_handle_queue_full_total"), 5, "{text}");
+    assert_eq!(count(&text, "wsloop_handle_requests_total"), 2, "{text}");
+    srv.stop(Duration::from_secs(10));
+}
