@@ -5,7 +5,7 @@
 
 /// Masks or unmasks `data` in place, a 64-bit word at a time.
 ///
-/// Payloads of 128 bytes or more go to [`mask_wide`], whose loop the
+/// Payloads of 128 bytes or more go to `mask_wide`, whose loop the
 /// compiler vectorises; the short path stays small enough to inline into
 /// the receive path (most frames are short).
 #[inline]
