@@ -40,12 +40,14 @@ fn pool_take() -> Vec<u8> {
 }
 
 /// Returns a buffer no longer needed to the per-thread pools (or frees it).
+/// A large one keeps its length: those bytes are initialized, so a message
+/// read straight into it need not be zeroed first
+/// ([`message_buffer_initialized`]).
 pub(crate) fn pool_give(mut v: Vec<u8>) {
     let cap = v.capacity();
     if cap == 0 {
         return;
     }
-    v.clear();
     if cap > POOL_MAX_CAPACITY {
         if cap <= BIG_POOL_MAX_CAPACITY {
             BIG_POOL.with(|p| {
@@ -58,6 +60,7 @@ pub(crate) fn pool_give(mut v: Vec<u8>) {
         }
         return;
     }
+    v.clear();
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX_LEN {
@@ -70,6 +73,15 @@ pub(crate) fn pool_give(mut v: Vec<u8>) {
 /// large buffer if one fits, else a new one of at most `first` bytes (it
 /// grows as data arrives: a declared size alone never allocates it).
 pub(crate) fn message_buffer(expect: usize, first: usize) -> Vec<u8> {
+    let mut v = message_buffer_initialized(expect, first);
+    v.clear();
+    v
+}
+
+/// [`message_buffer`], except that a pooled buffer keeps the length it had:
+/// bytes of an earlier message, for a caller that tracks which bytes it
+/// wrote and never hands out the others.
+pub(crate) fn message_buffer_initialized(expect: usize, first: usize) -> Vec<u8> {
     if expect > POOL_MAX_CAPACITY {
         let found = BIG_POOL.with(|p| {
             let (list, bytes) = &mut *p.borrow_mut();

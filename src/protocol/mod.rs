@@ -8,6 +8,9 @@
 //!   are unmasked in place) and returns the next [`Event`]. Call it until it
 //!   returns `Ok(None)`: by then every byte was consumed, and an incomplete
 //!   tail was copied into the connection.
+//! - [`Connection::payload_buf`] and [`Connection::payload_filled`]: while a
+//!   large binary frame arrives, the rest of its payload can be read
+//!   straight into the message instead of into a read buffer and copied.
 //! - [`Connection::send_text`], [`Connection::send_binary`],
 //!   [`Connection::ping`], [`Connection::close`] and friends queue frames.
 //! - [`Connection::handle_timeout`] drives heartbeats and the close timeout.
@@ -28,7 +31,8 @@
 //!
 //! Messages contained whole in the input are handed out borrowing it (no
 //! copy). Only a fragmented message in progress, or a frame cut by the end
-//! of the input, is copied into the connection. A normal close is an event,
+//! of the input, is copied into the connection (the rest of a large binary
+//! frame can be read straight into it instead: `payload_buf`). A normal close is an event,
 //! never an error. A protocol violation fails the connection (§7.1.7): a
 //! close frame with the matching code is queued, the error is returned
 //! once, and no more input is processed.
@@ -323,7 +327,7 @@ impl Connection {
         input: &mut &'a mut [u8],
         now: Instant,
     ) -> Result<Option<Event<'a>>, Error> {
-        if !input.is_empty() {
+        if !input.is_empty() || self.has_filled() {
             self.last_recv = now;
             self.ping_sent = None;
         }

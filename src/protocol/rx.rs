@@ -1,5 +1,7 @@
 //! The receive path: frame headers cut across reads, payloads arriving in
-//! pieces, message reassembly, and the peer's control frames.
+//! pieces (copied from the caller's input, or read straight into the
+//! message: [`Connection::payload_buf`]), message reassembly, and the
+//! peer's control frames.
 
 use std::borrow::Cow;
 
@@ -11,6 +13,15 @@ use crate::mask::apply_mask;
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
 
+/// Direct reads ([`Connection::payload_buf`]) start once this much of a
+/// message arrived, for frames with at least this much left to come: below
+/// that, one read into the caller's buffer that also takes the next frames
+/// is cheaper than a read of its own.
+const DIRECT_MIN: usize = 64 * 1024;
+/// A message buffer starts at most this large: memory follows the bytes
+/// received, never a declared size alone.
+const STEP: usize = 256 * 1024;
+
 /// Receive state that exists only while a frame or message is incomplete
 /// (`Connection::rx` is `None` otherwise: an idle connection owns no
 /// buffers). A partial header is not here: it fits a fixed array.
@@ -20,8 +31,21 @@ pub(super) struct Rx {
     frame: Option<InFrame>,
     /// The data message being reassembled.
     message: Option<InMessage>,
-    /// That message's payload so far (decompressed, if it is compressed).
+    /// A binary message's payload so far, or a compressed one's inflated
+    /// bytes, then `spare` initialized bytes that are not payload (a pooled
+    /// buffer's old contents, or room offered for a direct read), so a
+    /// large message is written into without zeroing it first.
     pub(super) msg: Vec<u8>,
+    /// Bytes at the end of `msg` that are not payload (0 for a compressed
+    /// message: the inflater appends).
+    spare: usize,
+    /// An uncompressed text message so far: checked as it arrives and kept
+    /// as a `String`, so the whole is never checked again.
+    text: String,
+    /// Spare bytes handed out by `payload_buf` (0: none).
+    offered: usize,
+    /// How many of them the caller filled (`payload_filled`).
+    filled: usize,
 }
 
 /// A frame whose payload is still arriving.
@@ -53,7 +77,7 @@ struct InMessage {
 
 #[derive(Debug)]
 enum Kind {
-    /// Text, validated as it arrives.
+    /// Text, validated as it arrives (into `Rx::text`, unless compressed).
     Text(Utf8Validator),
     Binary,
 }
@@ -72,6 +96,17 @@ impl InMessage {
 }
 
 impl Rx {
+    /// Payload bytes of the message so far.
+    fn received(&self) -> usize {
+        self.msg.len() - self.spare + self.text.len()
+    }
+
+    /// A buffer for a binary message expected to reach `expect` bytes.
+    fn start_msg(&mut self, expect: usize) {
+        self.msg = crate::buffer::message_buffer_initialized(expect, STEP);
+        self.spare = self.msg.len();
+    }
+
     /// Where inflated bytes go: the message buffer and, for text, the
     /// validator they must pass.
     #[cfg(feature = "deflate")]
@@ -80,11 +115,95 @@ impl Rx {
             Some(Kind::Text(v)) => Some(v),
             _ => None,
         };
+        // Nothing is offered for compressed messages; stay exact anyway.
+        self.msg
+            .truncate(self.msg.len() - std::mem::take(&mut self.spare));
         (&mut self.msg, utf8)
     }
 }
 
 impl Connection {
+    /// Space to read the next payload bytes into, straight into the message
+    /// (no copy from the caller's read buffer): `Some` while an
+    /// uncompressed binary frame with at least 64 KiB left is arriving, at
+    /// least 64 KiB of its message arrived, and no filled bytes wait for
+    /// [`Connection::poll_event`].
+    ///
+    /// Use it after `poll_event` returned `Ok(None)`: read into the slice,
+    /// call [`Connection::payload_filled`] with the count, then `poll_event`
+    /// (an empty input is fine) for the events. The slice is never longer
+    /// than the rest of the frame, so the read takes nothing of the next
+    /// one. Its contents are unspecified. If the read fails or would block,
+    /// nothing needs undoing: ask again, or feed input as usual.
+    ///
+    /// Text is not offered: it is checked as it is copied, once, where a
+    /// direct read would need a second look to make a `String` in safe
+    /// code. Memory follows what arrived: the slice is never longer than
+    /// the message received so far (it is zeroed before the read, unless a
+    /// pooled buffer's old bytes are reused).
+    pub fn payload_buf(&mut self) -> Option<&mut [u8]> {
+        if self.is_closed() {
+            return None;
+        }
+        let rx = self.rx.as_deref_mut()?;
+        let (Some(InFrame::Data(p)), Some(m)) = (&rx.frame, &rx.message) else {
+            return None;
+        };
+        if rx.filled > 0 || m.compressed || !matches!(m.kind, Kind::Binary) {
+            return None;
+        }
+        // Below max_frame_size, a usize.
+        let remaining = p.remaining as usize;
+        let start = rx.msg.len() - rx.spare;
+        if remaining < DIRECT_MIN || start < DIRECT_MIN {
+            return None;
+        }
+        // Room is zeroed before the bytes come (safe code cannot read into
+        // uninitialized memory), so offer no more than already arrived: a
+        // peer that declares a large frame and stalls commits nothing.
+        let want = remaining.min(start);
+        if rx.spare < want {
+            // Zeroes only what no earlier message initialized.
+            rx.msg.resize(start + want, 0);
+            rx.spare = want;
+        }
+        rx.offered = want;
+        Some(&mut rx.msg[start..start + want])
+    }
+
+    /// Says that the first `n` bytes of the slice from
+    /// [`Connection::payload_buf`] were filled with received bytes. They
+    /// are unmasked, checked and delivered by the next
+    /// [`Connection::poll_event`].
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the length of that slice, or bytes are already
+    /// filled and not yet polled: a caller's bug, like an out-of-bounds
+    /// index.
+    pub fn payload_filled(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let rx = self.rx.as_deref_mut();
+        let ok = rx.is_some_and(|rx| {
+            let fits = rx.filled == 0 && n <= rx.offered;
+            if fits {
+                rx.filled = n;
+            }
+            fits
+        });
+        assert!(
+            ok,
+            "payload_filled({n}): more than the slice from payload_buf holds"
+        );
+    }
+
+    /// True if directly read bytes wait to be processed.
+    pub(super) fn has_filled(&self) -> bool {
+        self.rx.as_ref().is_some_and(|rx| rx.filled > 0)
+    }
+
     pub(super) fn read_event<'a>(
         &mut self,
         input: &mut &'a mut [u8],
@@ -93,6 +212,11 @@ impl Connection {
             if self.is_closed() {
                 *input = &mut [];
                 return Ok(None);
+            }
+            if self.rx.as_ref().is_some_and(|rx| rx.offered > 0) {
+                if let Some(ev) = self.take_filled()? {
+                    return Ok(Some(ev));
+                }
             }
             // Nothing to do without input: a partial header or payload waits.
             if input.is_empty() {
@@ -122,6 +246,27 @@ impl Connection {
                 self.start_frame(header);
             }
         }
+    }
+
+    /// Ends a direct read: the filled bytes become payload (unmasked in
+    /// place), the rest of the offered space stays spare.
+    fn take_filled<'a>(&mut self) -> Result<Option<Event<'a>>, ProtocolError> {
+        let Some(rx) = self.rx.as_deref_mut() else {
+            return Ok(None);
+        };
+        if rx.offered == 0 {
+            return Ok(None);
+        }
+        let (n, start) = (rx.filled, rx.msg.len() - rx.spare);
+        (rx.offered, rx.filled) = (0, 0);
+        let Some(InFrame::Data(p)) = rx.frame.take_if(|_| n > 0) else {
+            return Ok(None);
+        };
+        rx.spare -= n;
+        if let Some(key) = p.header.mask {
+            apply_mask(&mut rx.msg[start..start + n], key, p.offset);
+        }
+        self.data_advanced(p, n)
     }
 
     /// Takes the next frame header from the saved partial header and
@@ -190,7 +335,7 @@ impl Connection {
         // A compressed message's limit applies to what it decompresses to
         // (checked while inflating); its wire size is bounded per frame.
         let message_compressed = compressed || message.is_some_and(|m| m.compressed);
-        let so_far = self.rx.as_ref().map_or(0, |rx| rx.msg.len() as u64);
+        let so_far = self.rx.as_ref().map_or(0, |rx| rx.received() as u64);
         if !message_compressed && so_far + h.payload_len > c.max_message_size as u64 {
             return Err(ProtocolError::Capacity(CapacityError::MessageTooLarge {
                 size: so_far + h.payload_len,
@@ -295,16 +440,29 @@ impl Connection {
             }
             None => {
                 self.append_fragment(chunk, h.payload_len as usize)?;
-                if p.remaining > 0 {
-                    self.rx_mut().frame = Some(InFrame::Data(p));
-                    return Ok(None);
-                }
-                if h.fin {
-                    return self.finish_message().map(Some);
-                }
-                Ok(None)
+                self.data_advanced(p, 0)
             }
         }
+    }
+
+    /// `n` more payload bytes of a data frame are in the message (`p`
+    /// already counts any others): keeps the frame, or ends it and, if it
+    /// is the last, the message.
+    fn data_advanced<'a>(
+        &mut self,
+        mut p: Progress,
+        n: usize,
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        p.offset += n;
+        p.remaining -= n as u64;
+        if p.remaining > 0 {
+            self.rx_mut().frame = Some(InFrame::Data(p));
+            return Ok(None);
+        }
+        if p.header.fin {
+            return self.finish_message().map(Some);
+        }
+        Ok(None)
     }
 
     fn rx_mut(&mut self) -> &mut Rx {
@@ -321,12 +479,27 @@ impl Connection {
             return self.inflate(data, false);
         }
         if let Kind::Text(utf8) = &mut m.kind {
-            utf8.feed(data).map_err(|_| ProtocolError::InvalidUtf8)?;
+            if rx.text.capacity() == 0 {
+                // An empty buffer converts without a check.
+                let buf = crate::buffer::message_buffer(expect, STEP);
+                rx.text = String::from_utf8(buf).unwrap_or_default();
+            }
+            return utf8
+                .feed_into(data, &mut rx.text)
+                .map_err(|_| ProtocolError::InvalidUtf8);
         }
         if rx.msg.capacity() == 0 {
-            rx.msg = crate::buffer::message_buffer(expect, 256 * 1024);
+            rx.start_msg(expect);
         }
-        rx.msg.extend_from_slice(data);
+        let start = rx.msg.len() - rx.spare;
+        if rx.spare >= data.len() {
+            rx.msg[start..start + data.len()].copy_from_slice(data);
+            rx.spare -= data.len();
+        } else {
+            rx.msg.truncate(start);
+            rx.msg.extend_from_slice(data);
+            rx.spare = 0;
+        }
         Ok(())
     }
 
@@ -337,13 +510,20 @@ impl Connection {
         }
         let rx = self.rx_mut();
         let m = rx.message.take().expect("message in progress");
-        let data = std::mem::take(&mut rx.msg);
+        let mut data = std::mem::take(&mut rx.msg);
+        data.truncate(data.len() - std::mem::take(&mut rx.spare));
+        let text = std::mem::take(&mut rx.text);
         self.release_rx_if_idle();
         match m.kind {
             Kind::Text(utf8) => {
                 if !utf8.is_complete() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
+                if !m.compressed {
+                    return Ok(Event::Message(Message::Text(Cow::Owned(text))));
+                }
+                // Inflated text was checked as it came out, but the
+                // inflater writes bytes: making them a `String` checks again.
                 let s = String::from_utf8(data).map_err(|_| ProtocolError::InvalidUtf8)?;
                 Ok(Event::Message(Message::Text(Cow::Owned(s))))
             }
@@ -408,3 +588,6 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
