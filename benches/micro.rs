@@ -4,21 +4,28 @@
 //! cargo bench --bench micro                      # full run
 //! cargo bench --bench micro -- --quick           # a quick look
 //! cargo bench --bench micro -- mask/             # one group
+//! cargo bench --bench micro -- --callgrind list  # the callgrind cases
+//! scripts/callgrind.sh mask_1MiB recv_1MiB       # instructions per run
 //! ```
 //!
 //! Groups: `header_parse`, `mask` (word-wide `apply_mask` against the
 //! byte-at-a-time `apply_mask_reference`), `utf8`, `frame_encode`,
 //! `handshake_parse`, `echo` (a server `Connection` receiving one masked
 //! client frame and sending the message back, output drained). Throughput
-//! is in payload bytes where that means something. For comparing two
-//! versions of a hot path on this noisy machine, instruction counts from
-//! `valgrind --tool=callgrind` are steadier than these timings.
+//! is in payload bytes where that means something.
+//!
+//! For comparing two versions of a hot path on this noisy machine,
+//! instruction counts are steadier than timings: `--callgrind NAME [N]`
+//! runs one case's body N times (default 10) in `callgrind_measured`,
+//! without criterion's timing loop, after one untimed run that warms the
+//! buffer pools. `scripts/callgrind.sh` runs that under `valgrind
+//! --tool=callgrind --toggle-collect` and prints instructions per run.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use wsloop::frame::{
     encode_header, parse_header, write_frame, FrameHeader, OpCode, MAX_HEADER_LEN,
 };
@@ -308,4 +315,200 @@ criterion_group!(
     handshake_parse,
     echo
 );
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind") {
+        let name = args.get(i + 1).map_or("list", String::as_str);
+        let runs = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(10);
+        std::process::exit(callgrind::run(name, runs));
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// The bodies `--callgrind` runs: what one run of each does.
+mod callgrind {
+    use std::io;
+
+    use super::*;
+
+    /// The loop's read buffer (`Server`: 256 KiB), and how much one read
+    /// takes from the socket.
+    const READ: usize = 256 * 1024;
+
+    type Body = Box<dyn FnMut()>;
+    /// Builds a case's body (setup is not counted).
+    type Setup = fn() -> Body;
+
+    const CASES: &[(&str, &str, Setup)] = &[
+        ("mask_1MiB", "apply_mask over 1 MiB, offset 0", || {
+            let mut data = pattern(1 << 20);
+            Box::new(move || apply_mask(black_box(&mut data), black_box(KEY), 0))
+        }),
+        (
+            "mask_1MiB_unaligned",
+            "apply_mask over 1 MiB at an odd address and offset 3",
+            || {
+                let mut data = pattern((1 << 20) + 1);
+                Box::new(move || apply_mask(black_box(&mut data[1..]), black_box(KEY), 3))
+            },
+        ),
+        (
+            "utf8_16KiB_ascii",
+            "Utf8Validator::feed, 16 KiB ASCII",
+            || {
+                let text = ascii(16 << 10);
+                Box::new(move || validate(&text))
+            },
+        ),
+        (
+            "utf8_16KiB_multibyte",
+            "Utf8Validator::feed, 16 KiB of 1- to 4-byte characters",
+            || {
+                let text = multibyte_text(16 << 10);
+                Box::new(move || validate(&text))
+            },
+        ),
+        (
+            "recv_32B_binary",
+            "Connection: one masked 32 B binary frame, whole in one read",
+            || receive(OpCode::Binary, &ascii(32), &[]),
+        ),
+        (
+            "recv_16KiB_text",
+            "Connection: one masked 16 KiB ASCII text frame, whole in one read",
+            || receive(OpCode::Text, &ascii(16 << 10), &[]),
+        ),
+        ("recv_16KiB_binary", "the same as binary", || {
+            receive(OpCode::Binary, &ascii(16 << 10), &[])
+        }),
+        (
+            "recv_16KiB_text_split",
+            "16 KiB text frame cut across two reads (copied, checked in pieces)",
+            || receive(OpCode::Text, &ascii(16 << 10), &[8 << 10]),
+        ),
+        ("recv_16KiB_binary_split", "the same as binary", || {
+            receive(OpCode::Binary, &ascii(16 << 10), &[8 << 10])
+        }),
+        (
+            "recv_1MiB",
+            "Connection: one masked 1 MiB binary frame in reads of 256 KiB \
+             (direct reads when offered), echoed to a sink",
+            || echo_large(OpCode::Binary, 1 << 20),
+        ),
+        ("recv_1MiB_text", "the same as ASCII text", || {
+            echo_large(OpCode::Text, 1 << 20)
+        }),
+    ];
+
+    fn ascii(len: usize) -> Vec<u8> {
+        (0..len).map(|i| b' ' + (i % 95) as u8).collect()
+    }
+
+    fn validate(text: &[u8]) {
+        let mut v = Utf8Validator::new();
+        v.feed(black_box(text)).unwrap();
+        assert!(v.is_complete());
+    }
+
+    /// One masked frame from a client, its bytes arriving in reads cut at
+    /// `cuts` (payload offsets, after an 8-byte header); each read is
+    /// copied into the read buffer first (the kernel's copy). The message
+    /// is dropped.
+    fn receive(op: OpCode, payload: &[u8], cuts: &[usize]) -> Body {
+        let frame = client_frame(op, payload);
+        let now = Instant::now();
+        let mut conn = Connection::new(Role::Server, Arc::new(Config::default()), now);
+        let mut input = vec![0; frame.len()];
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c + 8).collect();
+        bounds.push(frame.len());
+        Box::new(move || {
+            let (mut start, mut messages) = (0, 0);
+            for &end in &bounds {
+                input[start..end].copy_from_slice(&frame[start..end]);
+                let mut rest: &mut [u8] = &mut input[start..end];
+                while let Some(ev) = conn.poll_event(&mut rest, now).unwrap() {
+                    messages += black_box(matches!(ev, Event::Message(_))) as usize;
+                }
+                start = end;
+            }
+            assert_eq!(messages, 1);
+        })
+    }
+
+    /// One large masked frame read as the server reads it: 256 KiB reads
+    /// into the loop's buffer, or into the message when the connection
+    /// offers room (a copy from the frame stands for the kernel's), then
+    /// echoed back and written to a sink, so the message buffer goes back
+    /// to the pool as in the server.
+    fn echo_large(op: OpCode, size: usize) -> Body {
+        let frame = client_frame(op, &ascii(size));
+        let now = Instant::now();
+        let mut conn = Connection::new(Role::Server, Arc::new(Config::default()), now);
+        let mut scratch = vec![0; READ];
+        Box::new(move || {
+            let (mut pos, mut messages) = (0, 0);
+            while pos < frame.len() {
+                let left = frame.len() - pos;
+                let mut input: &mut [u8] = match direct_buf(&mut conn) {
+                    Some(buf) => {
+                        let n = buf.len().min(READ).min(left);
+                        buf[..n].copy_from_slice(&frame[pos..pos + n]);
+                        direct_filled(&mut conn, n);
+                        pos += n;
+                        &mut []
+                    }
+                    None => {
+                        let n = READ.min(left);
+                        scratch[..n].copy_from_slice(&frame[pos..pos + n]);
+                        pos += n;
+                        &mut scratch[..n]
+                    }
+                };
+                while let Some(ev) = conn.poll_event(&mut input, now).unwrap() {
+                    if let Event::Message(m) = ev {
+                        conn.send(m).unwrap();
+                        messages += 1;
+                    }
+                }
+            }
+            conn.write_to(&mut io::sink()).unwrap();
+            assert_eq!(messages, 1);
+        })
+    }
+
+    fn direct_buf(conn: &mut Connection) -> Option<&mut [u8]> {
+        conn.payload_buf()
+    }
+
+    fn direct_filled(conn: &mut Connection, n: usize) {
+        conn.payload_filled(n)
+    }
+
+    /// The measured loop: `scripts/callgrind.sh` counts instructions only
+    /// inside this function (`--toggle-collect`).
+    #[inline(never)]
+    fn callgrind_measured(body: &mut dyn FnMut(), runs: u32) {
+        for _ in 0..runs {
+            body();
+        }
+    }
+
+    pub(super) fn run(name: &str, runs: u32) -> i32 {
+        let Some((_, _, setup)) = CASES.iter().find(|(n, _, _)| *n == name) else {
+            if name != "list" {
+                eprintln!("no callgrind case {name:?}; the cases:");
+            }
+            for (n, what, _) in CASES {
+                println!("{n:24} {what}");
+            }
+            return if name == "list" { 0 } else { 2 };
+        };
+        let mut body = setup();
+        body();
+        callgrind_measured(&mut body, runs);
+        println!("callgrind case {name}: {runs} runs");
+        0
+    }
+}
