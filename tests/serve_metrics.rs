@@ -212,3 +212,36 @@ fn a_separate_metrics_listener_sums_every_loop() {
         count(&text, "wsloop_closes_total{code=\"1000\"}") == CLIENTS as u64
     });
 }
+
+#[test]
+fn the_chat_adds_its_members_and_publishes() {
+    let srv = BinServer::spawn(&["--app", "chat", "--metrics"]);
+    let mut a = Peer::connect(srv.addr);
+    let mut b = Peer::connect(srv.addr);
+    a.join("r");
+    b.join("r");
+    for i in 0..3 {
+        a.say("r", &format!("hello {i}"));
+        assert_eq!(b.expect("message")["text"], format!("hello {i}"));
+    }
+    a.send(serde_json::json!({"type": "broadcast", "text": "all"}));
+    assert_eq!(b.expect("broadcast")["text"], "all");
+    // Refused (not a member): not a publish.
+    b.send(serde_json::json!({"type": "message", "room": "elsewhere", "text": "x"}));
+    b.expect("error");
+    let text = scrape(srv.addr, None);
+    promtool_check(&text);
+    assert_eq!(value(&text, "wsloop_chat_members"), Some(2.0), "{text}");
+    assert_eq!(
+        count(&text, "wsloop_chat_publishes_total{kind=\"room\"}"),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        count(&text, "wsloop_chat_publishes_total{kind=\"broadcast\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(value(&text, "wsloop_ready"), Some(1.0), "{text}");
+    assert!(value(&text, "wsloop_chat_redis_up").is_none(), "{text}");
+}

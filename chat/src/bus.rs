@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use log::debug;
-use wsloop::server::{ConnId, Ctx};
+use wsloop::server::{ConnId, Ctx, MetricsWriter};
 use wsloop::Message;
 
 use crate::history::{History, LocalHistory, Since};
@@ -105,6 +105,17 @@ pub trait RoomBus {
     /// after what is queued for them).
     fn shutdown(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
+    }
+
+    /// True while the bus can serve new members (a backplane's link is
+    /// up): the chat's [`Handler::ready`](wsloop::server::Handler::ready).
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// The bus's own metrics (a backplane's link and queue).
+    fn metrics(&self, out: &mut MetricsWriter) {
+        let _ = out;
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wsloop::handshake::Request;
 use wsloop::server::{
-    http_common, percent_decode, Access, ConnId, Ctx, Handler, HttpResponse, Upgrade,
+    http_common, percent_decode, Access, ConnId, Ctx, Handler, HttpResponse, MetricsWriter, Upgrade,
 };
 use wsloop::Message;
 
@@ -32,6 +32,8 @@ pub struct Chat<B: RoomBus = LocalBus> {
     bus: B,
     members: HashMap<ConnId, Member>,
     next_id: u64,
+    /// Room messages and broadcasts taken (for metrics).
+    published: [u64; 2],
 }
 
 impl Chat<LocalBus> {
@@ -64,6 +66,7 @@ impl<B: RoomBus> Chat<B> {
             bus,
             members: HashMap::new(),
             next_id: 0,
+            published: [0; 2],
         }
     }
 
@@ -121,6 +124,7 @@ impl<B: RoomBus> Chat<B> {
                 }
                 self.bus
                     .publish(ctx, &room, &from, name.as_deref(), &text)?;
+                self.published[0] += 1;
             }
             In::Broadcast { text, .. } => {
                 if !self.config.broadcast {
@@ -130,6 +134,7 @@ impl<B: RoomBus> Chat<B> {
                     .into());
                 }
                 self.bus.broadcast(ctx, &from, name.as_deref(), &text)?;
+                self.published[1] += 1;
             }
         }
         Ok(())
@@ -232,6 +237,28 @@ impl<B: RoomBus> Handler for Chat<B> {
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_>) {
         self.bus.shutdown(ctx);
+    }
+
+    fn ready(&self) -> bool {
+        self.bus.ready()
+    }
+
+    fn metrics(&self, out: &mut MetricsWriter) {
+        out.gauge(
+            "wsloop_chat_members",
+            "Chat members connected to this server.",
+            &[],
+            self.members.len() as f64,
+        );
+        for (kind, n) in ["room", "broadcast"].into_iter().zip(self.published) {
+            out.counter(
+                "wsloop_chat_publishes_total",
+                "Messages taken for delivery: to a room, or broadcast to everyone.",
+                &[("kind", kind)],
+                n,
+            );
+        }
+        self.bus.metrics(out);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &wsloop::CloseInfo) {

@@ -3,8 +3,6 @@
 //! options; `run` runs them.
 
 mod listen;
-#[cfg(feature = "redis")]
-mod redis_chat;
 mod run;
 
 use wsloop::config::TrustedProxy;

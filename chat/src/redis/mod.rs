@@ -90,7 +90,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use redis::Client;
-use wsloop::server::{ConnId, Ctx, Handle};
+use wsloop::server::{ConnId, Ctx, Handle, MetricsWriter};
 
 use crate::bus::{Refusal, RoomBus};
 use crate::history::Since;
@@ -273,6 +273,34 @@ impl Starter {
 }
 
 impl RoomBus for RedisBus {
+    /// Not while a connection to Redis is down: a member here would not
+    /// reach the rooms.
+    fn ready(&self) -> bool {
+        self.is_linked()
+    }
+
+    fn metrics(&self, out: &mut MetricsWriter) {
+        out.gauge(
+            "wsloop_chat_redis_up",
+            "1 while both connections to Redis (publish and subscribe) are up.",
+            &[],
+            if self.is_linked() { 1.0 } else { 0.0 },
+        );
+        let q = self.queued();
+        out.gauge(
+            "wsloop_chat_redis_queue_messages",
+            "Chat messages waiting for Redis or in flight.",
+            &[],
+            q.messages as f64,
+        );
+        out.gauge(
+            "wsloop_chat_redis_queue_bytes",
+            "Bytes of the chat messages waiting for Redis or in flight.",
+            &[],
+            q.bytes as f64,
+        );
+    }
+
     /// Prefixed with this process's random instance id, so ids are unique
     /// across the servers sharing Redis.
     fn member_id(&self, n: u64) -> String {

@@ -160,9 +160,7 @@ pub fn run(opts: Options) -> i32 {
             serve(
                 setup.server(
                     listener,
-                    super::redis_chat::RedisChat(
-                        wsloop_chat::Chat::with_bus(opts.access, bus).config(opts.chat),
-                    ),
+                    wsloop_chat::Chat::with_bus(opts.access, bus).config(opts.chat),
                 ),
                 setup.scheme(),
                 // The threads need the loop's handle: started once bound.
@@ -170,7 +168,7 @@ pub fn run(opts: Options) -> i32 {
                 // Queued messages reach Redis before the process exits,
                 // within the shutdown deadline.
                 move |chat| {
-                    chat.0.bus().flush(flush_within);
+                    chat.bus().flush(flush_within);
                 },
             )
         }
