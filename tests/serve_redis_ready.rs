@@ -33,6 +33,11 @@ fn readyz_follows_the_redis_link() {
     promtool_check(&text);
     assert_eq!(value(&text, "wsloop_chat_redis_up"), Some(1.0), "{text}");
     assert_eq!(value(&text, "wsloop_chat_redis_queue_messages"), Some(0.0));
+    assert_eq!(
+        value(&text, "wsloop_chat_redis_reconnects_total"),
+        Some(0.0),
+        "{text}"
+    );
 
     redis.kill();
     wait_until(
@@ -55,5 +60,11 @@ fn readyz_follows_the_redis_link() {
         || ready(&srv) == 200,
     );
     wait_backplane(srv.addr, Duration::from_secs(30));
+    // The connections that saw Redis go (publish, subscribe or both)
+    // came back, once each.
+    let text = scrape(srv.addr, None);
+    promtool_check(&text);
+    let n = value(&text, "wsloop_chat_redis_reconnects_total").unwrap_or(0.0);
+    assert!((1.0..=2.0).contains(&n), "{n} reconnects\n{text}");
     srv.assert_no_panic();
 }

@@ -247,13 +247,14 @@ impl Starter {
         let poster = Poster::new(self.state, handle);
         let (client, addr, p) = (self.client.clone(), self.addr.clone(), poster.clone());
         let (scripts, jobs, gauge) = (self.scripts, self.jobs, self.gauge);
+        let sub_gauge = gauge.clone();
         thread::Builder::new()
             .name("wsloop-redis-pub".into())
             .spawn(move || publisher(client, addr, scripts, jobs, p, gauge))?;
         let (p, subs) = (poster.clone(), self.subs);
         thread::Builder::new()
             .name("wsloop-redis-sub".into())
-            .spawn(move || subscriber(self.client, self.addr, p, subs))?;
+            .spawn(move || subscriber(self.client, self.addr, p, subs, sub_gauge))?;
         let waiting = self.waiting;
         thread::Builder::new()
             .name("wsloop-redis-tick".into())
@@ -298,6 +299,12 @@ impl RoomBus for RedisBus {
             "Bytes of the chat messages waiting for Redis or in flight.",
             &[],
             q.bytes as f64,
+        );
+        out.counter(
+            "wsloop_chat_redis_reconnects_total",
+            "Connections to Redis (publish or subscribe) made again after one was lost.",
+            &[],
+            self.gauge.reconnects(),
         );
     }
 

@@ -203,7 +203,7 @@ pub(super) fn publisher(
     let mut p = Publisher {
         client,
         scripts,
-        retry: Retry::new("publisher", addr),
+        retry: Retry::new("publisher", addr, gauge.clone()),
         con: None,
         linked: false,
         poster,

@@ -3,7 +3,7 @@
 //! Redis has acknowledged them (or they were handed back), so a shutdown
 //! can wait until they are flushed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -26,9 +26,21 @@ pub(crate) struct Gauge {
     settled: Condvar,
     /// A flush gave up waiting: the publisher stops retrying.
     abandoned: AtomicBool,
+    /// Connections to Redis made again after it was lost (both threads).
+    reconnects: AtomicU64,
 }
 
 impl Gauge {
+    /// A connection to Redis came back after it was lost.
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times a connection to Redis came back.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
     /// A message left the publisher's hands: acknowledged by Redis, or
     /// handed back to the loop.
     pub(crate) fn done(&self, weight: usize) {

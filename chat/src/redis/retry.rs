@@ -1,9 +1,12 @@
 //! Connecting to Redis, and reconnecting with backoff and logging once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use redis::{Client, Connection, RedisError};
+
+use super::queue::Gauge;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -19,10 +22,12 @@ pub(super) struct Retry {
     /// Since when it is down (`None`: up, or never connected yet).
     down_since: Option<Instant>,
     attempts: u32,
+    /// Counts reconnects for the metrics.
+    gauge: Arc<Gauge>,
 }
 
 impl Retry {
-    pub(super) fn new(what: &'static str, addr: String) -> Self {
+    pub(super) fn new(what: &'static str, addr: String, gauge: Arc<Gauge>) -> Self {
         Retry {
             what,
             addr,
@@ -30,6 +35,7 @@ impl Retry {
             next: Instant::now(),
             down_since: None,
             attempts: 0,
+            gauge,
         }
     }
 
@@ -85,12 +91,15 @@ impl Retry {
 
     pub(super) fn connected(&mut self) {
         match self.down_since.take() {
-            Some(t) => info!(
-                "redis {}: connected to {} again after {:.1} s",
-                self.what,
-                self.addr,
-                t.elapsed().as_secs_f64()
-            ),
+            Some(t) => {
+                self.gauge.reconnected();
+                info!(
+                    "redis {}: connected to {} again after {:.1} s",
+                    self.what,
+                    self.addr,
+                    t.elapsed().as_secs_f64()
+                )
+            }
             None => info!("redis {}: connected to {}", self.what, self.addr),
         }
         self.attempts = 0;

@@ -11,6 +11,7 @@ use redis::{Client, Connection, PubSub, RedisError, Value};
 
 use super::jobs::{Event, Side};
 use super::poster::Poster;
+use super::queue::Gauge;
 use super::retry::{open, Retry, IO_TIMEOUT};
 use super::scripts::{all_channel, room_channel};
 use super::subs::{diff, Subs};
@@ -157,8 +158,14 @@ fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry, subs: &Su
     }
 }
 
-pub(super) fn subscriber(client: Client, addr: String, poster: Poster, subs: Arc<Subs>) {
-    let mut retry = Retry::new("subscriber", addr);
+pub(super) fn subscriber(
+    client: Client,
+    addr: String,
+    poster: Poster,
+    subs: Arc<Subs>,
+    gauge: Arc<Gauge>,
+) {
+    let mut retry = Retry::new("subscriber", addr, gauge);
     loop {
         thread::sleep(retry.wait());
         let mut con = match open(&client) {
