@@ -316,16 +316,16 @@ def main():
     ds = [
         # The third message does not fit the queue once compressed; the
         # fourth, nearly the same, must not refer to it.
-        ("refused-then-again", ds_setup() + ds_msg(noise=(1, 4000)) + ds_msg(noise=(2, 6000))
-         + ds_msg(noise=(3, 8000)) + ds_msg(again=(0, 10, 1)) + ds_transfer()),
-        ("too-big-then-again", ds_setup(1) + ds_msg(hello.encode(), text=True) + ds_msg(fill=(65, 9000), text=True)
+        ("refused-then-again", ds_setup() + ds_msg(noise=(1, 1000)) + ds_msg(noise=(2, 1500))
+         + ds_msg(noise=(3, 2000)) + ds_msg(again=(0, 10, 1)) + ds_transfer()),
+        ("too-big-then-again", ds_setup(1) + ds_msg(hello.encode(), text=True) + ds_msg(fill=(65, 2500), text=True)
          + ds_msg(again=(0, 5, 66), text=True) + ds_msg(again=(2, 0, 67), text=True, owned=True) + ds_transfer(0, 7, 3)),
         ("fragments-pings-refusals", ds_setup(2) + ds_frame(1, b"Hel", False) + ds_ping(b"p")
          + ds_msg(b"in between") + ds_frame(2, b"x", False) + ds_frame(0, b"lo", True)
          + ds_frame(0, b"stray", True) + ds_msg(b"after") + ds_transfer()),
-        ("partial-writes-shared", ds_setup(0, 0, 3, 1) + ds_msg(noise=(4, 3000), shared=True)
-         + ds_transfer(1000, 13, 1) + ds_msg(again=(0, 7, 0)) + ds_transfer(5, 0, 0)
-         + ds_msg(fill=(0, 7000)) + ds_msg(fill=(0, 7000)) + ds_msg(fill=(0, 7000)) + ds_transfer()),
+        ("partial-writes-shared", ds_setup(0, 0, 3, 1) + ds_msg(noise=(4, 1200), shared=True)
+         + ds_transfer(300, 13, 1) + ds_msg(again=(0, 7, 0)) + ds_transfer(5, 0, 0)
+         + ds_msg(fill=(0, 1800)) + ds_msg(fill=(0, 1800)) + ds_msg(fill=(0, 1800)) + ds_transfer()),
     ]
     for name, data in ds:
         write("deflate_sends", name, data)
