@@ -9,7 +9,7 @@ use log::debug;
 use wsloop::server::{ConnId, Ctx, MetricsWriter};
 use wsloop::Message;
 
-use crate::history::{History, LocalHistory, Since};
+use crate::history::{History, LocalHistory, Replay, Since};
 use crate::wire::{unix_ms, Out, Refused};
 use crate::{HISTORY_PER_ROOM, MAX_HISTORIES};
 
@@ -87,7 +87,8 @@ pub trait RoomBus {
         text: &str,
     ) -> Result<(), Refusal>;
 
-    /// Delivers a message to every connection (`Err`: to none).
+    /// Delivers a message to every connection (`Err`: to none); a bus
+    /// that numbers broadcasts gives it the stream's next `seq`.
     fn broadcast(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -95,6 +96,15 @@ pub trait RoomBus {
         name: Option<&str>,
         text: &str,
     ) -> Result<(), Refusal>;
+
+    /// Where the broadcast stream stands and, with `since`, the kept
+    /// broadcasts after it, for a connection that is opening (answered in
+    /// the same callback, so nothing live comes between the replay and
+    /// it); `None` if this bus does not number broadcasts.
+    fn broadcasts(&mut self, since: Option<&Since>) -> Option<Replay> {
+        let _ = since;
+        None
+    }
 
     /// `id` has closed (the library has already taken it out of its rooms).
     fn closed(&mut self, id: ConnId) {
@@ -132,6 +142,10 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, id: ConnId, out: &Out<'_>) {
     // overflow policy); nothing more to do here.
     let _ = ctx.send(id, Message::Text(Cow::Owned(out.json())));
 }
+
+/// The history key of the broadcast stream: no room can have this name
+/// (room names have no control characters), so it never meets a room's.
+const BROADCASTS: &str = "\u{0}broadcast";
 
 /// Rooms in this process: membership is the library's (`Ctx::join`,
 /// `publish`), history and sequence numbers are `H`'s.
@@ -246,15 +260,23 @@ impl<H: History> RoomBus for LocalBus<H> {
         name: Option<&str>,
         text: &str,
     ) -> Result<(), Refusal> {
-        let json = Out::Broadcast {
-            from,
-            name,
-            text,
-            ts: unix_ms(),
-            local: false,
-        }
-        .json();
-        ctx.broadcast_all(&Message::Text(Cow::Owned(json)));
+        let (seq, json) = self.history.append(BROADCASTS, &mut |seq| {
+            Out::Broadcast {
+                seq: Some(seq),
+                from,
+                name,
+                text,
+                ts: unix_ms(),
+                local: false,
+            }
+            .json()
+        });
+        let n = ctx.broadcast_all(&Message::Text(Cow::Borrowed(&*json)));
+        debug!("chat: broadcast #{seq} from {from} to {n}");
         Ok(())
+    }
+
+    fn broadcasts(&mut self, since: Option<&Since>) -> Option<Replay> {
+        Some(self.history.replay(BROADCASTS, since))
     }
 }

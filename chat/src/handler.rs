@@ -13,8 +13,8 @@ use wsloop::Message;
 
 use crate::bus::{send, LocalBus, Refusal, RoomBus};
 use crate::history::{History, LocalHistory, Since};
-use crate::wire::{In, Out, Refused};
-use crate::{ChatConfig, MAX_NAME, MAX_ROOMS_PER_CONN};
+use crate::wire::{In, Out, Refused, MAX_REF};
+use crate::{ChatConfig, MAX_NAME, MAX_ROOMS_PER_CONN, MAX_SINCE};
 
 const PAGE: &str = include_str!("chat.html");
 
@@ -22,6 +22,8 @@ struct Member {
     id: Arc<str>,
     name: Option<Arc<str>>,
     rooms: usize,
+    /// The broadcasts it has seen (`?broadcast_since=`), until its open.
+    since: Option<Since>,
 }
 
 /// The chat application: mount it on a [`wsloop::server::Server`]. It
@@ -141,6 +143,41 @@ impl<B: RoomBus> Chat<B> {
     }
 }
 
+/// What a reconnecting client has seen of the broadcast stream, from the
+/// upgrade's `?broadcast_since=N` (and `&broadcast_epoch=E`, the
+/// `broadcast_epoch` of its earlier welcome). The catch-up is asked for at
+/// the upgrade, not in a later request, so that it is answered before any
+/// live broadcast reaches the connection: each `seq` once, in order.
+fn broadcast_since(req: &Request) -> Result<Option<Since>, Upgrade> {
+    let Some(raw) = req.query_param("broadcast_since") else {
+        return Ok(None);
+    };
+    let seq = raw
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_SINCE)
+        .ok_or_else(|| {
+            Upgrade::reject(
+                400,
+                format!("broadcast_since must be a whole number from 0 to {MAX_SINCE}"),
+            )
+        })?;
+    let epoch = match req.query_param("broadcast_epoch") {
+        None => None,
+        Some(e) => Some(
+            percent_decode(e)
+                .filter(|e| e.len() <= MAX_REF)
+                .ok_or_else(|| {
+                    Upgrade::reject(
+                        400,
+                        format!("broadcast_epoch must be at most {MAX_REF} bytes"),
+                    )
+                })?,
+        ),
+    };
+    Ok(Some(Since { seq, epoch }))
+}
+
 /// A display name from the upgrade's `?name=`: trimmed, control characters
 /// removed, at most [`MAX_NAME`] characters; `None` if nothing is left.
 fn display_name(req: &Request) -> Option<Arc<str>> {
@@ -162,6 +199,10 @@ impl<B: RoomBus> Handler for Chat<B> {
         if let Some(no) = self.access.check(req) {
             return no;
         }
+        let since = match broadcast_since(req) {
+            Ok(since) => since,
+            Err(no) => return no,
+        };
         self.next_id += 1;
         let member_id = self.bus.member_id(self.next_id);
         self.members.insert(
@@ -170,6 +211,7 @@ impl<B: RoomBus> Handler for Chat<B> {
                 id: member_id.into(),
                 name: display_name(req),
                 rooms: 0,
+                since,
             },
         );
         Upgrade::accept()
@@ -198,13 +240,39 @@ impl<B: RoomBus> Handler for Chat<B> {
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        if let Some(m) = self.members.get(&id) {
-            let json = Out::Welcome {
-                id: &m.id,
-                name: m.name.as_deref(),
-            }
-            .json();
-            let _ = ctx.send(id, Message::Text(Cow::Owned(json)));
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let since = m.since.take();
+        // Welcome, gap, missed broadcasts, all in this callback: no live
+        // broadcast can come between them.
+        let replay = if self.config.broadcast {
+            self.bus.broadcasts(since.as_ref())
+        } else {
+            None
+        };
+        let json = Out::Welcome {
+            id: &m.id,
+            name: m.name.as_deref(),
+            broadcast_seq: replay.as_ref().map(|r| r.last),
+            broadcast_epoch: replay.as_ref().map(|r| &*r.epoch),
+        }
+        .json();
+        let _ = ctx.send(id, Message::Text(Cow::Owned(json)));
+        let Some(r) = replay else { return };
+        if let Some(g) = r.gap {
+            send(
+                ctx,
+                id,
+                &Out::Gap {
+                    room: "*",
+                    from: g.from,
+                    reset: g.reset,
+                },
+            );
+        }
+        for m in r.messages {
+            let _ = ctx.send_text(id, &m);
         }
     }
 

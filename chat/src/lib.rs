@@ -10,15 +10,23 @@
 //!
 //! ```text
 //! client → server                          server → client
-//! {"type":"join","room":R}                 {"type":"welcome","id":ID}             on open
-//! {"type":"join","room":R,"since":N}       {"type":"joined","room":R,"seq":LAST,"epoch":E}
-//!   (optional "epoch":E from "joined")     {"type":"gap","room":R,"from":OLDEST}  N older than kept
+//! (open /ws)                               {"type":"welcome","id":ID,"broadcast_seq":LAST,"broadcast_epoch":E}
+//! (open /ws?broadcast_since=N              welcome, {"type":"gap","room":"*",...} if N is
+//!   &broadcast_epoch=E)                      older than kept, the broadcasts after N, then live
+//! {"type":"join","room":R}, or with      {"type":"joined","room":R,"seq":LAST,"epoch":E}
+//!   "since":N (and "epoch":E of joined)    {"type":"gap","room":R,"from":OLDEST}  N older than kept
 //! {"type":"leave","room":R}                {"type":"left","room":R}
 //! {"type":"message","room":R,"text":T}     {"type":"message","room":R,"seq":S,"from":ID,"text":T,"ts":MS}
-//! {"type":"broadcast","text":T}            {"type":"broadcast","from":ID,"text":T,"ts":MS}
+//! {"type":"broadcast","text":T}            {"type":"broadcast","seq":S,"from":ID,"text":T,"ts":MS}
 //!   (optional "ref":X on both, echoed      {"type":"error","message":M}           connection stays open
 //!    in an error about that request)
 //! ```
+//!
+//! Broadcasts are one numbered stream, kept like a room's history (without
+//! Redis; through Redis they carry no `seq` yet): a reconnecting client
+//! catches up with `broadcast_since` on the upgrade URL, answered in the
+//! open callback so no live broadcast comes before the replay
+//! ([`RoomBus::broadcasts`]).
 //!
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
 //! everything the connection sends. An `error` carries `"retry":true` when

@@ -16,6 +16,12 @@ pub(crate) enum Out<'a> {
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
+        /// Where the numbered broadcast stream stands (absent when this
+        /// bus does not number broadcasts, or broadcast is off).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broadcast_seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broadcast_epoch: Option<&'a str>,
     },
     Joined {
         room: &'a str,
@@ -48,6 +54,9 @@ pub(crate) enum Out<'a> {
         local: bool,
     },
     Broadcast {
+        /// Absent when this bus does not number broadcasts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
         from: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
@@ -281,10 +290,34 @@ mod tests {
         assert_eq!(
             Out::Welcome {
                 id: "u2",
-                name: Some("Ann")
+                name: Some("Ann"),
+                broadcast_seq: None,
+                broadcast_epoch: None,
             }
             .json(),
             r#"{"type":"welcome","id":"u2","name":"Ann"}"#
+        );
+        assert_eq!(
+            Out::Welcome {
+                id: "u3",
+                name: None,
+                broadcast_seq: Some(4),
+                broadcast_epoch: Some("ab-1"),
+            }
+            .json(),
+            r#"{"type":"welcome","id":"u3","broadcast_seq":4,"broadcast_epoch":"ab-1"}"#
+        );
+        assert_eq!(
+            Out::Broadcast {
+                seq: Some(2),
+                from: "u1",
+                name: None,
+                text: "t",
+                ts: 9,
+                local: false,
+            }
+            .json(),
+            r#"{"type":"broadcast","seq":2,"from":"u1","text":"t","ts":9}"#
         );
         assert_eq!(
             Out::Error {

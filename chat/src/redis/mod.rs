@@ -363,6 +363,7 @@ impl RoomBus for RedisBus {
         let ts = unix_ms();
         let out = |local| {
             Out::Broadcast {
+                seq: None,
                 from,
                 name,
                 text,
