@@ -9,208 +9,30 @@
 #![cfg(feature = "redis")]
 
 mod common;
+mod redisproc;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use redisproc::*;
 use serde_json::{json, Value};
 
-// ------------------------------------------------------------------ redis
-
-/// The redis-server binary, installed with apt-get if missing; `None`
-/// when WSLOOP_SKIP_REDIS=1.
-fn redis_server() -> Option<PathBuf> {
-    if std::env::var_os("WSLOOP_SKIP_REDIS").is_some_and(|v| v == "1") {
-        eprintln!("WSLOOP_SKIP_REDIS=1: Redis backplane test skipped");
-        return None;
-    }
-    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| {
-        let find = || {
-            ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        };
-        if let Some(p) = find() {
-            return Ok(p);
-        }
-        eprintln!("redis-server not found: installing it with apt-get");
-        let mut log = String::new();
-        for args in [&["update"][..], &["install", "-y", "redis-server"]] {
-            match Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .output()
-            {
-                Ok(out) => {
-                    log.push_str(&String::from_utf8_lossy(&out.stdout));
-                    log.push_str(&String::from_utf8_lossy(&out.stderr));
-                    if !out.status.success() {
-                        return Err(format!("apt-get {} failed:\n{log}", args.join(" ")));
-                    }
-                }
-                Err(e) => return Err(format!("cannot run apt-get: {e}")),
-            }
-        }
-        find().ok_or_else(|| format!("apt-get installed no redis-server:\n{log}"))
-    });
-    match found {
-        Ok(p) => Some(p.clone()),
-        Err(e) => panic!(
-            "redis-server is needed for the Redis backplane tests and could not be \
-             installed ({e}); install Debian's redis-server or set WSLOOP_SKIP_REDIS=1 \
-             to skip these tests"
-        ),
-    }
-}
-
-/// A redis-server on a loopback port, no persistence, killed when dropped.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Redis {
-    fn start(bin: PathBuf) -> Redis {
-        let port = free_port();
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("redis-{}-{port}.log", std::process::id()));
-        let mut r = Redis {
-            bin,
-            port,
-            child: None,
-            log,
-        };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on the same port and waits for PONG.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis is running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", env!("CARGO_TARGET_TMPDIR")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if self.ping() {
-                return;
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server exited ({st}): {}", self.log_text());
-            }
-            assert!(
-                start.elapsed() < BACKPLANE_WAIT,
-                "redis-server did not answer PING within {BACKPLANE_WAIT:?}: {}",
-                self.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn ping(&self) -> bool {
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-            return false;
-        };
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    /// Stops it by its PID (SIGTERM, then SIGKILL) and waits for it.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(5) {
-                let _ = child.kill();
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // this child's PID only
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// `wsloop serve --app chat --redis URL`.
-fn instance(redis: &Redis) -> BinServer {
-    BinServer::spawn(&["--app", "chat", "--redis", &redis.url()])
-}
-
-/// Waits until a join on `addr` is served through Redis (the instance's
-/// backplane is up).
-fn wait_backplane(addr: SocketAddr, within: Duration) {
-    let start = Instant::now();
-    let mut p = Peer::connect_backplane(addr);
-    loop {
-        p.send(json!({"type": "join", "room": "probe"}));
-        let j = p.expect("joined");
-        if j.get("local").is_none() {
-            return;
-        }
-        assert!(
-            start.elapsed() < within,
-            "the backplane of {addr} did not come up within {within:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+/// [`wait_backplane`] with a probe that waits [`BACKPLANE_WAIT`] for each
+/// reply.
+fn backplane_up(addr: SocketAddr, within: Duration) {
+    wait_backplane_as(Peer::connect_backplane(addr), addr, within);
 }
 
 fn setup() -> Option<(Redis, BinServer, BinServer)> {
     let bin = redis_server()?;
     let redis = Redis::start(bin);
-    let a = instance(&redis);
-    let b = instance(&redis);
-    wait_backplane(a.addr, BACKPLANE_WAIT);
-    wait_backplane(b.addr, BACKPLANE_WAIT);
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    backplane_up(a.addr, BACKPLANE_WAIT);
+    backplane_up(b.addr, BACKPLANE_WAIT);
     Some((redis, a, b))
 }
 
@@ -365,8 +187,8 @@ fn replay_with_since_across_a_server_restart_and_gap() {
 
     // A new B process: its history is Redis's, so the rejoin replays 6..12
     // exactly once, then live messages follow with no gap.
-    let b_srv = instance(&redis);
-    wait_backplane(b_srv.addr, BACKPLANE_WAIT);
+    let b_srv = instance(&redis, &[]);
+    backplane_up(b_srv.addr, BACKPLANE_WAIT);
     let mut b = Peer::connect_backplane(b_srv.addr);
     b.send(json!({"type": "join", "room": "h", "since": 5, "epoch": epoch}));
     let j = b.expect("joined");
@@ -546,8 +368,8 @@ fn redis_outage_keeps_local_delivery_and_resumes_after() {
     // by itself.
     redis.restart();
     let up = Instant::now();
-    wait_backplane(a_srv.addr, Duration::from_secs(15));
-    wait_backplane(b_srv.addr, Duration::from_secs(15));
+    backplane_up(a_srv.addr, Duration::from_secs(15));
+    backplane_up(b_srv.addr, Duration::from_secs(15));
     let resumed = up.elapsed();
     eprintln!(
         "Redis down for {:?}; both instances back {resumed:?} after it returned",

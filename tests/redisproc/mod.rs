@@ -207,6 +207,29 @@ impl Redis {
         self.paused = false;
     }
 
+    /// SIGTERM (a clean shutdown), SIGKILL if it is not gone within 5 s;
+    /// waits for it.
+    pub fn stop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill(); // this child's PID only
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.wait();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -247,8 +270,13 @@ pub fn instance(redis: &Redis, args: &[&str]) -> BinServer {
 
 /// Waits until a join on `addr` is served through Redis.
 pub fn wait_backplane(addr: SocketAddr, within: Duration) {
+    wait_backplane_as(Peer::connect(addr), addr, within);
+}
+
+/// [`wait_backplane`] probing with `p`, a member connected to `addr` (e.g.
+/// by `Peer::connect_backplane`, which waits longer for each reply).
+pub fn wait_backplane_as(mut p: Peer, addr: SocketAddr, within: Duration) {
     let start = Instant::now();
-    let mut p = Peer::connect(addr);
     loop {
         p.send(json!({"type": "join", "room": "probe"}));
         let j = p.expect("joined");
