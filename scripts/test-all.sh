@@ -237,8 +237,12 @@ if ! skip SKIP_AUTOBAHN; then
     if ! skip SKIP_FUZZ; then
         # Idle CPU while wstest runs (its waits, the last run alone) builds
         # the fuzz targets; nice 19 keeps it out of wstest's way.
-        bg_wait cargo-fuzz-install
-        bg_start fuzz-build env RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz build
+        # A failed install is reported in the fuzz phase, after Autobahn.
+        if bg_wait cargo-fuzz-install; then
+            bg_start fuzz-build env RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz build
+        else
+            fuzz_install_failed=1
+        fi
     fi
     ab_wait_one
     ab_run server-tls server --tls
@@ -262,6 +266,10 @@ fi
 # -------------------------------------------------------------------- fuzz
 if ! skip SKIP_FUZZ; then
     step "fuzz smoke: wait for cargo-fuzz and the fuzz build"
+    if [ "${fuzz_install_failed:-0}" = 1 ]; then
+        echo "cargo-fuzz did not install (its log is above and in $logs/cargo-fuzz-install.log)"
+        exit 1
+    fi
     bg_wait cargo-fuzz-install
     bg_wait fuzz-build
     step "fuzz smoke"
