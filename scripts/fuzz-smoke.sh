@@ -15,6 +15,11 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# `wait -n -p` (which job ended) needs bash 5.1.
+if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
+    echo "fuzz-smoke: needs bash 5.1 or later (this is $BASH_VERSION)" >&2
+    exit 2
+fi
 cd "$root"
 
 seconds="${FUZZ_SECONDS:-30}"

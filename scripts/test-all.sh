@@ -20,6 +20,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+# `wait -n -p` (which job ended) needs bash 5.1.
+if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
+    echo "test-all: needs bash 5.1 or later (this is $BASH_VERSION)" >&2
+    exit 2
+fi
 logs=target/ci-logs
 mkdir -p "$logs"
 skip() { [ "${!1:-0}" = 1 ]; }
