@@ -210,7 +210,10 @@ fn handshake_done<H: Handler>(
             conn.push_raw(&bytes);
             let e = &mut core.slab[key];
             e.phase = Phase::Open { conn };
-            e.timer_at = None;
+            // The handshake's timer item stays live (it fires as a no-op
+            // check and schedules the connection's own deadline then)
+            // instead of becoming stale: one heap item per idle
+            // connection, not two (32 bytes each at 10,000 of them).
             core.open += 1;
             core.stats.upgrades += 1;
             match req.peer_addr() {
