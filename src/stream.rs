@@ -124,34 +124,90 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            loop {
-                match tls.reader().read(buf) {
-                    Ok(n) => return Ok(n), // 0: close_notify received
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+            return tls_read(tls, &mut self.sock, buf);
+        }
+        self.sock.read(buf)
+    }
+}
+
+/// rustls refuses `read_tls` while it holds more decrypted bytes than this
+/// (its received-plaintext limit), so gathering stops here.
+#[cfg(feature = "tls")]
+const TLS_GATHER: usize = 16 * 1024;
+
+/// Fills `buf` with as much plaintext as the socket has, not one `read_tls`
+/// worth: rustls takes about 4 KiB from the socket per call, so handing
+/// that out each time cost the loop one read (and one parse pass) per
+/// 4 KiB. Records are taken until the socket is drained, `buf` would be
+/// full or rustls holds its limit; then everything is copied out at once.
+#[cfg(feature = "tls")]
+fn tls_read(
+    tls: &mut rustls::Connection,
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut filled = 0;
+    // Set once the socket said WouldBlock (`Some(false)`) or EOF (`Some(true)`).
+    let mut stop: Option<bool> = None;
+    loop {
+        match tls.reader().read(&mut buf[filled..]) {
+            // close_notify received (or `buf` empty): what came first, then 0.
+            Ok(0) => return Ok(filled),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The TCP FIN without close_notify: the end, as `read_tls` says.
+            Err(e) if stop == Some(true) && e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(filled)
+            }
+            // Handed out next time, after the bytes that came first.
+            Err(_) if filled > 0 => return Ok(filled),
+            Err(e) => return Err(e),
+        }
+        if filled == buf.len() {
+            return Ok(filled);
+        }
+        match stop {
+            Some(true) => return Ok(filled),
+            Some(false) if filled > 0 => return Ok(filled),
+            Some(false) => return Err(io::ErrorKind::WouldBlock.into()),
+            None => {}
+        }
+        let want = (buf.len() - filled).min(TLS_GATHER);
+        loop {
+            match tls.read_tls(sock) {
+                Ok(0) => {
+                    stop = Some(true);
+                    break;
                 }
-                // No plaintext yet: take more records from the socket.
-                match tls.read_tls(&mut self.sock) {
-                    Ok(0) => return Ok(0),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stop = Some(false);
+                    break;
                 }
-                if let Err(err) = tls.process_new_packets() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let state = match tls.process_new_packets() {
+                Ok(state) => state,
+                Err(err) => {
                     // Send the alert, then report why (as `Error::Tls` once
-                    // converted, see `TlsFailure`).
-                    let _ = tls.write_tls(&mut self.sock);
+                    // converted, see `TlsFailure`). Plaintext of earlier
+                    // records not handed out yet goes with the connection.
+                    let _ = tls.write_tls(sock);
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         TlsFailure(err.to_string()),
                     ));
                 }
-                // Handshake messages to answer go out at once.
-                if tls.wants_write() {
-                    let _ = tls.write_tls(&mut self.sock);
-                }
+            };
+            if state.plaintext_bytes_to_read() >= want || state.peer_has_closed() {
+                break;
             }
         }
-        self.sock.read(buf)
+        // Handshake messages to answer go out at once.
+        if tls.wants_write() {
+            let _ = tls.write_tls(sock);
+        }
     }
 }
 
@@ -175,18 +231,14 @@ impl Write for Stream {
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            // Hand rustls every slice it takes (up to its limit), then
-            // write the records once.
+            // Hand rustls the slices (up to its limit), then write the
+            // records once.
             self.flush_records()?;
             let tls = self.tls.as_mut().expect("checked above");
-            let mut total = 0;
-            for b in bufs.iter().filter(|b| !b.is_empty()) {
-                let n = tls.writer().write(b)?;
-                total += n;
-                if n < b.len() {
-                    break;
-                }
-            }
+            // One call for all slices: rustls then cuts full-size records
+            // across them (a frame header and its payload share a record)
+            // where one `write` per slice made a record of each.
+            let total = tls.writer().write_vectored(bufs)?;
             if total == 0 && bufs.iter().any(|b| !b.is_empty()) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
