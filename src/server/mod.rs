@@ -74,7 +74,9 @@ pub(crate) struct Core {
     /// This loop's part of every [`ConnId`].
     loop_id: u8,
     next_gen: u32,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    timers: BinaryHeap<Reverse<timers::Due>>,
+    /// Timer deadlines are kept as nanoseconds since this instant.
+    epoch: Instant,
     dirty: Vec<usize>,
     dead: Vec<usize>,
     /// Connections owed a read next pass (`Entry::owed_read`), with their
@@ -150,6 +152,7 @@ impl<H: Handler> Server<H> {
         let (tx, rx) = mpsc::channel();
         let local_addr = listener.local_addr()?;
         let scratch = vec![0u8; config.read_buffer_size];
+        let now = Instant::now();
         let backlog = Arc::new(Backlog::new(
             config.command_queue_len,
             config.command_queue_bytes,
@@ -162,11 +165,12 @@ impl<H: Handler> Server<H> {
                 loop_id: next_loop_id(),
                 next_gen: 0,
                 timers: BinaryHeap::new(),
+                epoch: now,
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 pending_reads: Vec::new(),
                 rooms: HashMap::new(),
-                now: Instant::now(),
+                now,
                 open: 0,
                 shutdown_at: None,
                 handle: Handle { tx, waker, backlog },

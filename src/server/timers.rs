@@ -14,6 +14,17 @@ use super::entry::{kill, Phase};
 use super::read::refuse_handshake;
 use super::{Core, Handler, Server};
 
+/// A timer heap item: a deadline in nanoseconds since `Core::epoch`, the
+/// slab key (at most 24 bits, as in a `ConnId`) and the generation. 16
+/// bytes instead of the 32 of (Instant, usize, u32): there is one per idle
+/// connection.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Due {
+    at: u64,
+    key: u32,
+    gen: u32,
+}
+
 impl<H: Handler> Server<H> {
     pub(super) fn next_timeout(&mut self) -> Option<Duration> {
         if !self.core.pending_reads.is_empty()
@@ -24,7 +35,11 @@ impl<H: Handler> Server<H> {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut next = self.core.timers.peek().map(|Reverse((t, _, _))| *t);
+        let mut next = self
+            .core
+            .timers
+            .peek()
+            .map(|Reverse(d)| self.core.instant(d.at));
         for extra in [self.accept_resume, self.core.shutdown_at, self.publish_at()] {
             next = match (next, extra) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -38,7 +53,8 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn fire_timers(&mut self) {
         let now = self.core.now;
-        while let Some(Reverse((t, key, gen))) = self.core.timers.peek().copied() {
+        while let Some(Reverse(due)) = self.core.timers.peek().copied() {
+            let (t, key, gen) = (self.core.instant(due.at), due.key as usize, due.gen);
             if t > now {
                 break;
             }
@@ -97,11 +113,16 @@ impl Core {
         if self.timers.len() <= 2 * self.slab.len() + Self::TIMER_SLACK {
             return;
         }
-        let slab = &self.slab;
-        self.timers.retain(|Reverse((t, key, gen))| {
-            slab.get(*key)
-                .is_some_and(|e| e.gen == *gen && !e.dead && e.timer_at == Some(*t))
+        let (slab, epoch) = (&self.slab, self.epoch);
+        self.timers.retain(|Reverse(d)| {
+            slab.get(d.key as usize).is_some_and(|e| {
+                e.gen == d.gen && !e.dead && e.timer_at == Some(epoch + Duration::from_nanos(d.at))
+            })
         });
+    }
+
+    fn instant(&self, at: u64) -> Instant {
+        self.epoch + Duration::from_nanos(at)
     }
 
     /// Makes sure a timer is set for the entry's next deadline.
@@ -117,7 +138,15 @@ impl Core {
         if let Some(t) = want {
             if e.timer_at.is_none_or(|cur| t < cur) {
                 e.timer_at = Some(t);
-                self.timers.push(Reverse((t, key, e.gen)));
+                let at = t.saturating_duration_since(self.epoch).as_nanos();
+                self.timers.push(Reverse(Due {
+                    // Deadlines come from `now`, never before the epoch;
+                    // u64 nanoseconds last 584 years.
+                    at: u64::try_from(at).unwrap_or(u64::MAX),
+                    // Keys fit a `ConnId`'s 24 bits.
+                    key: key as u32,
+                    gen: e.gen,
+                }));
             }
         }
     }
