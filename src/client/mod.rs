@@ -18,6 +18,9 @@ mod options;
 mod reconnect;
 mod url;
 
+#[cfg(test)]
+mod idle_tests;
+
 pub use backoff::Backoff;
 pub use blocking::{connect, connect_with, WebSocket, DEFAULT_WRITE_TIMEOUT};
 pub use nonblocking::Client;

@@ -1,7 +1,8 @@
 //! The non-blocking [`Client`]: one outbound socket in the caller's mio
 //! `Poll`, through connect, upgrade, messages and close.
 
-use std::io::{self, Read};
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,6 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::buffer::WriteQueue;
 use crate::close::CloseCode;
 use crate::config::Config;
 use crate::error::{ApiError, Error, HandshakeError};
@@ -41,11 +41,14 @@ pub struct Client {
     pub(super) state: State,
     pub(super) config: Arc<Config>,
     request: ClientRequest,
-    pre: WriteQueue,
+    /// The upgrade request not written yet, from `pre_pos` on (its own
+    /// exact-size buffer: a queue chunk is 4 KiB, and thousands of them
+    /// freed after the handshake leave the heap full of holes).
+    pre: Vec<u8>,
+    pre_pos: usize,
     reader: ResponseReader,
     conn: Option<Connection>,
     deadline: Instant,
-    buf: Vec<u8>,
     /// Input read but not decoded yet, from `pending_pos` on.
     pending: Vec<u8>,
     pending_pos: usize,
@@ -107,17 +110,15 @@ impl Client {
             protocols: opts.protocols.clone(),
             headers,
         };
-        let mut bytes = Vec::new();
-        request.write(&mut bytes);
-        let mut pre = WriteQueue::new();
-        pre.push_slice(&bytes);
+        let mut pre = Vec::new();
+        request.write(&mut pre);
         Ok(Client {
             stream,
             state: State::Connecting,
-            buf: vec![0; opts.config.read_buffer_size],
             config: Arc::new(opts.config.clone()),
             request,
             pre,
+            pre_pos: 0,
             reader: ResponseReader::new(),
             conn: None,
             deadline: now + opts.config.handshake_timeout,
@@ -213,7 +214,7 @@ impl Client {
 
     /// Bytes queued for writing.
     pub fn buffered(&self) -> usize {
-        self.pre.len() + self.conn.as_ref().map_or(0, |c| c.buffered())
+        self.pre.len() - self.pre_pos + self.conn.as_ref().map_or(0, |c| c.buffered())
     }
 
     fn open_conn(&mut self) -> Result<&mut Connection, Error> {
@@ -339,7 +340,7 @@ impl Client {
         self.read_input();
         if matches!(self.state, State::Draining { .. }) {
             // Nobody decodes after the close: drop what the server sends.
-            self.pending.clear();
+            self.pending = Vec::new();
             self.pending_pos = 0;
         }
         if let Err(e) = self.flush() {
@@ -368,7 +369,20 @@ impl Client {
     /// Reads until the socket would block or enough undecoded input is
     /// held (the application decides the pace).
     fn read_input(&mut self) {
-        let cap = self.config.max_message_size.saturating_add(self.buf.len());
+        // The read buffer is only scratch (what is read is decoded or
+        // copied at once), so the clients of a thread share one: an idle
+        // client owns no read buffer.
+        let size = self.config.read_buffer_size.max(1);
+        let mut buf = READ_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        self.read_input_with(&mut buf[..size]);
+        READ_SCRATCH.with(|s| *s.borrow_mut() = buf);
+    }
+
+    fn read_input_with(&mut self, buf: &mut [u8]) {
+        let cap = self.config.max_message_size.saturating_add(buf.len());
         self.read_stalled = false;
         loop {
             if matches!(self.state, State::Done) || self.eof {
@@ -378,7 +392,7 @@ impl Client {
                 self.read_stalled = true;
                 return;
             }
-            let n = match self.stream.read(&mut self.buf) {
+            let n = match self.stream.read(buf) {
                 Ok(0) => {
                     let err = match self.state {
                         State::Handshake => Some(Error::Handshake(HandshakeError::Eof)),
@@ -409,19 +423,16 @@ impl Client {
                 Err(e) => return self.finish(Some(e.into())),
             };
             match self.state {
-                State::Handshake => self.handshake_input(n),
-                State::Open => self.pending.extend_from_slice(&self.buf[..n]),
+                State::Handshake => self.handshake_input(&buf[..n]),
+                State::Open => self.pending.extend_from_slice(&buf[..n]),
                 _ => {}
             }
         }
     }
 
-    fn handshake_input(&mut self, n: usize) {
+    fn handshake_input(&mut self, data: &[u8]) {
         let c = &self.config;
-        match self
-            .reader
-            .feed(&self.buf[..n], c.max_handshake_bytes, c.max_headers)
-        {
+        match self.reader.feed(data, c.max_handshake_bytes, c.max_headers) {
             Ok(Head::Partial) => {}
             Ok(Head::Complete(resp, rest)) => {
                 match resp.validate_with(&self.request, &self.config.deflate) {
@@ -435,6 +446,10 @@ impl Client {
                             conn.enable_deflate(&p);
                         }
                         self.conn = Some(conn);
+                        // The request and the response's bytes are not
+                        // needed any more: an idle client keeps neither.
+                        self.reader = ResponseReader::new();
+                        self.request = ClientRequest::default();
                         // Frames that came with the response.
                         self.pending = rest;
                         self.pending_pos = 0;
@@ -463,7 +478,9 @@ impl Client {
                 }
             }
         }
-        self.pending.clear();
+        // Released, not kept at the size of the largest burst: an idle
+        // client holds no input buffer.
+        self.pending = Vec::new();
         self.pending_pos = 0;
         None
     }
@@ -495,18 +512,33 @@ impl Client {
             return Ok(());
         }
         self.stream.flush_records()?;
-        self.pre.write_to(&mut self.stream)?;
-        if self.pre.is_empty() {
-            if let Some(c) = self.conn.as_mut() {
-                let before = c.buffered();
-                let res = c.write_to(&mut self.stream);
-                // Counted even when the write fails part way.
-                self.written += (before - c.buffered()) as u64;
-                res?;
+        while self.pre_pos < self.pre.len() {
+            match self.stream.write(&self.pre[self.pre_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pre_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
+        }
+        if !self.pre.is_empty() {
+            self.pre = Vec::new();
+            self.pre_pos = 0;
+        }
+        if let Some(c) = self.conn.as_mut() {
+            let before = c.buffered();
+            let res = c.write_to(&mut self.stream);
+            // Counted even when the write fails part way.
+            self.written += (before - c.buffered()) as u64;
+            res?;
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// The read buffer `read_input` lends to each client of this thread.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn into_owned(ev: Event<'_>) -> Event<'static> {
