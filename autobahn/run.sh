@@ -11,6 +11,12 @@
 #   --cases LIST     only these cases, comma-separated globs (e.g. '1.*,5.*');
 #                    disables the total case-count check
 #   --port N         port to listen on / connect to
+#   --takeover       client mode: the client offers permessage-deflate WITH
+#                    client context takeover (no client_no_context_takeover;
+#                    WSLOOP_CLIENT_TAKEOVER=1 in its environment); implies
+#                    --deflate, runs only 12.* and 13.* (216 cases), default
+#                    port 9003, reports in $REPORTS_DIR/client-takeover*,
+#                    checked against expected-client-takeover.txt
 #   --tls            server mode, wstest only: serve wss:// (`wsloop serve
 #                    --tls-cert/--tls-key` with a test CA and leaf made by
 #                    openssl under $REPORTS_DIR/server-tls-certs/); wstest
@@ -24,7 +30,9 @@
 #   DEFLATE=1              same as --deflate
 #   CASES=LIST             same as --cases
 #   TLS=1                  same as --tls
-#   PORT                   default 9001 (server) / 9002 (client); when not
+#   TAKEOVER=1             same as --takeover
+#   PORT                   default 9001 (server) / 9002 (client) / 9003
+#                          (client --takeover); when not
 #                          given and the default is busy, a free port is used
 #   WSLOOP_BIN             server binary (default target/release/wsloop),
 #                          started as: $WSLOOP_BIN serve --addr 127.0.0.1:$PORT
@@ -53,7 +61,8 @@
 # Output: reports in $REPORTS_DIR/<mode>/ (index.json + HTML per case),
 # logs in $REPORTS_DIR/<mode>-runner.log and <mode>-testee.log, and the
 # one-line-per-case summary in $REPORTS_DIR/<mode>-summary.txt (<mode> is
-# server-tls with --tls; it is checked against expected-server.txt).
+# server-tls with --tls, checked against expected-server.txt; and
+# client-takeover with --takeover, checked against its own file).
 # Exit status: 0 when every case is OK or INFORMATIONAL and has the verdict
 # autobahn/expected-<mode>.txt gives it (for the cases the run selected),
 # non-zero otherwise.
@@ -71,12 +80,13 @@ CASES="${CASES:-}"
 AGENT="${AGENT:-wsloop}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-900}"
 TLS="${TLS:-0}"
+TAKEOVER="${TAKEOVER:-0}"
 HOST=127.0.0.1
 export PYTHONUNBUFFERED=1   # wstest (py2) logs progress line by line
 
 log() { printf '[autobahn] %s\n' "$*" >&2; }
 die() { printf '[autobahn] ERROR: %s\n' "$1" >&2; exit "${2:-2}"; }
-usage() { sed -n '2,59p' "$0"; }
+usage() { sed -n '2,68p' "$0"; }
 
 MODE=""
 while [ $# -gt 0 ]; do
@@ -90,13 +100,18 @@ while [ $# -gt 0 ]; do
         --port) shift; PORT="${1:?--port needs a value}" ;;
         --port=*) PORT="${1#--port=}" ;;
         --tls) TLS=1 ;;
+        --takeover) TAKEOVER=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
 done
-export WSLOOP_DEFLATE="$DEFLATE"
 [ -n "$MODE" ] || { usage >&2; die "give a mode: server or client"; }
+if [ "$TAKEOVER" = 1 ]; then
+    [ "$MODE" = client ] || die "--takeover is for client mode only: it is what the wsloop client offers"
+    DEFLATE=1
+fi
+export WSLOOP_DEFLATE="$DEFLATE" WSLOOP_CLIENT_TAKEOVER="$TAKEOVER"
 case "$RUNNER" in wstest|kosoku) ;; *) die "RUNNER must be wstest or kosoku, not '$RUNNER'" ;; esac
 LABEL="$MODE"
 if [ "$TLS" = 1 ]; then
@@ -105,6 +120,7 @@ if [ "$TLS" = 1 ]; then
     command -v openssl >/dev/null || die "--tls needs the openssl command (Debian: apt-get install openssl) to make a test certificate"
     LABEL="$MODE-tls"
 fi
+[ "$TAKEOVER" = 1 ] && LABEL="$MODE-takeover"
 
 START=$(date +%s)
 DEADLINE=$((START + RUN_TIMEOUT))
@@ -237,6 +253,8 @@ rm -f "$SUMMARY"
 # Case selection, shared by both runners.
 if [ -n "$CASES" ]; then
     IFS=',' read -r -a INCLUDE <<<"$CASES"
+elif [ "$TAKEOVER" = 1 ]; then
+    INCLUDE=("12.*" "13.*")
 else
     INCLUDE=("*")
 fi
@@ -244,7 +262,8 @@ if [ "$DEFLATE" = 1 ]; then EXCLUDE=(); else EXCLUDE=("12.*" "13.*"); fi
 EXPECT_ARGS=()
 if [ -z "$CASES" ]; then
     # wstest 25.10.1 has 517 cases, 216 of them in 12.* and 13.*.
-    if [ "$DEFLATE" = 1 ]; then EXPECT_ARGS=(--expect-cases 517); else EXPECT_ARGS=(--expect-cases 301); fi
+    if [ "$TAKEOVER" = 1 ]; then EXPECT_ARGS=(--expect-cases 216)
+    elif [ "$DEFLATE" = 1 ]; then EXPECT_ARGS=(--expect-cases 517); else EXPECT_ARGS=(--expect-cases 301); fi
 fi
 
 # render_spec TEMPLATE OUT PORT: substitute ${PORT}/${AGENT}/${OUTDIR}, apply the case selection.
@@ -389,7 +408,7 @@ EOF
 
 # ---------------------------------------------------------------- client
 run_client_mode() {
-    PORT="$(pick_port 9002)" || exit 2
+    PORT="$(pick_port "$([ "$TAKEOVER" = 1 ] && echo 9003 || echo 9002)")" || exit 2
     export PORT URL="ws://$HOST:$PORT" AGENT
     local client_bin="${AUTOBAHN_CLIENT_BIN:-target/release/examples/autobahn_client}"
     case "$client_bin" in /*) ;; *) client_bin="$ROOT/$client_bin" ;; esac
@@ -452,13 +471,15 @@ run_client_mode() {
     [ -s "$OUTDIR/index.json" ] || { log "no index.json: did the client call /updateReports?agent=$AGENT ?"; show_log "$RUNNER_LOG"; }
 }
 
-log "mode=$MODE runner=$RUNNER deflate=$DEFLATE tls=$TLS cases=${CASES:-all} timeout=${RUN_TIMEOUT}s"
+log "mode=$MODE runner=$RUNNER deflate=$DEFLATE takeover=$TAKEOVER tls=$TLS cases=$(IFS=,; echo "${INCLUDE[*]}") timeout=${RUN_TIMEOUT}s"
 if [ "$MODE" = server ]; then run_server_mode; else run_client_mode; fi
 
 # The verdicts of the selected cases must be those in expected-<mode>.txt
-# (the --tls run too: the same as over plain TCP). UPDATE_EXPECTED=1
-# writes this run's verdicts there instead of failing on a difference.
+# (the --tls run too: the same as over plain TCP; the --takeover run has
+# its own file). UPDATE_EXPECTED=1 writes this run's verdicts there
+# instead of failing on a difference.
 EXPECTED="$HERE/expected-$MODE.txt"
+[ "$TAKEOVER" = 1 ] && EXPECTED="$HERE/expected-$LABEL.txt"
 EXPECTED_ARGS=(--fail-on-diff)
 if [ "${UPDATE_EXPECTED:-0}" = 1 ]; then
     if [ "$TLS" = 1 ]; then

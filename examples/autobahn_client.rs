@@ -1,7 +1,9 @@
 //! Runs the Autobahn fuzzingserver protocol as a client:
 //! `autobahn_client URL AGENT` asks `/getCaseCount`, runs every case at
 //! `/runCase?case=N&agent=AGENT` echoing each message, then asks
-//! `/updateReports?agent=AGENT`.
+//! `/updateReports?agent=AGENT`. `WSLOOP_DEFLATE=1` offers
+//! permessage-deflate; `WSLOOP_CLIENT_TAKEOVER=1` then leaves out
+//! `client_no_context_takeover`.
 use std::time::Duration;
 
 use wsloop::client::{connect_with, ClientOptions};
@@ -15,10 +17,13 @@ fn options() -> ClientOptions {
     o.config.ping_interval = None;
     o.config.write_buffer_limit = 256 << 20;
     o.config.write_buffer_high = 128 << 20;
-    // WSLOOP_DEFLATE=1: offer permessage-deflate (cases 12.* and 13.*).
+    // WSLOOP_DEFLATE=1: offer permessage-deflate (cases 12.* and 13.*),
+    // with client_no_context_takeover unless WSLOOP_CLIENT_TAKEOVER=1, so
+    // that a second run checks our compressor keeping its window.
     if std::env::var("WSLOOP_DEFLATE").is_ok_and(|v| v == "1") {
         o.config.deflate.enabled = true;
-        o.config.deflate.client_no_context_takeover = true;
+        o.config.deflate.client_no_context_takeover =
+            !std::env::var("WSLOOP_CLIENT_TAKEOVER").is_ok_and(|v| v == "1");
         o.config.deflate.min_size = 0;
     }
     o

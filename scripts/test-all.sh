@@ -2,8 +2,9 @@
 # Every check CI runs, in order: format, lints, the library's dependencies
 # and default build, the Autobahn testees' build, unit and integration
 # tests, the Autobahn conformance suite (original wstest: server and client
-# with permessage-deflate, server over wss://) and a short fuzz smoke of
-# every target. Works on a fresh machine: it installs what it needs.
+# with permessage-deflate, server over wss://, client with context
+# takeover) and a short fuzz smoke of every target. Works on a fresh
+# machine: it installs what it needs.
 #
 # The network installs start at once in the background and are waited for
 # before the phase that needs them; a failed one fails the run with its log
@@ -201,7 +202,7 @@ if ! skip SKIP_AUTOBAHN; then
     step "Autobahn: wait for the wstest install"
     bg_wait wstest-install
 
-    step "Autobahn: server, client with deflate (1-13); server over wss (1-10)"
+    step "Autobahn: server, client with deflate (1-13); server over wss (1-10); client takeover (12-13)"
     reports=autobahn/reports
     mkdir -p "$reports"
     export WSLOOP_BIN=target/autobahn/wsloop
@@ -236,7 +237,8 @@ if ! skip SKIP_AUTOBAHN; then
         ab_reap "$pid" "$rc"
     }
     # Two wstest runs at a time, one per core; the wss run starts as soon
-    # as the first of the other two is done.
+    # as the first of the other two is done, the client takeover run (12.*,
+    # 13.* with client context takeover) as soon as the second is.
     ab_run server server --deflate
     ab_run client client --deflate
     if ! skip SKIP_FUZZ; then
@@ -251,11 +253,13 @@ if ! skip SKIP_AUTOBAHN; then
     fi
     ab_wait_one
     ab_run server-tls server --tls
+    ab_wait_one
+    ab_run client-takeover client --takeover
     while [ "${#ab_pid[@]}" -gt 0 ]; do
         ab_wait_one
     done
     ab_fail=0
-    for side in server client server-tls; do
+    for side in server client server-tls client-takeover; do
         [ "${ab_rc[$side]}" = 0 ] || ab_fail=1
         note "  $side" "${ab_secs[$side]}" "$([ "${ab_rc[$side]}" = 0 ] && echo ok || echo FAILED)"
         echo "--- Autobahn $side"
@@ -263,7 +267,8 @@ if ! skip SKIP_AUTOBAHN; then
     done
     if [ "$ab_fail" != 0 ]; then
         echo "Autobahn failed; full logs:"
-        cat "$reports/server-run.log" "$reports/client-run.log" "$reports/server-tls-run.log"
+        cat "$reports/server-run.log" "$reports/client-run.log" "$reports/server-tls-run.log" \
+            "$reports/client-takeover-run.log"
         exit 1
     fi
 fi
