@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::hist::Hist;
 use crate::options::{Mode, Options};
 use crate::series::Row;
 use crate::stats::Stats;
@@ -58,6 +59,17 @@ pub(crate) fn secs(d: Duration) -> String {
 }
 
 /// Nanoseconds for people.
+/// `p50 X  p99 Y  p99.9 Z  max M` of a histogram, for people.
+fn quantiles(h: &Hist) -> String {
+    format!(
+        "p50 {}  p99 {}  p99.9 {}  max {}",
+        dur(h.quantile(0.5)),
+        dur(h.quantile(0.99)),
+        dur(h.quantile(0.999)),
+        dur(h.max)
+    )
+}
+
 pub(crate) fn dur(ns: u64) -> String {
     match ns {
         0..=999 => format!("{ns} ns"),
@@ -104,6 +116,15 @@ impl Report<'_> {
 
     fn cut_short(&self) -> bool {
         self.measured_secs + 0.01 < self.o.duration.as_secs_f64()
+    }
+
+    /// The note after a rate line when the window ended early.
+    fn cut_short_note(&self) -> &'static str {
+        if self.cut_short() {
+            " (cut short: no connection left)"
+        } else {
+            ""
+        }
     }
 
     fn kib_per_conn(&self) -> Option<f64> {
@@ -189,14 +210,7 @@ impl Report<'_> {
         );
         let h = &s.handshake;
         if h.total > 0 {
-            let _ = writeln!(
-                t,
-                "  handshake  p50 {}  p99 {}  p99.9 {}  max {}",
-                dur(h.quantile(0.5)),
-                dur(h.quantile(0.99)),
-                dur(h.quantile(0.999)),
-                dur(h.max)
-            );
+            let _ = writeln!(t, "  handshake  {}", quantiles(h));
         }
         if o.mode == Mode::Chat && s.opened > 0 {
             self.chat_text(&mut t);
@@ -208,21 +222,14 @@ impl Report<'_> {
                 self.answered_secs,
                 group(self.rate(s.msgs) as u64),
                 self.rate(s.bytes) / 1e6,
-                if self.cut_short() {
-                    " (cut short: no connection left)"
-                } else {
-                    ""
-                }
+                self.cut_short_note()
             );
             let r = &s.rtt;
             if r.total > 0 {
                 let _ = writeln!(
                     t,
-                    "  round trip p50 {}  p99 {}  p99.9 {}  max {}  mean {}{}",
-                    dur(r.quantile(0.5)),
-                    dur(r.quantile(0.99)),
-                    dur(r.quantile(0.999)),
-                    dur(r.max),
+                    "  round trip {}  mean {}{}",
+                    quantiles(r),
                     dur(r.mean()),
                     if o.rate.is_some() {
                         " (from when each was due)"
@@ -402,21 +409,14 @@ impl Report<'_> {
             self.answered_secs,
             group(self.rate(s.msgs) as u64),
             group(s.sent),
-            if self.cut_short() {
-                " (cut short: no connection left)"
-            } else {
-                ""
-            }
+            self.cut_short_note()
         );
         let r = &s.rtt;
         if r.total > 0 {
             let _ = writeln!(
                 t,
-                "  latency    p50 {}  p99 {}  p99.9 {}  max {}  mean {} (publish due to delivery)",
-                dur(r.quantile(0.5)),
-                dur(r.quantile(0.99)),
-                dur(r.quantile(0.999)),
-                dur(r.max),
+                "  latency    {}  mean {} (publish due to delivery)",
+                quantiles(r),
                 dur(r.mean())
             );
         }
