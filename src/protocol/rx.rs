@@ -41,7 +41,7 @@ pub(super) struct Rx {
     spare: usize,
     /// An uncompressed text message so far: checked as it arrives and kept
     /// as a `String`, so the whole is never checked again.
-    text: String,
+    pub(super) text: String,
     /// Spare bytes handed out by `payload_buf` (0: none).
     offered: usize,
     /// How many of them the caller filled (`payload_filled`).
@@ -473,6 +473,7 @@ impl Connection {
     /// it arrives. `expect` is the declared size of a frame arriving in
     /// pieces (0 for a whole frame), to size the buffer.
     fn append_fragment(&mut self, data: &[u8], expect: usize) -> Result<(), ProtocolError> {
+        let max = self.config.max_message_size;
         let rx = self.rx.as_deref_mut().expect("message in progress");
         let m = rx.message.as_mut().expect("message in progress");
         if m.compressed {
@@ -484,6 +485,9 @@ impl Connection {
                 let buf = crate::buffer::message_buffer(expect, STEP);
                 rx.text = String::from_utf8(buf).unwrap_or_default();
             }
+            // A character split across pieces adds up to 3 bytes held back.
+            let more = room_to_grow(rx.text.len(), rx.text.capacity(), data.len() + 3, max);
+            rx.text.reserve_exact(more);
             return utf8
                 .feed_into(data, &mut rx.text)
                 .map_err(|_| ProtocolError::InvalidUtf8);
@@ -497,6 +501,8 @@ impl Connection {
             rx.spare -= data.len();
         } else {
             rx.msg.truncate(start);
+            let more = room_to_grow(start, rx.msg.capacity(), data.len(), max);
+            rx.msg.reserve_exact(more);
             rx.msg.extend_from_slice(data);
             rx.spare = 0;
         }
@@ -591,3 +597,15 @@ impl Connection {
 
 #[cfg(test)]
 mod tests;
+
+/// How much to reserve so `add` more bytes fit after `len`: doubling, as
+/// `Vec` does, but never past `max` (the message limit, checked before the
+/// bytes get here), so a message's buffer costs at most what the limit
+/// says. 0 when they fit already.
+fn room_to_grow(len: usize, cap: usize, add: usize, max: usize) -> usize {
+    let need = len.saturating_add(add);
+    if need <= cap {
+        return 0;
+    }
+    need.max(cap.saturating_mul(2).min(max)) - len
+}

@@ -2135,3 +2135,47 @@ fn compressed_send_inside_a_fragmented_message_is_refused() {
     let rsv: Vec<u8> = p.to_client.iter().map(|(h, _)| h.rsv).collect();
     assert_eq!(rsv, [0, 0, 0, 4, 4]);
 }
+
+/// A message built from many fragments stays within `max_message_size`
+/// of buffer (plus the first small step): doubling the buffer past the
+/// limit would let one message cost up to twice what the limit says.
+#[test]
+fn fragmented_messages_never_reserve_past_max_message_size() {
+    const MAX: usize = 1_000_000;
+    const PIECE: usize = 70_000;
+    for op in [OpCode::Binary, OpCode::Text] {
+        let config = cfg(Config {
+            max_message_size: MAX,
+            max_frame_size: MAX,
+            ..Config::default()
+        });
+        let now = Instant::now();
+        let mut conn = Connection::new(Role::Server, config, now);
+        let piece = vec![b'a'; PIECE];
+        let mut sent = 0;
+        let mut first = true;
+        while sent + PIECE <= MAX {
+            let o = if first { op } else { OpCode::Continuation };
+            first = false;
+            assert_eq!(
+                feed(&mut conn, &client_frame(KEY, false, o, &piece), &[], now),
+                []
+            );
+            sent += PIECE;
+            let rx = conn.rx.as_ref().expect("message in progress");
+            let cap = rx.msg.capacity().max(rx.text.capacity());
+            assert!(
+                cap <= MAX,
+                "{op:?}: {cap} bytes reserved for {sent} received, max {MAX}"
+            );
+        }
+        let last = vec![b'a'; MAX - sent];
+        let evs = feed(
+            &mut conn,
+            &client_frame(KEY, true, OpCode::Continuation, &last),
+            &[],
+            now,
+        );
+        assert_eq!(evs.len(), 1, "{op:?}: {evs:?}");
+    }
+}
