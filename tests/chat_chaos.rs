@@ -155,7 +155,9 @@ fn member(i: usize, home: usize, sender: bool, shared: Arc<Shared>) -> Log {
             };
             let v: Value = serde_json::from_str(&text).expect("JSON from the chat");
             match v["type"].as_str().unwrap() {
+                // The broadcast stream's (a new epoch after Redis lost it).
                 "welcome" => {}
+                "gap" if v["room"] == "*" => {}
                 "joined" => {
                     let local = v["local"] == true;
                     let e = v["epoch"].as_str().unwrap().to_owned();

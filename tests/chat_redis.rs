@@ -377,13 +377,22 @@ fn redis_outage_keeps_local_delivery_and_resumes_after() {
     );
     // The room's history started over: members are told (new epoch,
     // reset gap), once.
+    // So did the broadcast stream's: a new welcome and a reset gap on
+    // "*", in their own order relative to the room's.
     for p in [&mut a, &mut a2, &mut b, &mut late] {
-        let j = p.expect("joined");
-        assert_eq!((seq(&j), j.get("local")), (0, None), "{j}");
-        let g = p.expect("gap");
+        let got: Vec<Value> = (0..4).map(|_| p.recv()).collect();
+        let (stream, room): (Vec<&Value>, Vec<&Value>) = got
+            .iter()
+            .partition(|m| m["type"] == "welcome" || m["room"] == "*");
+        assert_eq!((stream.len(), room.len()), (2, 2), "{got:?}");
+        assert_eq!(stream[0]["broadcast_seq"], 0, "{got:?}");
+        assert_eq!(stream[1]["reset"], true, "{got:?}");
+        let (j, g) = (room[0], room[1]);
+        assert_eq!(j["type"], "joined", "{got:?}");
+        assert_eq!((seq(j), j.get("local")), (0, None), "{j}");
         assert_eq!(
-            (g["from"].as_u64(), g["reset"].as_bool()),
-            (Some(1), Some(true))
+            (g["type"].as_str(), g["from"].as_u64(), g["reset"].as_bool()),
+            (Some("gap"), Some(1), Some(true))
         );
     }
     // Delivery across instances resumes, exactly once, both ways.

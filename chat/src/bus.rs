@@ -4,6 +4,7 @@
 //! (feature `redis`) shares them with every server using one Redis.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use log::debug;
 use wsloop::server::{ConnId, Ctx, MetricsWriter};
@@ -100,10 +101,39 @@ pub trait RoomBus {
     /// Where the broadcast stream stands and, with `since`, the kept
     /// broadcasts after it, for a connection that is opening (answered in
     /// the same callback, so nothing live comes between the replay and
-    /// it); `None` if this bus does not number broadcasts.
+    /// it); `None` if this bus does not number broadcasts (or answers
+    /// [`RoomBus::open`] later).
     fn broadcasts(&mut self, since: Option<&Since>) -> Option<Replay> {
         let _ = since;
         None
+    }
+
+    /// A connection opened (broadcast on): send it `welcome` naming where
+    /// the broadcast stream stands, a `gap` (room `"*"`) if some of what
+    /// `since` asks for is gone, the kept broadcasts after `since`, then
+    /// live broadcasts: each `seq` once, in order. A bus that must ask
+    /// elsewhere may answer later; until then no broadcast reaches the
+    /// connection. The default answers at once from
+    /// [`RoomBus::broadcasts`].
+    fn open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, welcome: &Welcome, since: Option<&Since>) {
+        let replay = self.broadcasts(since);
+        let stream = replay.as_ref().map(|r| (r.last, &*r.epoch));
+        let _ = ctx.send(id, Message::Text(Cow::Owned(welcome.json(stream))));
+        let Some(r) = replay else { return };
+        if let Some(g) = r.gap {
+            send(
+                ctx,
+                id,
+                &Out::Gap {
+                    room: "*",
+                    from: g.from,
+                    reset: g.reset,
+                },
+            );
+        }
+        for m in r.messages {
+            let _ = ctx.send_text(id, &m);
+        }
     }
 
     /// `id` has closed (the library has already taken it out of its rooms).
@@ -129,6 +159,29 @@ pub trait RoomBus {
     }
 }
 
+/// Who a connection is, for its `welcome` (the first message it gets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// Its chat id ([`RoomBus::member_id`]).
+    pub id: Arc<str>,
+    /// Its display name (`?name=`).
+    pub name: Option<Arc<str>>,
+}
+
+impl Welcome {
+    /// The `welcome` JSON; `stream` is where the broadcast stream stands
+    /// (last `seq`, epoch), left out when unknown or not numbered.
+    pub fn json(&self, stream: Option<(u64, &str)>) -> String {
+        Out::Welcome {
+            id: &self.id,
+            name: self.name.as_deref(),
+            broadcast_seq: stream.map(|s| s.0),
+            broadcast_epoch: stream.map(|s| s.1),
+        }
+        .json()
+    }
+}
+
 /// Hands a room message (JSON text) to every member of `room` here,
 /// encoding the frame once for all of them. The one way room messages
 /// reach connections.
@@ -143,9 +196,11 @@ pub(crate) fn send(ctx: &mut Ctx<'_>, id: ConnId, out: &Out<'_>) {
     let _ = ctx.send(id, Message::Text(Cow::Owned(out.json())));
 }
 
-/// The history key of the broadcast stream: no room can have this name
-/// (room names have no control characters), so it never meets a room's.
-const BROADCASTS: &str = "\u{0}broadcast";
+/// The history key (and, with Redis, the stream's name in the loop-side
+/// state and the library room of its answered members) of the broadcast
+/// stream: no room can have this name (room names have no control
+/// characters), so it never meets a room's.
+pub(crate) const BROADCASTS: &str = "\u{0}broadcast";
 
 /// Rooms in this process: membership is the library's (`Ctx::join`,
 /// `publish`), history and sequence numbers are `H`'s.

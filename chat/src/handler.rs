@@ -11,7 +11,7 @@ use wsloop::server::{
 };
 use wsloop::Message;
 
-use crate::bus::{send, LocalBus, Refusal, RoomBus};
+use crate::bus::{send, LocalBus, Refusal, RoomBus, Welcome};
 use crate::history::{History, LocalHistory, Since};
 use crate::wire::{In, Out, Refused, MAX_REF};
 use crate::{ChatConfig, MAX_NAME, MAX_ROOMS_PER_CONN, MAX_SINCE};
@@ -244,35 +244,15 @@ impl<B: RoomBus> Handler for Chat<B> {
             return;
         };
         let since = m.since.take();
-        // Welcome, gap, missed broadcasts, all in this callback: no live
-        // broadcast can come between them.
-        let replay = if self.config.broadcast {
-            self.bus.broadcasts(since.as_ref())
-        } else {
-            None
+        let welcome = Welcome {
+            id: m.id.clone(),
+            name: m.name.clone(),
         };
-        let json = Out::Welcome {
-            id: &m.id,
-            name: m.name.as_deref(),
-            broadcast_seq: replay.as_ref().map(|r| r.last),
-            broadcast_epoch: replay.as_ref().map(|r| &*r.epoch),
-        }
-        .json();
-        let _ = ctx.send(id, Message::Text(Cow::Owned(json)));
-        let Some(r) = replay else { return };
-        if let Some(g) = r.gap {
-            send(
-                ctx,
-                id,
-                &Out::Gap {
-                    room: "*",
-                    from: g.from,
-                    reset: g.reset,
-                },
-            );
-        }
-        for m in r.messages {
-            let _ = ctx.send_text(id, &m);
+        if self.config.broadcast {
+            // Welcome, gap, missed broadcasts, then live ones, each once.
+            self.bus.open(ctx, id, &welcome, since.as_ref());
+        } else {
+            let _ = ctx.send(id, Message::Text(Cow::Owned(welcome.json(None))));
         }
     }
 

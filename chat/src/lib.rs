@@ -22,11 +22,16 @@
 //!    in an error about that request)
 //! ```
 //!
-//! Broadcasts are one numbered stream, kept like a room's history (without
-//! Redis; through Redis they carry no `seq` yet): a reconnecting client
-//! catches up with `broadcast_since` on the upgrade URL, answered in the
-//! open callback so no live broadcast comes before the replay
-//! ([`RoomBus::broadcasts`]).
+//! Broadcasts are one numbered stream, kept like a room's history (in this
+//! process, or through Redis in one stream shared by every server): a
+//! reconnecting client catches up with `broadcast_since` on the upgrade
+//! URL, answered with the welcome ([`RoomBus::open`]) so no live broadcast
+//! comes before the replay. Without Redis that is in the open callback;
+//! through Redis the welcome comes once Redis has said where the stream
+//! stands (at once if this server is in step with it), and the
+//! connection gets no broadcast before it. A second `welcome` (same id)
+//! says the stream started over (a new `broadcast_epoch`, with a `gap`
+//! on room `"*"` with `reset`).
 //!
 //! A `?name=NAME` on the upgrade URL adds `"name"` to the welcome and to
 //! everything the connection sends. An `error` carries `"retry":true` when
@@ -80,7 +85,7 @@ mod history;
 mod redis;
 mod wire;
 
-pub use bus::{LocalBus, Refusal, RoomBus};
+pub use bus::{LocalBus, Refusal, RoomBus, Welcome};
 pub use config::{ChatConfig, DEFAULT_MAX_INPUT, MAX_HISTORY_PER_ROOM};
 pub use handler::Chat;
 pub use history::{Gap, History, LocalHistory, Replay, Since};

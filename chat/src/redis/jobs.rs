@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::bus::BROADCASTS;
 use crate::wire::{unix_ms, Out};
 
 /// `after` for a fetch that needs no messages, only where the room stands.
@@ -26,39 +27,59 @@ pub(crate) struct RoomMessage {
 /// is set when it is queued.
 pub(crate) fn room_message(room: &str, from: &str, name: Option<&str>, text: &str) -> RoomMessage {
     let ts = unix_ms();
-    let msg = |seq, local| Out::Message {
-        room,
-        seq,
-        from,
-        name,
-        text,
-        ts,
-        local,
-    };
-    let json = msg(Some(0), false).json();
+    numbered(room, |seq, local| {
+        Out::Message {
+            room,
+            seq,
+            from,
+            name,
+            text,
+            ts,
+            local,
+        }
+        .json()
+    })
+}
+
+/// A broadcast, as a message of the broadcast stream
+/// ([`BROADCASTS`]): numbered and kept like a room's.
+pub(crate) fn broadcast_message(from: &str, name: Option<&str>, text: &str) -> RoomMessage {
+    let ts = unix_ms();
+    numbered(BROADCASTS, |seq, local| {
+        Out::Broadcast {
+            seq,
+            from,
+            name,
+            text,
+            ts,
+            local,
+        }
+        .json()
+    })
+}
+
+/// `json(seq, local)` split around its `seq` field, which must come before
+/// any field a client chose.
+fn numbered(room: &str, json: impl Fn(Option<u64>, bool) -> String) -> RoomMessage {
+    let numbered = json(Some(0), false);
     // `,"seq":` right before an unescaped quote can only be the field
     // (inside a JSON string a quote is escaped), and it precedes `text`.
-    let at = json
+    let at = numbered
         .find(",\"seq\":0,")
         .expect("serialized message has a seq field");
     RoomMessage {
         room: room.into(),
         id: String::new(),
-        head: json[..at + 7].to_owned(),
-        tail: json[at + 8..].to_owned(),
-        local: msg(None, true).json(),
+        head: numbered[..at + 7].to_owned(),
+        tail: numbered[at + 8..].to_owned(),
+        local: json(None, true),
     }
 }
 
 /// Work for the publisher thread.
 pub(crate) enum Job {
+    /// A room message, or a broadcast (room [`BROADCASTS`]).
     Publish(RoomMessage),
-    /// `id` as for a room message.
-    Broadcast {
-        id: String,
-        json: String,
-        local: String,
-    },
     Fetch {
         room: Arc<str>,
         after: u64,
@@ -74,7 +95,6 @@ impl Job {
             Job::Publish(m) => {
                 m.room.len() + m.id.len() + m.head.len() + m.tail.len() + m.local.len()
             }
-            Job::Broadcast { id, json, local } => id.len() + json.len() + local.len(),
             Job::Fetch { .. } => 0,
         }
     }
@@ -104,7 +124,6 @@ pub(crate) enum Event {
         seq: u64,
         json: Arc<str>,
     },
-    LiveAll(String),
     Fetched {
         room: Arc<str>,
         after: u64,
@@ -127,7 +146,6 @@ impl Event {
     pub(crate) fn weight(&self) -> usize {
         match self {
             Event::Live { json, .. } => json.len() + 64,
-            Event::LiveAll(json) => json.len(),
             Event::Fetched { result, .. } => {
                 result
                     .entries
@@ -145,7 +163,21 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
-    use super::room_message;
+    use super::{broadcast_message, room_message, BROADCASTS};
+
+    #[test]
+    fn broadcast_message_splits_around_seq() {
+        let text = r#"x,"seq":0,"from":"y"#;
+        let m = broadcast_message("u1", None, text);
+        assert_eq!(&*m.room, BROADCASTS);
+        let v: serde_json::Value = serde_json::from_str(&format!("{}7{}", m.head, m.tail)).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["seq"].as_u64(), v["text"].as_str()),
+            (Some("broadcast"), Some(7), Some(text))
+        );
+        let v: serde_json::Value = serde_json::from_str(&m.local).unwrap();
+        assert_eq!((v["local"].as_bool(), v.get("seq")), (Some(true), None));
+    }
 
     #[test]
     fn room_message_splits_around_seq() {

@@ -10,14 +10,16 @@
 //!   (HINCRBY), appends the message to the room's capped stream (XADD
 //!   MAXLEN with id `SEQ-0`), records its id, and PUBLISHes it, all
 //!   atomically, so every subscriber sees a room's messages in `seq`
-//!   order; a broadcast is published by a script that records its id too;
+//!   order; a broadcast is a message of one more stream, the broadcast
+//!   stream, run by the same script on its own keys;
 //!   a fetch (for a join, or to catch up) reads the room's epoch, last
 //!   `seq`, oldest kept `seq` and the kept messages after a given one.
 //!   Jobs of one kind queued together go out in one pipeline.
 //! - the **subscriber** SUBSCRIBEs to the channel of each room with
 //!   members on this server (from its first member's join to its last
 //!   one's leave: no other server's rooms reach this one) and to the
-//!   broadcast channel, and hands what arrives to the loop. A room is
+//!   broadcast stream's channel (while connections are open here), and
+//!   hands what arrives to the loop. A room is
 //!   fetched only once its subscription is confirmed, so nothing published
 //!   between the fetch and the subscription is missed.
 //! - the **ticker** wakes the loop while joins wait for Redis, so none
@@ -39,6 +41,19 @@
 //! messages for the room are buffered meanwhile, then the member gets
 //! `joined`, `gap` if some are no longer kept, the fetched messages after
 //! its `have`, then the buffered ones after that — each `seq` once.
+//!
+//! **Broadcasts** are that same machinery on one more stream: every open
+//! connection is a member of it, its `joined` is the `welcome` (with
+//! `broadcast_seq` and `broadcast_epoch`) and its gaps are on room `"*"`.
+//! A connection opening is answered like a join: at once when this server
+//! is in step with the stream (subscribed, nothing being fetched, and the
+//! client asks for nothing older than the last broadcast delivered here),
+//! else when Redis has said where the stream stands (the replay after
+//! `broadcast_since` comes with it). Until its welcome the connection is in
+//! no delivery list, so no broadcast, live or local, comes before its
+//! replay, and none twice. When the stream starts over (Redis lost it),
+//! connections get a new `welcome` (same id, new epoch) and a `gap` with
+//! `reset`.
 //!
 //! **What a sender sees when Redis fails.** Every message gets an id
 //! (random per process, plus a counter) before it leaves the loop, and
@@ -92,12 +107,11 @@ use log::{info, warn};
 use redis::Client;
 use wsloop::server::{ConnId, Ctx, Handle, MetricsWriter};
 
-use crate::bus::{Refusal, RoomBus};
+use crate::bus::{Refusal, RoomBus, Welcome};
 use crate::history::Since;
-use crate::wire::{unix_ms, Out};
 use crate::ChatConfig;
 
-use jobs::{room_message, Event, Job};
+use jobs::{broadcast_message, room_message, Event, Job};
 use poster::{lock, CtxSink, Poster};
 use publisher::publisher;
 use queue::{Gauge, Outbox};
@@ -360,19 +374,16 @@ impl RoomBus for RedisBus {
         name: Option<&str>,
         text: &str,
     ) -> Result<(), Refusal> {
-        let ts = unix_ms();
-        let out = |local| {
-            Out::Broadcast {
-                seq: None,
-                from,
-                name,
-                text,
-                ts,
-                local,
-            }
-            .json()
-        };
-        lock(&self.state).broadcast(&mut CtxSink(ctx), out(false), out(true))
+        let msg = broadcast_message(from, name, text);
+        let now = ctx.now();
+        lock(&self.state).publish(&mut CtxSink(ctx), msg, now)
+    }
+
+    /// Answered when Redis has said where the broadcast stream stands
+    /// (at once if this server is in step with it), like a join.
+    fn open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, welcome: &Welcome, since: Option<&Since>) {
+        let now = ctx.now();
+        lock(&self.state).open(&mut CtxSink(ctx), id, welcome.clone(), since, now);
     }
 
     fn shutdown(&mut self, ctx: &mut Ctx<'_>) {

@@ -49,9 +49,6 @@ impl Sink<ConnId> for CtxSink<'_, '_> {
     fn publish(&mut self, room: &str, json: &str) {
         deliver(self.0, room, json);
     }
-    fn broadcast_all(&mut self, json: &str) {
-        self.0.broadcast_all(&Message::Text(Cow::Borrowed(json)));
-    }
 }
 
 #[derive(Default)]

@@ -1,5 +1,5 @@
 //! The Lua scripts, the keys and channels they use, and running them: a
-//! pipeline of fetches, and a pipeline of publishes and broadcasts.
+//! pipeline of fetches, and a pipeline of messages (broadcasts included).
 //!
 //! Keys of a room share the hash tag `{ROOM}`, so they stay in one Cluster
 //! slot (each script touches one room's keys only):
@@ -9,8 +9,10 @@
 //!   seq: a message sent again (a retry after a lost reply) is not stored
 //!   or published twice.
 //!
-//! All three expire after the history's TTL without use. Broadcasts keep
-//! only ids, in `wsloop:chat:{all}:ids` (the last [`BROADCAST_IDS`]).
+//! All three expire after the history's TTL without use. The broadcast
+//! stream is kept the same way (the same scripts and limits), in
+//! `wsloop:chat:broadcast:{all}:meta`, `:log` and `:ids` (no room's key
+//! starts with `broadcast:`), published on `wsloop:chat:all`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +21,13 @@ use log::warn;
 use redis::{Connection, RedisError, Script, Value};
 
 use super::jobs::{Event, Fetched, Job, NOTHING};
+use crate::bus::BROADCASTS;
 
 /// Every key and channel starts with this.
 pub const PREFIX: &str = "wsloop:chat:";
 /// A room's history (and its sequence numbers) expires after this long
 /// without messages or joins; it then starts over with a new epoch.
 pub const HISTORY_TTL_SECS: u64 = 24 * 3600;
-/// Broadcast ids kept to recognise a broadcast sent again.
-pub const BROADCAST_IDS: usize = 10_000;
 
 /// Stores and publishes a room message once: one atomic step.
 /// KEYS: meta, log, ids. ARGV: epoch for a new history, messages kept,
@@ -49,19 +50,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], epoch .. ' ' .. seq .. ' ' .. json)
 return seq
-";
-
-/// Publishes a broadcast once. KEYS: ids. ARGV: id, ids kept, TTL,
-/// channel, JSON. Returns 1 if published, 0 if the id was seen.
-const BROADCAST_LUA: &str = r"
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-local n = redis.call('INCR', KEYS[1] .. ':n')
-redis.call('ZADD', KEYS[1], n, ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -1 - tonumber(ARGV[2]))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1] .. ':n', ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
 ";
 
 /// Where a room stands and the kept messages after ARGV[2] (-1: none).
@@ -94,18 +82,22 @@ end
 return {epoch, last, oldest, after, seqs, texts}
 ";
 
-/// The keys of `room`: meta, log, ids.
+/// The keys of `room` (or of the broadcast stream): meta, log, ids.
 pub(super) fn room_keys(room: &str) -> [String; 3] {
+    if room == BROADCASTS {
+        return ["meta", "log", "ids"].map(|k| format!("{PREFIX}broadcast:{{all}}:{k}"));
+    }
     ["meta", "log", "ids"].map(|k| format!("{PREFIX}{{{room}}}:{k}"))
 }
+/// The channel of `room` (or of the broadcast stream).
 pub(super) fn room_channel(room: &str) -> String {
+    if room == BROADCASTS {
+        return all_channel();
+    }
     format!("{PREFIX}room:{room}")
 }
 pub(super) fn all_channel() -> String {
     format!("{PREFIX}all")
-}
-fn broadcast_ids_key() -> String {
-    format!("{PREFIX}{{all}}:ids")
 }
 
 pub(super) fn random_hex(bytes: usize) -> String {
@@ -117,7 +109,6 @@ pub(super) fn random_hex(bytes: usize) -> String {
 /// The scripts, and the history limits they apply.
 pub(super) struct Scripts {
     append: Script,
-    broadcast: Script,
     fetch: Script,
     /// Messages kept per room.
     pub(super) keep: usize,
@@ -128,7 +119,6 @@ impl Scripts {
     pub(super) fn new(keep: usize, ttl: Duration) -> Self {
         Scripts {
             append: Script::new(APPEND_LUA),
-            broadcast: Script::new(BROADCAST_LUA),
             fetch: Script::new(FETCH_LUA),
             keep: keep.max(1),
             ttl_secs: ttl.as_secs().max(1),
@@ -139,7 +129,6 @@ impl Scripts {
     /// them.
     pub(super) fn load(&self, con: &mut Connection) -> redis::RedisResult<()> {
         self.append.load(con)?;
-        self.broadcast.load(con)?;
         self.fetch.load(con)?;
         Ok(())
     }
@@ -255,7 +244,7 @@ fn outcome(reply: &Value) -> Outcome {
     }
 }
 
-/// Sends publishes and broadcasts in one pipeline. `Ok` with the jobs
+/// Sends messages (room messages and broadcasts) in one pipeline. `Ok` with the jobs
 /// Redis refused (they did not run: delivered here only); `Err` if the
 /// connection failed, when any of them may or may not have run: the
 /// caller sends the same batch again (the ids make that harmless).
@@ -284,17 +273,6 @@ pub(super) fn run_batch(
                         .arg(&m.head)
                         .arg(&m.tail)
                         .arg(&m.id);
-                }
-                Job::Broadcast { id, json, .. } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(s.broadcast.get_hash())
-                        .arg(1)
-                        .arg(broadcast_ids_key())
-                        .arg(id)
-                        .arg(BROADCAST_IDS)
-                        .arg(s.ttl_secs)
-                        .arg(all_channel())
-                        .arg(json);
                 }
                 Job::Fetch { .. } => unreachable!("fetches are not batched with messages"),
             }

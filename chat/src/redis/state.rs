@@ -14,7 +14,7 @@ use log::{info, warn};
 use super::jobs::{Event, Job, RoomMessage, Side};
 use super::queue::{Full, Outbox};
 use super::subs::Subs;
-use crate::bus::Refusal;
+use crate::bus::{Refusal, Welcome, BROADCASTS};
 use crate::history::Since;
 use crate::wire::Out;
 
@@ -44,7 +44,6 @@ pub(crate) trait Sink<I> {
     fn join(&mut self, id: I, room: &str);
     /// To every member of `room` that has been answered (the library's room).
     fn publish(&mut self, room: &str, json: &str);
-    fn broadcast_all(&mut self, json: &str);
 }
 
 /// One member of one room, as the loop tracks it.
@@ -65,6 +64,26 @@ struct Member {
     told: Option<Arc<str>>,
     /// When it asked to join (answered locally after [`JOIN_WAIT`]).
     asked: Instant,
+    /// For the broadcast stream: its answer is this `welcome` (and a new
+    /// one when the stream started over), not `joined`.
+    welcome: Option<Arc<Welcome>>,
+}
+
+impl Member {
+    /// Its `joined` (its `welcome` for the broadcast stream) for `room`
+    /// standing at `seq` in `epoch` (unknown: `None`).
+    fn answer(&self, room: &str, seq: u64, epoch: Option<&str>, local: bool) -> String {
+        match &self.welcome {
+            Some(w) => w.json(epoch.map(|e| (seq, e))),
+            None => Out::Joined {
+                room,
+                seq,
+                epoch: epoch.unwrap_or(""),
+                local,
+            }
+            .json(),
+        }
+    }
 }
 
 struct Live {
@@ -142,17 +161,9 @@ pub(crate) struct State<I> {
     refused: u64,
 }
 
-fn joined_json(room: &str, seq: u64, epoch: &str, local: bool) -> String {
-    Out::Joined {
-        room,
-        seq,
-        epoch,
-        local,
-    }
-    .json()
-}
-
+/// A `gap`; the broadcast stream's is room `"*"`.
 fn gap_json(room: &str, from: u64, reset: bool) -> String {
+    let room = if room == BROADCASTS { "*" } else { room };
     Out::Gap { room, from, reset }.json()
 }
 
@@ -206,6 +217,9 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
     /// Notes that this server refreshes `room`'s keys now. False if it is a
     /// room not used within the TTL and the limit is reached.
     fn use_room(&mut self, room: &Arc<str>, now: Instant) -> bool {
+        if &**room == BROADCASTS {
+            return true; // one stream, not a room clients create
+        }
         if let Some(t) = self.used.get_mut(room) {
             *t = now;
             return true;
@@ -257,6 +271,67 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         since: Option<&Since>,
         now: Instant,
     ) -> Result<(), Refusal> {
+        self.enter(out, id, room, since, now, None)
+    }
+
+    /// A connection opened: it joins the broadcast stream, answered like a
+    /// join (with `welcome` instead of `joined`). Until then it is not in
+    /// the library room of the stream's members, so no broadcast, live or
+    /// local, reaches it before its replay. A connection that asks for
+    /// nothing older than what this server has delivered is answered at
+    /// once: every later broadcast reaches it live, in order.
+    pub(crate) fn open(
+        &mut self,
+        out: &mut impl Sink<I>,
+        id: I,
+        welcome: Welcome,
+        since: Option<&Since>,
+        now: Instant,
+    ) {
+        if let Some(r) = self.rooms.get_mut(BROADCASTS) {
+            let settled = self.pub_up
+                && self.sub_up
+                && r.subscribed
+                && !r.fetching
+                && r.buffer.is_empty()
+                && r.epoch.is_some();
+            let current = since.is_none_or(|s| {
+                s.seq == r.last
+                    && s.epoch
+                        .as_deref()
+                        .is_none_or(|e| Some(e) == r.epoch.as_deref())
+            });
+            if settled && current {
+                let m = Member {
+                    have: Some(r.last),
+                    epoch: r.epoch.clone(),
+                    reset: false,
+                    answered: true,
+                    told: r.epoch.clone(),
+                    asked: now,
+                    welcome: Some(Arc::new(welcome)),
+                };
+                out.join(id, BROADCASTS);
+                out.send(id, &m.answer(BROADCASTS, r.last, r.epoch.as_deref(), false));
+                r.members.insert(id, m);
+                self.conns.entry(id).or_default().push(BROADCASTS.into());
+                return;
+            }
+        }
+        // Never refused: the stream does not count as a room.
+        let _ = self.enter(out, id, BROADCASTS, since, now, Some(welcome));
+    }
+
+    fn enter(
+        &mut self,
+        out: &mut impl Sink<I>,
+        id: I,
+        room: &str,
+        since: Option<&Since>,
+        now: Instant,
+        welcome: Option<Welcome>,
+    ) -> Result<(), Refusal> {
+        let welcome = welcome.map(Arc::new);
         let name = self.name(room);
         if !self.use_room(&name, now) {
             return Err(Refusal::new(format!(
@@ -293,12 +368,16 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 }
             };
             if in_sync && asks_nothing_older {
-                let e = r.epoch.as_deref().unwrap_or("");
-                out.send(id, &joined_json(&name, r.last, e, !up));
+                out.send(id, &m.answer(&name, r.last, r.epoch.as_deref(), !up));
                 return Ok(());
             }
         }
-        if up {
+        // A connection opening before this server has ever heard where
+        // the broadcast stream stands (it just started) waits for Redis
+        // too, within JOIN_WAIT: a welcome without the stream would be
+        // followed by a second one naming it.
+        let hold = welcome.is_some() && r.epoch.is_none();
+        if up || hold {
             r.members.insert(
                 id,
                 Member {
@@ -308,6 +387,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                     answered: false,
                     told: None,
                     asked: now,
+                    welcome,
                 },
             );
             r.rounds = 0;
@@ -319,22 +399,18 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             // when Redis is back.
             let have = have.or(r.epoch.is_some().then_some(r.last));
             let epoch = epoch.or_else(|| r.epoch.clone());
-            r.members.insert(
-                id,
-                Member {
-                    have,
-                    epoch,
-                    reset: false,
-                    answered: true,
-                    told: r.epoch.clone(),
-                    asked: now,
-                },
-            );
+            let m = Member {
+                have,
+                epoch,
+                reset: false,
+                answered: true,
+                told: r.epoch.clone(),
+                asked: now,
+                welcome,
+            };
             out.join(id, &name);
-            out.send(
-                id,
-                &joined_json(&name, r.last, r.epoch.as_deref().unwrap_or(""), true),
-            );
+            out.send(id, &m.answer(&name, r.last, r.epoch.as_deref(), true));
+            r.members.insert(id, m);
         }
         Ok(())
     }
@@ -375,7 +451,8 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         }
     }
 
-    /// A room message from a member here: queued for Redis (numbered and
+    /// A room message (or a broadcast: room [`BROADCASTS`]) from a member
+    /// here: queued for Redis (numbered and
     /// delivered from the subscription, however long Redis takes), or,
     /// while Redis is known to be away, delivered here only, marked local.
     /// A full queue refuses it: nothing was sent, the sender may retry.
@@ -398,32 +475,8 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 out.publish(&m.room, &m.local);
                 Ok(())
             }
+            Err((_, why)) if &*name == BROADCASTS => Err(queue_full("broadcast", why)),
             Err((_, why)) => Err(queue_full("message", why)),
-        }
-    }
-
-    /// A broadcast from a member here, handled as a room message.
-    pub(crate) fn broadcast(
-        &mut self,
-        out: &mut impl Sink<I>,
-        json: String,
-        local: String,
-    ) -> Result<(), Refusal> {
-        if !self.up() {
-            out.broadcast_all(&local);
-            return Ok(());
-        }
-        let id = self.next_msg_id();
-        match self
-            .queue(Job::Broadcast { id, json, local })
-            .map_err(|e| *e)
-        {
-            Ok(()) => Ok(()),
-            Err((Job::Broadcast { local, .. }, Full::Gone)) => {
-                out.broadcast_all(&local);
-                Ok(())
-            }
-            Err((_, why)) => Err(queue_full("broadcast", why)),
         }
     }
 
@@ -436,7 +489,6 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 seq,
                 json,
             } => self.live(out, &room, epoch, seq, json, now),
-            Event::LiveAll(json) => out.broadcast_all(&json),
             Event::Fetched {
                 room,
                 after,
@@ -444,7 +496,6 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             } => self.fetched(out, &room, after, result, now),
             // Redis did not run these (refused, or never sent): here only.
             Event::Bounced(Job::Publish(m)) => out.publish(&m.room, &m.local),
-            Event::Bounced(Job::Broadcast { local, .. }) => out.broadcast_all(&local),
             Event::Bounced(Job::Fetch { room, .. }) => self.fetch_failed(out, &room),
             Event::Tick => self.tick(out, now),
             Event::Subscribed { room, token } => {

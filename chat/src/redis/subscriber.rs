@@ -1,5 +1,6 @@
 //! The subscriber thread: the channels of the rooms with members on this
-//! server (see `subs`), and the broadcast channel, handed to the loop.
+//! server (see `subs`; the broadcast stream is one of them, wanted while
+//! connections are open here), handed to the loop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::queue::Gauge;
 use super::retry::{open, Retry, IO_TIMEOUT};
 use super::scripts::{all_channel, room_channel};
 use super::subs::{diff, Subs};
+use crate::bus::BROADCASTS;
 
 /// The subscriber pings when nothing arrived for this long.
 const SUB_IDLE: Duration = Duration::from_secs(10);
@@ -94,9 +96,7 @@ fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry, subs: &Su
     let all = all_channel();
     let mut ps = con.as_pubsub();
     let mut have = HashMap::new();
-    let setup = ps
-        .subscribe(&all)
-        .and_then(|_| sync(&mut ps, &mut have, subs, poster, true))
+    let setup = sync(&mut ps, &mut have, subs, poster, true)
         .and_then(|alive| ps.set_read_timeout(Some(POLL)).map(|_| alive));
     match setup {
         Ok(true) => {}
@@ -142,9 +142,12 @@ fn subscribe(con: &mut Connection, poster: &Poster, retry: &mut Retry, subs: &Su
                 }
             }
         } else if channel == all {
-            match String::from_utf8(msg.get_payload_bytes().to_vec()) {
-                Ok(json) => Event::LiveAll(json),
-                Err(_) => continue,
+            match parse_live(BROADCASTS, msg.get_payload_bytes()) {
+                Some(ev) => ev,
+                None => {
+                    warn!("redis subscriber: malformed broadcast: ignored");
+                    continue;
+                }
             }
         } else {
             continue;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::{gap_json, joined_json, Live, Room, Sink, State, BUFFER_LIMIT, JOIN_WAIT};
+use super::{gap_json, Live, Room, Sink, State, BUFFER_LIMIT, JOIN_WAIT};
 use crate::redis::jobs::{Fetched, NOTHING};
 use crate::MAX_SINCE;
 
@@ -173,7 +173,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                     if !m.answered {
                         out.join(id, room);
                     }
-                    out.send(id, &joined_json(room, last, &e, false));
+                    out.send(id, &m.answer(room, last, Some(&e), false));
                     m.answered = true;
                     m.told = Some(e.clone());
                 }
@@ -196,7 +196,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 if !m.answered {
                     out.join(id, room);
                 }
-                out.send(id, &joined_json(room, last, &e, false));
+                out.send(id, &m.answer(room, last, Some(&e), false));
                 m.answered = true;
                 m.told = Some(e.clone());
             }
@@ -290,10 +290,7 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             m.answered = true;
             m.told = r.epoch.clone();
             out.join(id, room);
-            out.send(
-                id,
-                &joined_json(room, r.last, r.epoch.as_deref().unwrap_or(""), true),
-            );
+            out.send(id, &m.answer(room, r.last, r.epoch.as_deref(), true));
         }
     }
 }

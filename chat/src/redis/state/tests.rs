@@ -35,7 +35,6 @@ impl Sink<u32> for Rec {
             self.send(id, json);
         }
     }
-    fn broadcast_all(&mut self, _json: &str) {}
 }
 
 impl Rec {
@@ -57,8 +56,13 @@ impl Rec {
                         v["seq"],
                         if v["local"] == true { "L" } else { "" }
                     ),
+                    "welcome" => match v["broadcast_seq"].as_u64() {
+                        Some(seq) => format!("welcome:{seq}"),
+                        None => "welcome:-".into(),
+                    },
                     "gap" => format!(
-                        "gap:{}{}",
+                        "gap{}:{}{}",
+                        if v["room"] == "*" { "*" } else { "" },
                         v["from"],
                         if v["reset"] == true { "r" } else { "" }
                     ),
@@ -573,9 +577,13 @@ fn messages_get_unique_ids_and_a_full_queue_asks_to_retry() {
     assert!(r.retry && r.message.contains("retry"), "{r:?}");
     assert!(rec.got.is_empty(), "a refused message is delivered nowhere");
     let r = st
-        .broadcast(&mut rec, big.clone(), big.clone())
+        .publish(
+            &mut rec,
+            crate::redis::jobs::broadcast_message("u1", None, &big),
+            t0(),
+        )
         .unwrap_err();
-    assert!(r.retry, "{r:?}");
+    assert!(r.retry && r.message.starts_with("broadcast"), "{r:?}");
     assert!(gauge.load().jobs >= 2);
 }
 
@@ -699,4 +707,211 @@ fn a_room_is_fetched_only_once_its_channel_is_subscribed() {
         t0(),
     );
     fetch_job(&rx);
+}
+
+// The broadcast stream: a room of every open connection, answered with
+// `welcome` instead of `joined`, its gaps on room "*".
+
+fn welcome(n: u32) -> Welcome {
+    Welcome {
+        id: format!("u{n}").into(),
+        name: None,
+    }
+}
+
+/// `st.open`, then the subscriber's report if the stream is new here.
+fn open(st: &mut State<u32>, rec: &mut Rec, id: u32, since: Option<&Since>) {
+    st.open(rec, id, welcome(id), since, t0());
+    let token = st
+        .rooms
+        .get(BROADCASTS)
+        .filter(|r| !r.subscribed)
+        .map(|r| r.sub_token);
+    if let Some(token) = token {
+        let room = BROADCASTS.into();
+        st.on_event(rec, Event::Subscribed { room, token }, t0());
+    }
+}
+
+fn live_b(st: &mut State<u32>, rec: &mut Rec, epoch: &str, seq: u64) {
+    let ev = Event::Live {
+        room: BROADCASTS.into(),
+        epoch: epoch.into(),
+        seq,
+        json: m(seq),
+    };
+    st.on_event(rec, ev, t0());
+}
+
+fn fetched_b(st: &mut State<u32>, rec: &mut Rec, after: u64, result: Fetched) {
+    let room = BROADCASTS.into();
+    st.on_event(
+        rec,
+        Event::Fetched {
+            room,
+            after,
+            result,
+        },
+        t0(),
+    );
+}
+
+#[test]
+fn an_opening_connection_gets_its_welcome_when_redis_answers_then_each_broadcast_once() {
+    let (mut st, rx, mut rec) = setup();
+    open(&mut st, &mut rec, 1, None);
+    let (room, after, _) = fetch_job(&rx);
+    assert_eq!((&*room, after), (BROADCASTS, NOTHING));
+    // A broadcast arrives before Redis answers: held back, not before the
+    // welcome, and the connection is in no room that local delivery uses.
+    live_b(&mut st, &mut rec, "E", 8);
+    assert!(rec.take(1).is_empty(), "nothing before the welcome");
+    assert!(!rec.rooms.contains_key(BROADCASTS));
+    fetched_b(&mut st, &mut rec, after, result("E", 7, 1, u64::MAX));
+    assert_eq!(rec.take(1), ["welcome:7", "m:8"]);
+    assert_eq!(rec.rooms[BROADCASTS], [1]);
+    live_b(&mut st, &mut rec, "E", 8);
+    live_b(&mut st, &mut rec, "E", 9);
+    assert_eq!(rec.take(1), ["m:9"]);
+    let v: serde_json::Value = serde_json::from_str(&{
+        open(&mut st, &mut rec, 2, None);
+        rec.got.remove(&2).unwrap().remove(0)
+    })
+    .unwrap();
+    // In step with Redis: the next connection is answered at once, with
+    // no fetch, and gets the next broadcast live.
+    assert_eq!(
+        (
+            v["id"].as_str(),
+            v["broadcast_seq"].as_u64(),
+            v["broadcast_epoch"].as_str()
+        ),
+        (Some("u2"), Some(9), Some("E"))
+    );
+    assert!(rx.try_recv().is_err(), "no fetch for an in-step open");
+    live_b(&mut st, &mut rec, "E", 10);
+    assert_eq!(
+        (rec.take(1), rec.take(2)),
+        (vec!["m:10".into()], vec!["m:10".to_string()])
+    );
+    // The stream is not a room: it does not count against the limit.
+    assert!(!st.used.contains_key(BROADCASTS));
+}
+
+#[test]
+fn reopening_with_broadcast_since_replays_the_missed_ones_or_a_gap_on_star() {
+    let (mut st, rx, mut rec) = setup();
+    open(&mut st, &mut rec, 1, Some(&since(3, Some("E"))));
+    let (_, after, hint) = fetch_job(&rx);
+    assert_eq!((after, hint.as_deref()), (3, Some("E")));
+    live_b(&mut st, &mut rec, "E", 7);
+    fetched_b(&mut st, &mut rec, after, result("E", 6, 1, 4));
+    assert_eq!(rec.take(1), ["welcome:6", "m:4", "m:5", "m:6", "m:7"]);
+
+    // Asks for more than is kept: a gap on "*" first.
+    open(&mut st, &mut rec, 2, Some(&since(1, Some("E"))));
+    let (_, after, _) = fetch_job(&rx);
+    assert_eq!(after, 1);
+    fetched_b(&mut st, &mut rec, after, result("E", 7, 5, 2));
+    assert_eq!(rec.take(2), ["welcome:7", "gap*:5", "m:5", "m:6", "m:7"]);
+    assert!(rec.take(1).is_empty(), "nothing twice for the first");
+
+    // Named another history (Redis lost the stream since): reset, all kept.
+    open(&mut st, &mut rec, 3, Some(&since(4, Some("OLD"))));
+    let (_, after, hint) = fetch_job(&rx);
+    assert_eq!((after, hint.as_deref()), (0, Some("E")));
+    fetched_b(&mut st, &mut rec, after, result("E", 7, 5, 1));
+    assert_eq!(rec.take(3), ["welcome:7", "gap*:5r", "m:5", "m:6", "m:7"]);
+}
+
+#[test]
+fn a_new_broadcast_epoch_welcomes_again_with_a_reset_gap() {
+    let (mut st, rx, mut rec) = setup();
+    open(&mut st, &mut rec, 1, None);
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 4, 1, u64::MAX));
+    assert_eq!(rec.take(1), ["welcome:4"]);
+    // Redis restarted empty: the next broadcast is from a new history.
+    live_b(&mut st, &mut rec, "F", 1);
+    let (_, after, hint) = fetch_job(&rx);
+    assert_eq!((after, hint.as_deref()), (4, Some("E")));
+    live_b(&mut st, &mut rec, "F", 2);
+    fetched_b(&mut st, &mut rec, 0, result("F", 1, 1, 1));
+    let got = rec.got.remove(&1).unwrap();
+    let w: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(
+        (
+            w["type"].as_str(),
+            w["broadcast_epoch"].as_str(),
+            w["broadcast_seq"].as_u64()
+        ),
+        (Some("welcome"), Some("F"), Some(1))
+    );
+    let gap: serde_json::Value = serde_json::from_str(&got[1]).unwrap();
+    assert_eq!(
+        (gap["room"].as_str(), gap["reset"].as_bool()),
+        (Some("*"), Some(true))
+    );
+    assert_eq!(got[2..], ["m:1", "m:2"]);
+}
+
+#[test]
+fn without_redis_opens_are_welcomed_at_once_and_broadcasts_stay_local() {
+    let (mut st, rx, mut rec) = setup();
+    open(&mut st, &mut rec, 1, None);
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 3, 1, u64::MAX));
+    assert_eq!(rec.take(1), ["welcome:3"]);
+    // Opening while Redis is slow: held until the fetch (or JOIN_WAIT).
+    live_b(&mut st, &mut rec, "E", 5); // 4 is missing: a fetch
+    let _ = fetch_job(&rx);
+    open(&mut st, &mut rec, 2, None);
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, false), t0());
+    // A broadcast from here while Redis is away reaches those welcomed.
+    let b = crate::redis::jobs::broadcast_message("u1", None, "hi");
+    st.publish(&mut rec, b, t0()).unwrap();
+    let got = rec.got.remove(&1).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains(r#""local":true"#), "{got:?}");
+    assert!(!rec.got.contains_key(&2), "not before its welcome");
+    st.on_event(&mut rec, Event::Tick, t0() + JOIN_WAIT);
+    assert_eq!(rec.take(2), ["welcome:5"]);
+    // A connection opening while Redis is away is welcomed at once.
+    open(&mut st, &mut rec, 3, None);
+    assert_eq!(rec.take(3), ["welcome:5"]);
+    assert_eq!(rec.rooms[BROADCASTS], [1, 2, 3]);
+}
+
+#[test]
+fn opening_before_redis_was_ever_reached_waits_for_it_within_join_wait() {
+    let (outbox, rx, _) = Outbox::new(100, 1 << 20);
+    let mut st = State::new(outbox, limits(), Arc::new(Subs::default()), "p".into());
+    let mut rec = Rec::default();
+    // Just started: no link yet. The welcome waits (a welcome without the
+    // stream would be followed by a second one naming it).
+    open(&mut st, &mut rec, 1, None);
+    assert!(rec.take(1).is_empty());
+    assert!(st.waiting_flag().load(Ordering::Acquire));
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 2, 1, u64::MAX));
+    assert_eq!(rec.take(1), ["welcome:2"]);
+
+    // Redis never answers: welcomed after JOIN_WAIT without the stream,
+    // then told where it stands once Redis is reached.
+    let (outbox, rx, _) = Outbox::new(100, 1 << 20);
+    let mut st = State::new(outbox, limits(), Arc::new(Subs::default()), "p".into());
+    let mut rec = Rec::default();
+    open(&mut st, &mut rec, 2, None);
+    st.on_event(&mut rec, Event::Tick, t0() + JOIN_WAIT);
+    assert_eq!(rec.take(2), ["welcome:-"]);
+    assert_eq!(rec.rooms[BROADCASTS], [2]);
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 2, 1, u64::MAX));
+    assert_eq!(rec.take(2), ["welcome:2"]);
+    live_b(&mut st, &mut rec, "E", 3);
+    assert_eq!(rec.take(2), ["m:3"]);
 }
