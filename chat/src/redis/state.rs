@@ -346,11 +346,19 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             rooms.push(name.clone());
         }
         let up = self.up();
-        if !self.rooms.contains_key(&name) {
+        let first = self
+            .rooms
+            .get(&name)
+            .is_none_or(|r| r.members.is_empty() && !r.subscribed);
+        if first {
             // Its first member here: listen to it from now on.
             self.next_token += 1;
             self.subs.want(&name, self.next_token);
-            self.rooms.insert(name.clone(), Room::new(self.next_token));
+            let token = self.next_token;
+            self.rooms
+                .entry(name.clone())
+                .or_insert_with(|| Room::new(token))
+                .sub_token = token;
         }
         let r = self.rooms.get_mut(&name).expect("inserted above");
         let have = since.map(|s| s.seq);
@@ -443,9 +451,17 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
             if let Some(r) = self.rooms.get_mut(&name) {
                 r.members.remove(&id);
                 if r.members.is_empty() {
-                    self.rooms.remove(&name);
                     self.waiting_rooms.remove(&name);
                     self.subs.drop_room(&name);
+                    if &*name == BROADCASTS {
+                        // Kept where it stood, unsubscribed: a connection
+                        // opening while Redis is away is welcomed from it.
+                        r.subscribed = false;
+                        r.buffer.clear();
+                        r.overflowed = false;
+                    } else {
+                        self.rooms.remove(&name);
+                    }
                 }
             }
         }

@@ -915,3 +915,26 @@ fn opening_before_redis_was_ever_reached_waits_for_it_within_join_wait() {
     live_b(&mut st, &mut rec, "E", 3);
     assert_eq!(rec.take(2), ["m:3"]);
 }
+
+#[test]
+fn the_stream_outlives_its_last_connection_here_unsubscribed() {
+    let (mut st, rx, mut rec) = setup();
+    open(&mut st, &mut rec, 1, None);
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 4, 1, u64::MAX));
+    assert_eq!(rec.take(1), ["welcome:4"]);
+    st.closed(1);
+    assert!(!st.rooms[BROADCASTS].subscribed);
+    // Back with a new subscription: fetched again (broadcasts were missed
+    // meanwhile), the stream's position from Redis.
+    open(&mut st, &mut rec, 2, None);
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 9, 1, u64::MAX));
+    assert_eq!(rec.take(2), ["welcome:9"]);
+    st.closed(2);
+    // Redis away: welcomed at once from where the stream stood.
+    st.on_event(&mut rec, Event::Link(Side::Publisher, false), t0());
+    open(&mut st, &mut rec, 3, None);
+    assert_eq!(rec.take(3), ["welcome:9"]);
+    assert!(rx.try_recv().is_err());
+}
