@@ -132,7 +132,7 @@ impl std::fmt::Display for TrustedProxy {
 
 /// Configuration shared by every connection of a server or client. Share it
 /// as `Arc<Config>`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
     /// Largest frame payload accepted. Default 16 MiB.

@@ -20,6 +20,8 @@ mod url;
 
 #[cfg(test)]
 mod idle_tests;
+#[cfg(test)]
+mod input_tests;
 
 pub use backoff::Backoff;
 pub use blocking::{connect, connect_with, WebSocket, DEFAULT_WRITE_TIMEOUT};

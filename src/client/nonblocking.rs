@@ -34,12 +34,10 @@ pub(super) enum State {
     Done,
 }
 
-/// A non-blocking WebSocket client on one mio `TcpStream`.
+/// What only the upgrade needs: boxed and dropped once it is done, so an
+/// open client does not carry it.
 #[derive(Debug)]
-pub struct Client {
-    stream: Stream,
-    pub(super) state: State,
-    pub(super) config: Arc<Config>,
+struct Upgrade {
     request: ClientRequest,
     /// The upgrade request not written yet, from `pre_pos` on (its own
     /// exact-size buffer: a queue chunk is 4 KiB, and thousands of them
@@ -47,12 +45,29 @@ pub struct Client {
     pre: Vec<u8>,
     pre_pos: usize,
     reader: ResponseReader,
-    conn: Option<Connection>,
     deadline: Instant,
-    /// Input read but not decoded yet, from `pending_pos` on.
-    pending: Vec<u8>,
-    pending_pos: usize,
-    /// Reading stopped because `pending` is full.
+}
+
+/// A non-blocking WebSocket client on one mio `TcpStream`.
+///
+/// An idle client owns no buffer: the read buffer is lent by a per-thread
+/// pool while input waits to be decoded, and the [`Config`] is shared by
+/// the clients made from one [`ClientOptions`].
+#[derive(Debug)]
+pub struct Client {
+    stream: Stream,
+    pub(super) state: State,
+    pub(super) config: Arc<Config>,
+    upgrade: Option<Box<Upgrade>>,
+    conn: Option<Connection>,
+    /// Input read but not decoded yet: `input[input_pos..input_end]`. The
+    /// buffer (from the pool, or the bytes that came with the response) is
+    /// held only while undecoded input is in it, and never grows: a
+    /// client holds at most one read buffer of input.
+    input: Vec<u8>,
+    input_pos: usize,
+    input_end: usize,
+    /// Reading stopped because `input` is full.
     read_stalled: bool,
     /// EOF (or a read error) seen while input was still undecoded: the
     /// events before it are handed out first.
@@ -63,9 +78,9 @@ pub struct Client {
     /// a frame that ends at or before this offset has left the write queue.
     pub(super) written: u64,
     now: Instant,
-    protocol: Option<String>,
+    protocol: Option<Box<str>>,
     pub(super) error: Option<Error>,
-    close_info: Option<CloseInfo>,
+    close_info: Option<Box<CloseInfo>>,
 }
 
 impl Client {
@@ -115,15 +130,18 @@ impl Client {
         Ok(Client {
             stream,
             state: State::Connecting,
-            config: Arc::new(opts.config.clone()),
-            request,
-            pre,
-            pre_pos: 0,
-            reader: ResponseReader::new(),
+            config: opts.shared_config(),
+            upgrade: Some(Box::new(Upgrade {
+                request,
+                pre,
+                pre_pos: 0,
+                reader: ResponseReader::new(),
+                deadline: now + opts.config.handshake_timeout,
+            })),
             conn: None,
-            deadline: now + opts.config.handshake_timeout,
-            pending: Vec::new(),
-            pending_pos: 0,
+            input: Vec::new(),
+            input_pos: 0,
+            input_end: 0,
             read_stalled: false,
             eof: false,
             eof_error: None,
@@ -172,7 +190,7 @@ impl Client {
 
     /// Why the connection ended, once it has.
     pub fn close_info(&self) -> Option<&CloseInfo> {
-        self.close_info.as_ref()
+        self.close_info.as_deref()
     }
 
     /// The error that ended the connection, if any (handshake refused,
@@ -183,27 +201,65 @@ impl Client {
 
     /// The next event received, decoded from the input now (replies such
     /// as pongs and the close echo are queued; call [`Client::flush`]).
+    /// Call it until it returns `None`. A message that arrived in one
+    /// frame is copied out of the read buffer once; see
+    /// [`Client::next_event_with`] for no copy.
     pub fn next_event(&mut self) -> Option<Event<'static>> {
-        let ev = self.decode_one();
-        let now = self.now;
-        self.after_conn(now);
-        if ev.is_none() {
+        self.next_event_with(into_owned)
+    }
+
+    /// [`Client::next_event`] without a copy: `f` gets the event
+    /// borrowed, a message that arrived in one frame straight from the read
+    /// buffer (one that came in fragments, or cut by the end of a read, is
+    /// the connection's own buffer, moved out). Returns what `f` returned;
+    /// `None` when no complete event is held. Call it until then.
+    pub fn next_event_with<R>(&mut self, f: impl FnOnce(Event<'_>) -> R) -> Option<R> {
+        loop {
+            if let (true, Some(conn)) = (self.input_pos < self.input_end, self.conn.as_mut()) {
+                let mut input = &mut self.input[self.input_pos..self.input_end];
+                let before = input.len();
+                let res = conn.poll_event(&mut input, self.now);
+                self.input_pos += before - input.len();
+                match res {
+                    Ok(Some(ev)) => {
+                        let r = f(ev);
+                        let now = self.now;
+                        self.after_conn(now);
+                        return Some(r);
+                    }
+                    // Every byte was taken (a cut frame's start is kept
+                    // by the connection).
+                    Ok(None) => self.input_pos = self.input_end,
+                    Err(e) => {
+                        self.error = Some(e);
+                        self.input_pos = self.input_end;
+                    }
+                }
+                continue;
+            }
+            self.release_input();
+            let now = self.now;
+            self.after_conn(now);
             if self.eof {
                 let err = self.eof_error.take();
                 self.finish(err);
-            } else if self.read_stalled {
-                self.read_input();
-                return self.next_event_again();
+                return None;
+            }
+            if !self.read_stalled || !matches!(self.state, State::Open) {
+                return None;
+            }
+            self.read_input();
+            if self.input_pos == self.input_end {
+                return None;
             }
         }
-        ev
     }
 
-    fn next_event_again(&mut self) -> Option<Event<'static>> {
-        let ev = self.decode_one();
-        let now = self.now;
-        self.after_conn(now);
-        ev
+    /// Bytes of undecoded input this client holds (at most one read
+    /// buffer).
+    #[cfg(test)]
+    pub(super) fn input_held(&self) -> usize {
+        self.input.len()
     }
 
     /// Where the last frame queued ends, in the connection's output (see
@@ -214,7 +270,8 @@ impl Client {
 
     /// Bytes queued for writing.
     pub fn buffered(&self) -> usize {
-        self.pre.len() - self.pre_pos + self.conn.as_ref().map_or(0, |c| c.buffered())
+        self.upgrade.as_ref().map_or(0, |u| u.pre.len() - u.pre_pos)
+            + self.conn.as_ref().map_or(0, |c| c.buffered())
     }
 
     fn open_conn(&mut self) -> Result<&mut Connection, Error> {
@@ -262,7 +319,7 @@ impl Client {
     /// When [`Client::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Connecting | State::Handshake => Some(self.deadline),
+            State::Connecting | State::Handshake => self.upgrade.as_ref().map(|u| u.deadline),
             State::Open => self.conn.as_ref().and_then(|c| c.poll_timeout()),
             State::Draining { deadline } => Some(*deadline),
             State::Done => None,
@@ -272,7 +329,9 @@ impl Client {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
-            State::Connecting | State::Handshake if now >= self.deadline => {
+            State::Connecting | State::Handshake
+                if self.upgrade.as_ref().is_none_or(|u| now >= u.deadline) =>
+            {
                 self.finish(Some(Error::Handshake(HandshakeError::Timeout)));
             }
             State::Open => {
@@ -299,21 +358,23 @@ impl Client {
         if let Some(c) = self.conn.as_mut() {
             c.handle_transport_closed("connection ended");
             if self.close_info.is_none() {
-                self.close_info = c.close_info().cloned();
+                self.close_info = c.close_info().cloned().map(Box::new);
             }
         }
         if self.close_info.is_none() {
-            self.close_info = Some(CloseInfo {
+            self.close_info = Some(Box::new(CloseInfo {
                 code: CloseCode::ABNORMAL,
                 reason: self
                     .error
                     .as_ref()
                     .map_or_else(|| "connection ended".to_owned(), |e| e.to_string()),
                 clean: false,
-            });
+            }));
         }
         self.stream.shutdown();
         self.state = State::Done;
+        self.upgrade = None;
+        self.release_input();
     }
 
     /// Does all the I/O the socket allows now: finishes the connect, writes
@@ -338,11 +399,6 @@ impl Client {
             return self.write_failed(e);
         }
         self.read_input();
-        if matches!(self.state, State::Draining { .. }) {
-            // Nobody decodes after the close: drop what the server sends.
-            self.pending = Vec::new();
-            self.pending_pos = 0;
-        }
         if let Err(e) = self.flush() {
             self.write_failed(e);
         }
@@ -353,7 +409,7 @@ impl Client {
     pub(super) fn write_failed(&mut self, e: io::Error) {
         if matches!(self.state, State::Open) {
             self.read_input();
-            if matches!(self.state, State::Open) && self.pending_pos < self.pending.len() {
+            if matches!(self.state, State::Open) && self.input_pos < self.input_end {
                 self.eof = true;
                 if self.eof_error.is_none() {
                     self.eof_error = Some(e.into());
@@ -366,39 +422,29 @@ impl Client {
         }
     }
 
-    /// Reads until the socket would block or enough undecoded input is
-    /// held (the application decides the pace).
+    /// Reads until the socket would block or the read buffer is full of
+    /// undecoded input (the application decides the pace: decoding it all
+    /// reads on).
     fn read_input(&mut self) {
-        // The read buffer is only scratch (what is read is decoded or
-        // copied at once), so the clients of a thread share one: an idle
-        // client owns no read buffer.
-        let size = self.config.read_buffer_size.max(1);
-        let mut buf = READ_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
-        self.read_input_with(&mut buf[..size]);
-        READ_SCRATCH.with(|s| *s.borrow_mut() = buf);
-    }
-
-    fn read_input_with(&mut self, buf: &mut [u8]) {
-        let cap = self.config.max_message_size.saturating_add(buf.len());
         self.read_stalled = false;
         loop {
             if matches!(self.state, State::Done) || self.eof {
-                return;
+                break;
             }
-            if self.pending.len() - self.pending_pos > cap {
+            if self.input_pos == self.input_end {
+                (self.input_pos, self.input_end) = (0, 0);
+            }
+            if self.input_end == self.input.len() && !self.make_room() {
                 self.read_stalled = true;
                 return;
             }
-            let n = match self.stream.read(buf) {
+            let n = match self.stream.read(&mut self.input[self.input_end..]) {
                 Ok(0) => {
                     let err = match self.state {
                         State::Handshake => Some(Error::Handshake(HandshakeError::Eof)),
                         _ => None,
                     };
-                    if matches!(self.state, State::Open) && self.pending_pos < self.pending.len() {
+                    if matches!(self.state, State::Open) && self.input_pos < self.input_end {
                         // Decode what arrived before the EOF first.
                         self.eof = true;
                         return;
@@ -406,14 +452,11 @@ impl Client {
                     return self.finish(err);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // After the close handshake a reset is just the end.
                 Err(_) if matches!(self.state, State::Draining { .. }) => return self.finish(None),
-                Err(e)
-                    if matches!(self.state, State::Open)
-                        && self.pending_pos < self.pending.len() =>
-                {
+                Err(e) if matches!(self.state, State::Open) && self.input_pos < self.input_end => {
                     // Like an EOF: what arrived before the error is
                     // decoded and handed out first, not dropped.
                     self.eof = true;
@@ -423,21 +466,62 @@ impl Client {
                 Err(e) => return self.finish(Some(e.into())),
             };
             match self.state {
-                State::Handshake => self.handshake_input(&buf[..n]),
-                State::Open => self.pending.extend_from_slice(&buf[..n]),
+                State::Handshake => {
+                    let buf = std::mem::take(&mut self.input);
+                    self.handshake_input(&buf[..n]);
+                    give_read_buf(buf);
+                }
+                State::Open => self.input_end += n,
+                // Nobody decodes after the close: what the server sends is
+                // dropped.
                 _ => {}
             }
+        }
+        self.release_input();
+    }
+
+    /// Makes room to read after what is held: false if a whole read
+    /// buffer of input waits to be decoded. The input is moved to the
+    /// front of a whole read buffer: it was the exact-size bytes that came
+    /// with the response, or undecoded input at the end of the buffer.
+    fn make_room(&mut self) -> bool {
+        let size = self.config.read_buffer_size.max(1);
+        let (pos, end) = (self.input_pos, self.input_end);
+        let held = end - pos;
+        if held >= size {
+            return false;
+        }
+        if self.input.len() == size {
+            self.input.copy_within(pos..end, 0);
+        } else {
+            let mut buf = take_read_buf(size);
+            buf[..held].copy_from_slice(&self.input[pos..end]);
+            give_read_buf(std::mem::replace(&mut self.input, buf));
+        }
+        (self.input_pos, self.input_end) = (0, held);
+        true
+    }
+
+    /// Gives the read buffer back to the pool once all its input is
+    /// decoded: an idle client holds none.
+    fn release_input(&mut self) {
+        if self.input_pos >= self.input_end || !matches!(self.state, State::Open) {
+            give_read_buf(std::mem::take(&mut self.input));
+            (self.input_pos, self.input_end) = (0, 0);
         }
     }
 
     fn handshake_input(&mut self, data: &[u8]) {
         let c = &self.config;
-        match self.reader.feed(data, c.max_handshake_bytes, c.max_headers) {
+        let Some(up) = self.upgrade.as_mut() else {
+            return;
+        };
+        match up.reader.feed(data, c.max_handshake_bytes, c.max_headers) {
             Ok(Head::Partial) => {}
             Ok(Head::Complete(resp, rest)) => {
-                match resp.validate_with(&self.request, &self.config.deflate) {
+                match resp.validate_with(&up.request, &self.config.deflate) {
                     Ok((protocol, _deflate)) => {
-                        self.protocol = protocol;
+                        self.protocol = protocol.map(String::into_boxed_str);
                         self.state = State::Open;
                         #[allow(unused_mut)]
                         let mut conn = Connection::new(Role::Client, self.config.clone(), self.now);
@@ -448,11 +532,10 @@ impl Client {
                         self.conn = Some(conn);
                         // The request and the response's bytes are not
                         // needed any more: an idle client keeps neither.
-                        self.reader = ResponseReader::new();
-                        self.request = ClientRequest::default();
+                        self.upgrade = None;
                         // Frames that came with the response.
-                        self.pending = rest;
-                        self.pending_pos = 0;
+                        (self.input_pos, self.input_end) = (0, rest.len());
+                        self.input = rest;
                     }
                     Err(e) => self.finish(Some(e.into())),
                 }
@@ -461,34 +544,10 @@ impl Client {
         }
     }
 
-    /// Decodes the next event from the input held.
-    fn decode_one(&mut self) -> Option<Event<'static>> {
-        let conn = self.conn.as_mut()?;
-        while self.pending_pos < self.pending.len() {
-            let mut input = &mut self.pending[self.pending_pos..];
-            let before = input.len();
-            let res = conn.poll_event(&mut input, self.now);
-            self.pending_pos += before - input.len();
-            match res {
-                Ok(Some(ev)) => return Some(into_owned(ev)),
-                Ok(None) => {}
-                Err(e) => {
-                    self.error = Some(e);
-                    break;
-                }
-            }
-        }
-        // Released, not kept at the size of the largest burst: an idle
-        // client holds no input buffer.
-        self.pending = Vec::new();
-        self.pending_pos = 0;
-        None
-    }
-
     fn after_conn(&mut self, now: Instant) {
         if let (State::Open, Some(c)) = (&self.state, &self.conn) {
             if c.is_closed() {
-                self.close_info = c.close_info().cloned();
+                self.close_info = c.close_info().cloned().map(Box::new);
                 if self
                     .close_info
                     .as_ref()
@@ -512,18 +571,19 @@ impl Client {
             return Ok(());
         }
         self.stream.flush_records()?;
-        while self.pre_pos < self.pre.len() {
-            match self.stream.write(&self.pre[self.pre_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pre_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        if let Some(up) = self.upgrade.as_mut() {
+            while up.pre_pos < up.pre.len() {
+                match self.stream.write(&up.pre[up.pre_pos..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => up.pre_pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        if !self.pre.is_empty() {
-            self.pre = Vec::new();
-            self.pre_pos = 0;
+            // Sent: only the request's key is still needed.
+            up.pre = Vec::new();
+            up.pre_pos = 0;
         }
         if let Some(c) = self.conn.as_mut() {
             let before = c.buffered();
@@ -536,9 +596,32 @@ impl Client {
     }
 }
 
+/// Read buffers kept for the clients of a thread: one is in use at a time
+/// when each client's input is decoded after it is read; a few more cover
+/// clients whose input waits.
+const POOLED_READ_BUFS: usize = 4;
+
 thread_local! {
-    /// The read buffer `read_input` lends to each client of this thread.
-    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static READ_BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer of `size` bytes (zeroed once, when first made).
+fn take_read_buf(size: usize) -> Vec<u8> {
+    let mut buf = READ_BUFS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    buf.resize(size, 0);
+    buf
+}
+
+fn give_read_buf(buf: Vec<u8>) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    READ_BUFS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_READ_BUFS {
+            p.push(buf);
+        }
+    });
 }
 
 fn into_owned(ev: Event<'_>) -> Event<'static> {
