@@ -16,7 +16,7 @@ use super::rate::Bucket;
 use super::{ops, peer, Core, Ctx, Handler, HttpResponse, Upgrade};
 
 /// Reads per readiness event before other connections get a turn.
-const MAX_READS_PER_EVENT: usize = 8;
+pub(super) const MAX_READS_PER_EVENT: usize = 8;
 
 /// Reads from `key` until it would block, processing as it goes.
 pub(super) fn read_conn<H: Handler>(
@@ -48,7 +48,23 @@ pub(super) fn read_conn<H: Handler>(
             }
         }
         let tls = e.stream.is_tls();
-        let n = match e.stream.read(scratch) {
+        // A large binary frame's payload is read straight into its message
+        // (no copy out of `scratch`), at most `scratch.len()` bytes a read
+        // so that a pass takes no more from one peer than before.
+        let Entry { stream, phase, .. } = e;
+        let offered = match phase {
+            Phase::Open { conn } => conn.payload_buf(),
+            _ => None,
+        };
+        let direct = offered.is_some();
+        let (res, want) = match offered {
+            Some(buf) => {
+                let want = buf.len().min(scratch.len());
+                (stream.read(&mut buf[..want]), want)
+            }
+            None => (stream.read(scratch), scratch.len()),
+        };
+        let n = match res {
             Ok(0) => {
                 let e = &mut core.slab[key];
                 let orderly = match &e.phase {
@@ -69,6 +85,9 @@ pub(super) fn read_conn<H: Handler>(
             }
             Ok(n) => {
                 core.stats.bytes_in += n as u64;
+                if direct {
+                    core.stats.bytes_direct += n as u64;
+                }
                 n
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -78,8 +97,16 @@ pub(super) fn read_conn<H: Handler>(
                 return;
             }
         };
-        process(core, handler, &mut scratch[..n], key);
-        if n < scratch.len() && !to_eof && !tls {
+        if direct {
+            if let Phase::Open { conn } = &mut core.slab[key].phase {
+                conn.payload_filled(n);
+            }
+            // The filled bytes are taken by the first `poll_event`.
+            feed_frames(core, handler, key, &mut []);
+        } else {
+            process(core, handler, &mut scratch[..n], key);
+        }
+        if n < want && !to_eof && !tls {
             // The socket is empty for now; the next arrival is a new edge
             // (over TLS, rustls may hold records it has not handed out).
             return;

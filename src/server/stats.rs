@@ -51,6 +51,8 @@ pub(crate) struct Stats {
     pub(super) messages_in: u64,
     pub(super) messages_out: u64,
     pub(super) bytes_in: u64,
+    /// Of `bytes_in`, those read straight into a message (large frames).
+    pub(super) bytes_direct: u64,
     pub(super) bytes_out: u64,
     pub(super) closes: [u64; CLOSE_SLOTS],
     /// Sends past `write_buffer_limit`: [close policy, drop policy].
@@ -137,6 +139,7 @@ impl Stats {
         self.messages_in += other.messages_in;
         self.messages_out += other.messages_out;
         self.bytes_in += other.bytes_in;
+        self.bytes_direct += other.bytes_direct;
         self.bytes_out += other.bytes_out;
         sum(&mut self.closes, &other.closes);
         sum(&mut self.overflows, &other.overflows);

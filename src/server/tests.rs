@@ -146,3 +146,246 @@ fn requests_from_other_threads_run_a_budget_per_pass_and_the_loop_does_not_sleep
     }
     assert_eq!(ran.load(Ordering::SeqCst), N);
 }
+
+// Large frames read straight into their message (`payload_buf`): the
+// payloads must come out as sent, whatever the pieces they arrive in, and
+// `bytes_direct` shows that the direct path was taken.
+
+use std::io::{Read, Write};
+
+use super::read::MAX_READS_PER_EVENT;
+use crate::frame::{parse_header, write_frame, FrameHeader, OpCode};
+
+/// Keeps what arrives, and the order of events.
+#[derive(Default)]
+struct Record {
+    msgs: Vec<Vec<u8>>,
+    log: Vec<String>,
+}
+
+impl Handler for Record {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, msg: Message<'_>) {
+        self.log.push(format!("message {}", msg.as_bytes().len()));
+        self.msgs.push(msg.as_bytes().to_vec());
+    }
+    fn on_ping(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, payload: &[u8]) {
+        self.log.push(format!("ping {}", payload.len()));
+    }
+}
+
+fn turn_record_until(
+    s: &mut Server<Record>,
+    what: &str,
+    mut done: impl FnMut(&Server<Record>) -> bool,
+) {
+    let mut events = Events::with_capacity(1024);
+    let start = Instant::now();
+    while !done(s) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+        s.turn(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+}
+
+/// A small read buffer: many reads per message, and direct reads capped
+/// at its size.
+fn record_server(max_message: usize) -> Server<Record> {
+    let config = Config {
+        read_buffer_size: 4096,
+        max_message_size: max_message,
+        max_frame_size: max_message,
+        ..Config::default()
+    };
+    Server::bind("127.0.0.1:0", config, Record::default()).unwrap()
+}
+
+/// Connects and upgrades; the client has read the 101 response.
+fn open(s: &mut Server<Record>) -> TcpStream {
+    let mut c = connect(s.local_addr());
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    turn_record_until(s, "the upgrade", |s| s.core.stats.upgrades == 1);
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    c
+}
+
+/// A masked client frame.
+fn frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let h = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: Some([0x37, 0xfa, 0x21, 0x3d]),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = Vec::new();
+    write_frame(&h, payload, &mut out);
+    out
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `wire` in pieces of the given sizes (cycled), each read by the
+/// server before the next is written.
+fn send_in_pieces(s: &mut Server<Record>, c: &mut TcpStream, wire: &[u8], sizes: &[usize]) {
+    let base = s.core.stats.bytes_in;
+    let mut pos = 0;
+    for &size in sizes.iter().cycle() {
+        if pos == wire.len() {
+            break;
+        }
+        let end = (pos + size).min(wire.len());
+        c.write_all(&wire[pos..end]).unwrap();
+        pos = end;
+        let want = base + pos as u64;
+        turn_record_until(s, "a piece read", |s| s.core.stats.bytes_in >= want);
+    }
+}
+
+/// Reads server frames until one with `opcode`; returns its payload.
+fn read_until(c: &mut TcpStream, opcode: OpCode, got: &mut Vec<u8>) -> Vec<u8> {
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some((h, n)) = parse_header(got).unwrap() {
+            let end = n + h.payload_len as usize;
+            if got.len() < end {
+                break;
+            }
+            let payload = got[n..end].to_vec();
+            got.drain(..end);
+            if h.opcode == opcode {
+                return payload;
+            }
+        }
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF before a {opcode:?} frame");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_large_message_arriving_in_many_pieces_is_read_straight_into_its_buffer() {
+    let mut s = record_server(1 << 20);
+    let mut c = open(&mut s);
+    let payload = pattern(600 << 10, 1);
+    let wire = frame(OpCode::Binary, true, &payload);
+    // One byte at a time through the header and again past the point
+    // where direct reads start (64 KiB), then uneven pieces.
+    let (head, rest) = wire.split_at(66 << 10);
+    send_in_pieces(&mut s, &mut c, &head[..300], &[1]);
+    send_in_pieces(
+        &mut s,
+        &mut c,
+        &head[300..head.len() - 500],
+        &[7, 1000, 4096, 9000],
+    );
+    send_in_pieces(&mut s, &mut c, &head[head.len() - 500..], &[1]);
+    send_in_pieces(&mut s, &mut c, &rest[..300], &[1]);
+    send_in_pieces(&mut s, &mut c, &rest[300..], &[3, 65536, 4095, 1, 20000]);
+    assert_eq!(s.handler.msgs.len(), 1);
+    assert!(s.handler.msgs[0] == payload, "the message differs");
+    let direct = s.core.stats.bytes_direct;
+    assert!(
+        // From 64 KiB received to 64 KiB left (the rest is copied).
+        direct >= 400 << 10 && direct <= payload.len() as u64,
+        "{direct} bytes read directly"
+    );
+}
+
+#[test]
+fn a_frame_of_exactly_the_limit_is_read_directly_and_one_byte_more_is_refused_before_its_payload() {
+    const LIMIT: usize = 256 << 10;
+    let mut s = record_server(LIMIT);
+    let mut c = open(&mut s);
+    let payload = pattern(LIMIT, 2);
+    send_in_pieces(
+        &mut s,
+        &mut c,
+        &frame(OpCode::Binary, true, &payload),
+        &[8192],
+    );
+    assert!(s.handler.msgs == [payload], "the message differs");
+    let direct = s.core.stats.bytes_direct;
+    assert!(direct >= 128 << 10, "{direct} bytes read directly");
+
+    // The header alone: refused with 1009 before any payload is sent.
+    let over = frame(OpCode::Binary, true, &pattern(LIMIT + 1, 3));
+    let hdr_len = parse_header(&over).unwrap().unwrap().1;
+    send_in_pieces(&mut s, &mut c, &over[..hdr_len], &[hdr_len]);
+    let close = read_until(&mut c, OpCode::Close, &mut Vec::new());
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1009);
+    assert_eq!(s.core.stats.bytes_direct, direct);
+    assert_eq!(s.handler.msgs.len(), 1);
+}
+
+#[test]
+fn control_frames_between_fragments_of_a_directly_read_message_are_answered_in_order() {
+    let mut s = record_server(1 << 20);
+    let mut c = open(&mut s);
+    let parts = [
+        pattern(150 << 10, 4),
+        pattern(200 << 10, 5),
+        pattern(100 << 10, 6),
+    ];
+    let mut wire = frame(OpCode::Binary, false, &parts[0]);
+    wire.extend(frame(OpCode::Ping, true, b"a"));
+    wire.extend(frame(OpCode::Continuation, false, &parts[1]));
+    wire.extend(frame(OpCode::Ping, true, b"bb"));
+    wire.extend(frame(OpCode::Continuation, true, &parts[2]));
+    send_in_pieces(&mut s, &mut c, &wire, &[16 << 10, 1, 5000]);
+    assert_eq!(s.handler.log, ["ping 1", "ping 2", "message 460800"]);
+    assert!(s.handler.msgs[0] == parts.concat(), "the message differs");
+    let direct = s.core.stats.bytes_direct;
+    // The first fragment alone could give at most 86 KiB: the others'
+    // payloads were read directly too.
+    assert!(direct >= 150 << 10, "{direct} bytes read directly");
+    let mut got = Vec::new();
+    assert_eq!(read_until(&mut c, OpCode::Pong, &mut got), b"a");
+    assert_eq!(read_until(&mut c, OpCode::Pong, &mut got), b"bb");
+}
+
+#[test]
+fn a_pass_reads_no_more_of_a_large_frame_than_of_small_ones() {
+    let mut s = record_server(2 << 20);
+    let mut c = open(&mut s);
+    let payload = pattern(2 << 20, 7);
+    let wire = frame(OpCode::Binary, true, &payload);
+    // The peer has far more queued than one pass may take.
+    let writer = std::thread::spawn(move || c.write_all(&wire).map(|_| c));
+    // An event's reads, and an owed read's, each at most the read buffer.
+    let bound = (2 * MAX_READS_PER_EVENT * 4096) as u64;
+    let mut events = Events::with_capacity(1024);
+    let start = Instant::now();
+    let mut most = 0;
+    while s.handler.msgs.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never delivered");
+        let before = s.core.stats.bytes_in;
+        s.turn(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        most = most.max(s.core.stats.bytes_in - before);
+    }
+    let _c = writer.join().unwrap().unwrap();
+    assert!(most <= bound, "one pass read {most} bytes (bound {bound})");
+    assert!(s.handler.msgs[0] == payload, "the message differs");
+    assert!(s.core.stats.bytes_direct >= 1 << 20);
+}
