@@ -81,6 +81,7 @@ mod bus;
 mod config;
 mod handler;
 mod history;
+mod hub;
 #[cfg(feature = "redis")]
 mod redis;
 mod wire;
@@ -89,6 +90,7 @@ pub use bus::{LocalBus, Refusal, RoomBus, Welcome};
 pub use config::{ChatConfig, DEFAULT_MAX_INPUT, MAX_HISTORY_PER_ROOM};
 pub use handler::Chat;
 pub use history::{Gap, History, LocalHistory, Replay, Since};
+pub use hub::{Hub, HubBus, INBOX_BYTES as HUB_INBOX_BYTES, MAX_LOOPS};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBus, Starter as RedisStarter, Unflushed};
 

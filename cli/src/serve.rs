@@ -66,11 +66,13 @@ OPTIONS:
                              certificate chain (needs the `tls` feature)
     --tls-key FILE           The PEM private key for --tls-cert
     --app APP                echo or chat [default: echo]
-    --threads N              Echo only: N event loops, each on its own
-                             thread with its own listening socket on the
-                             port (SO_REUSEPORT: the kernel spreads new
-                             connections; a connection stays on the loop
-                             that accepted it) [default: 1]
+    --threads N              N event loops, each on its own thread with its
+                             own listening socket on the port (SO_REUSEPORT:
+                             the kernel spreads new connections; a
+                             connection stays on the loop that accepted
+                             it). The chat's rooms span the loops: one
+                             numbering and history, each message encoded
+                             once (not with --redis) [default: 1]
     --redis URL              Chat only: share rooms with every server using
                              this Redis (redis://[:PASSWORD@]HOST:PORT[/DB],
                              or rediss:// for TLS, the server verified);
@@ -204,7 +206,7 @@ pub struct Options {
     /// The chat's own limits (`--chat-max-input`, `--no-broadcast`,
     /// `--history`, `--max-rooms`).
     pub chat: wsloop_chat::ChatConfig,
-    /// `--threads N`: event loops, one listener each (echo only).
+    /// `--threads N`: event loops, one listener each.
     pub threads: usize,
     /// `--log-format`: text (people) or json (one object per line).
     pub log_format: LogFormat,
@@ -507,11 +509,6 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
     if let Err(e) = opts.config.validate() {
         return Err(ArgError(format!("wsloop serve: {e}")));
     }
-    if opts.threads > 1 && opts.app != App::Echo {
-        return Err(ArgError(
-            "wsloop serve: --threads needs --app echo (chat rooms live in one event loop)".into(),
-        ));
-    }
     if let Err(e) = opts.chat.validate() {
         return Err(ArgError(format!("wsloop serve: {e}")));
     }
@@ -520,6 +517,13 @@ pub fn parse(args: Args) -> Result<Option<Options>, ArgError> {
         return Err(ArgError(
             "wsloop serve: --redis needs --app chat (the echo app has nothing to share)".into(),
         ));
+    }
+    if opts.redis.is_some() && opts.threads > 1 {
+        return Err(ArgError(format!(
+            "wsloop serve: --threads {} with --redis is not supported: each event loop would \
+             need its own Redis link; run one process per core with --redis instead",
+            opts.threads
+        )));
     }
     opts.tls = load_tls(tls_cert, tls_key)?;
     if check {

@@ -116,7 +116,21 @@ impl Ctx<'_> {
     /// Sends `msg` to every id in `ids`, encoding the frame once. Returns
     /// how many accepted it (a full or closed connection does not).
     pub fn broadcast(&mut self, ids: impl IntoIterator<Item = ConnId>, msg: &Message<'_>) -> usize {
-        let frame = encode_shared(msg);
+        self.broadcast_frame(ids, &encode_shared(msg))
+    }
+
+    /// Sends a frame already encoded by
+    /// [`encode_shared`](crate::protocol::encode_shared) to every id in
+    /// `ids`: another loop's publish reaches this loop's members without
+    /// being encoded again. Queued as is, uncompressed, on deflate
+    /// connections too (RFC 7692 lets any message go uncompressed). Returns
+    /// how many accepted it; a frame that is not one whole unmasked text or
+    /// binary frame is refused by every connection.
+    pub fn broadcast_frame(
+        &mut self,
+        ids: impl IntoIterator<Item = ConnId>,
+        frame: &Arc<[u8]>,
+    ) -> usize {
         let mut n = 0;
         for id in ids {
             let r = self.with_conn(id, |c| c.send_shared(frame.clone()));
@@ -129,14 +143,22 @@ impl Ctx<'_> {
 
     /// Sends `msg` to every open connection, encoding it once.
     pub fn broadcast_all(&mut self, msg: &Message<'_>) -> usize {
+        self.broadcast_all_frame(&encode_shared(msg), None)
+    }
+
+    /// Sends an encoded frame (see [`Ctx::broadcast_frame`]) to every open
+    /// connection but `except` (one that is being answered apart, such as
+    /// a connection opening now whose catch-up already holds the frame).
+    pub fn broadcast_all_frame(&mut self, frame: &Arc<[u8]>, except: Option<ConnId>) -> usize {
         let ids: Vec<ConnId> = self
             .core
             .slab
             .iter()
             .filter(|(_, e)| !e.dead && matches!(e.phase, Phase::Open { .. }))
             .map(|(k, e)| ConnId::new(self.core.loop_id, k, e.gen))
+            .filter(|id| Some(*id) != except)
             .collect();
-        self.broadcast(ids, msg)
+        self.broadcast_frame(ids, frame)
     }
 
     /// Adds `id` to `room`: an open connection, or one whose upgrade is
@@ -209,10 +231,22 @@ impl Ctx<'_> {
             .unwrap_or_default()
     }
 
+    /// Members of `room` on this loop.
+    pub fn room_len(&self, room: &str) -> usize {
+        self.core.rooms.get(room).map_or(0, |m| m.len())
+    }
+
     /// Sends `msg` to every member of `room`, encoding it once.
     pub fn publish(&mut self, room: &str, msg: &Message<'_>) -> usize {
         let members = self.room_members(room);
         self.broadcast(members, msg)
+    }
+
+    /// Sends an encoded frame (see [`Ctx::broadcast_frame`]) to every
+    /// member of `room`.
+    pub fn publish_frame(&mut self, room: &str, frame: &Arc<[u8]>) -> usize {
+        let members = self.room_members(room);
+        self.broadcast_frame(members, frame)
     }
 
     /// A handle for other threads.

@@ -131,7 +131,26 @@ pub fn run(opts: Options) -> i32 {
         metrics_here: opts.metrics.then(|| opts.access.token.clone()),
     };
     if opts.threads > 1 {
-        return serve_threads(listeners, &setup, &opts.access);
+        return match opts.app {
+            App::Echo => serve_threads(listeners, &setup, |_| Echo {
+                access: opts.access.clone(),
+            }),
+            App::Chat => {
+                // One numbering and history for every loop (--redis with
+                // --threads was refused when the options were parsed).
+                let hub = wsloop_chat::Hub::new(&opts.chat);
+                serve_threads_with(
+                    listeners,
+                    &setup,
+                    // A fresh hub numbers its loops 0, 1, ... as asked.
+                    |_| {
+                        wsloop_chat::Chat::with_bus(opts.access.clone(), hub.bus())
+                            .config(opts.chat.clone())
+                    },
+                    |i, handle| hub.attach(i, handle),
+                )
+            }
+        };
     }
     let listener = listeners.into_iter().next().expect("one listener");
     match opts.app {
@@ -222,22 +241,34 @@ fn secure<H: Handler>(server: Server<H>, tls: &TlsSetting) -> Server<H> {
     }
 }
 
-/// `--threads N` with the echo app: N event loops on N threads, each with
-/// its own listening socket on the same port (SO_REUSEPORT), so the kernel
-/// spreads new connections over them; a connection stays on the loop that
-/// accepted it.
-fn serve_threads(listeners: Vec<std::net::TcpListener>, setup: &Setup, access: &Access) -> i32 {
+/// `--threads N`: N event loops on N threads, each with its own
+/// listening socket on the same port (SO_REUSEPORT), so the kernel spreads
+/// new connections over them; a connection stays on the loop that
+/// accepted it. `app(i)` makes loop `i`'s handler.
+fn serve_threads<H: Handler + Send + 'static>(
+    listeners: Vec<std::net::TcpListener>,
+    setup: &Setup,
+    app: impl FnMut(usize) -> H,
+) -> i32 {
+    serve_threads_with(listeners, setup, app, |_, _| ())
+}
+
+/// [`serve_threads`], calling `started(i, handle)` for each loop before
+/// any runs.
+fn serve_threads_with<H: Handler + Send + 'static>(
+    listeners: Vec<std::net::TcpListener>,
+    setup: &Setup,
+    mut app: impl FnMut(usize) -> H,
+    mut started: impl FnMut(usize, Handle),
+) -> i32 {
     let servers: Vec<_> = listeners
         .into_iter()
-        .map(|l| {
-            setup.server(
-                l,
-                Echo {
-                    access: access.clone(),
-                },
-            )
-        })
+        .enumerate()
+        .map(|(i, l)| setup.server(l, app(i)))
         .collect();
+    for (i, s) in servers.iter().enumerate() {
+        started(i, s.handle());
+    }
     info!(
         "listening on {}://{} with {} event loops",
         setup.scheme(),
