@@ -34,7 +34,21 @@ pub struct Stream {
     /// The socket (register this with mio).
     pub sock: TcpStream,
     #[cfg(feature = "tls")]
-    tls: Option<Box<rustls::Connection>>,
+    tls: Option<Box<Tls>>,
+}
+
+/// rustls' state plus what `tls_read` took from the socket and rustls did
+/// not accept yet.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct Tls {
+    conn: rustls::Connection,
+    /// Ciphertext received but not handed to rustls because the caller's
+    /// buffer was full. Empty and unallocated almost always; at most one
+    /// receive (`recv_len`) long.
+    held: Vec<u8>,
+    /// close_notify queued, or a fatal alert sent: nothing more to say.
+    done: bool,
 }
 
 impl Stream {
@@ -53,7 +67,11 @@ impl Stream {
         conn.set_buffer_limit(Some(TLS_PLAINTEXT_LIMIT));
         Stream {
             sock,
-            tls: Some(Box::new(conn)),
+            tls: Some(Box::new(Tls {
+                conn,
+                held: Vec::new(),
+                done: false,
+            })),
         }
     }
 
@@ -74,15 +92,7 @@ impl Stream {
     pub fn flush_records(&mut self) -> io::Result<()> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.sock) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            return flush_tls(&mut tls.conn, &mut self.sock);
         }
         Ok(())
     }
@@ -91,7 +101,7 @@ impl Stream {
     pub fn has_pending(&self) -> bool {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_ref() {
-            return tls.wants_write();
+            return tls.conn.wants_write();
         }
         false
     }
@@ -114,10 +124,41 @@ impl Stream {
     fn close_notify(&mut self) {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            tls.send_close_notify();
-            let _ = self.flush_records();
+            if !tls.done {
+                tls.done = true;
+                tls.conn.send_close_notify();
+                let _ = flush_tls(&mut tls.conn, &mut self.sock);
+            }
         }
     }
+}
+
+/// A TLS stream dropped without `shutdown` (a lost peer, a timeout, the
+/// server stopping) still ends with close_notify, one non-blocking try:
+/// the peer then sees an orderly end rather than a possible truncation.
+/// Not before the TLS handshake is done: a peer that never spoke TLS (a
+/// port probe, a plain HTTP client) gets its EOF alone, as before.
+#[cfg(feature = "tls")]
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.tls.as_ref().is_some_and(|t| !t.conn.is_handshaking()) {
+            self.close_notify();
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+fn flush_tls(tls: &mut rustls::Connection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Read for Stream {
@@ -130,27 +171,60 @@ impl Read for Stream {
     }
 }
 
-/// rustls refuses `read_tls` while it holds more decrypted bytes than this
-/// (its received-plaintext limit), so gathering stops here.
+/// Most ciphertext taken from the socket in one receive.
 #[cfg(feature = "tls")]
-const TLS_GATHER: usize = 16 * 1024;
+const TLS_RECV_MAX: usize = 64 * 1024;
 
-/// Fills `buf` with as much plaintext as the socket has, not one `read_tls`
-/// worth: rustls takes about 4 KiB from the socket per call, so handing
-/// that out each time cost the loop one read (and one parse pass) per
-/// 4 KiB. Records are taken until the socket is drained, `buf` would be
-/// full or rustls holds its limit; then everything is copied out at once.
+/// Least ciphertext asked for in one receive, however little room the
+/// caller has (one full record), so that a small buffer does not mean
+/// many small receives; what does not fit waits in `Tls::held`.
 #[cfg(feature = "tls")]
-fn tls_read(
-    tls: &mut rustls::Connection,
+const TLS_RECV_MIN: usize = 16 * 1024 + 256;
+
+#[cfg(feature = "tls")]
+thread_local! {
+    /// Ciphertext just received, before rustls takes it: one per thread,
+    /// not per connection.
+    static RECV: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How much to receive when the caller has `room` bytes left.
+#[cfg(feature = "tls")]
+fn recv_len(room: usize) -> usize {
+    room.clamp(TLS_RECV_MIN, TLS_RECV_MAX)
+}
+
+/// Fills `buf` with the plaintext of what the socket has. rustls' own
+/// `read_tls` receives at most 4 KiB per system call; here one receive
+/// of up to 64 KiB (no more than `buf` can take, but at least a record)
+/// goes to a per-thread buffer, rustls is fed from it in memory, and the
+/// plaintext is copied out as it is decrypted. Ciphertext that does not
+/// fit waits in `held` for the next call, before the socket is read again.
+#[cfg(feature = "tls")]
+fn tls_read(t: &mut Tls, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    RECV.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < TLS_RECV_MAX {
+            scratch.resize(TLS_RECV_MAX, 0);
+        }
+        tls_read_with(t, sock, buf, &mut scratch)
+    })
+}
+
+#[cfg(feature = "tls")]
+fn tls_read_with(
+    t: &mut Tls,
     sock: &mut TcpStream,
     buf: &mut [u8],
+    scratch: &mut [u8],
 ) -> io::Result<usize> {
     let mut filled = 0;
+    // Ciphertext not yet given to rustls: `scratch[pos..end]`.
+    let (mut pos, mut end) = (0, 0);
     // Set once the socket said WouldBlock (`Some(false)`) or EOF (`Some(true)`).
     let mut stop: Option<bool> = None;
     loop {
-        match tls.reader().read(&mut buf[filled..]) {
+        match t.conn.reader().read(&mut buf[filled..]) {
             // close_notify received (or `buf` empty): what came first, then 0.
             Ok(0) => return Ok(filled),
             Ok(n) => filled += n,
@@ -164,49 +238,66 @@ fn tls_read(
             Err(e) => return Err(e),
         }
         if filled == buf.len() {
+            // Keep the rest for the next call (it comes before the socket's).
+            t.held.extend_from_slice(&scratch[pos..end]);
             return Ok(filled);
         }
-        match stop {
-            Some(true) => return Ok(filled),
-            Some(false) if filled > 0 => return Ok(filled),
-            Some(false) => return Err(io::ErrorKind::WouldBlock.into()),
-            None => {}
+        if pos == end {
+            if !t.held.is_empty() {
+                let held = std::mem::take(&mut t.held);
+                scratch[..held.len()].copy_from_slice(&held);
+                (pos, end) = (0, held.len());
+            } else {
+                match stop {
+                    Some(true) => return Ok(filled),
+                    Some(false) if filled > 0 => return Ok(filled),
+                    Some(false) => return Err(io::ErrorKind::WouldBlock.into()),
+                    None => {}
+                }
+                let want = recv_len(buf.len() - filled);
+                match sock.read(&mut scratch[..want]) {
+                    Ok(0) => {
+                        stop = Some(true);
+                        // Tells rustls the stream ended (close_notify or not).
+                        let _ = t.conn.read_tls(&mut io::empty());
+                    }
+                    Ok(n) => {
+                        (pos, end) = (0, n);
+                        // A short read emptied the socket.
+                        if n < want {
+                            stop = Some(false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => stop = Some(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        let want = (buf.len() - filled).min(TLS_GATHER);
-        loop {
-            match tls.read_tls(sock) {
-                Ok(0) => {
-                    stop = Some(true);
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    stop = Some(false);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        if pos < end {
+            let mut input = &scratch[pos..end];
+            match t.conn.read_tls(&mut input) {
+                // rustls takes no more (close_notify was received): the
+                // rest means nothing.
+                Ok(0) => pos = end,
+                Ok(n) => pos += n,
                 Err(e) => return Err(e),
             }
-            let state = match tls.process_new_packets() {
-                Ok(state) => state,
-                Err(err) => {
-                    // Send the alert, then report why (as `Error::Tls` once
-                    // converted, see `TlsFailure`). Plaintext of earlier
-                    // records not handed out yet goes with the connection.
-                    let _ = tls.write_tls(sock);
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        TlsFailure(err.to_string()),
-                    ));
-                }
-            };
-            if state.plaintext_bytes_to_read() >= want || state.peer_has_closed() {
-                break;
-            }
+        }
+        if let Err(err) = t.conn.process_new_packets() {
+            // Send the alert, then report why (as `Error::Tls` once
+            // converted, see `TlsFailure`). Plaintext of earlier records
+            // not handed out yet goes with the connection.
+            t.done = true;
+            let _ = t.conn.write_tls(sock);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TlsFailure(err.to_string()),
+            ));
         }
         // Handshake messages to answer go out at once.
-        if tls.wants_write() {
-            let _ = tls.write_tls(sock);
+        if t.conn.wants_write() {
+            let _ = t.conn.write_tls(sock);
         }
     }
 }
@@ -216,7 +307,7 @@ impl Write for Stream {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             self.flush_records()?;
-            let tls = self.tls.as_mut().expect("checked above");
+            let tls = &mut self.tls.as_mut().expect("checked above").conn;
             let n = tls.writer().write(buf)?;
             if n == 0 && !buf.is_empty() {
                 // rustls holds its limit: wait for the socket to drain.
@@ -234,7 +325,7 @@ impl Write for Stream {
             // Hand rustls the slices (up to its limit), then write the
             // records once.
             self.flush_records()?;
-            let tls = self.tls.as_mut().expect("checked above");
+            let tls = &mut self.tls.as_mut().expect("checked above").conn;
             // One call for all slices: rustls then cuts full-size records
             // across them (a frame header and its payload share a record)
             // where one `write` per slice made a record of each.
