@@ -14,7 +14,7 @@ use wsloop::{Connection, Event, HandshakeError, Message, Role};
 use crate::chat::{Member, Reply};
 use crate::dial;
 use crate::options::Mode;
-use crate::plan::Plan;
+use crate::plan::{Plan, Server};
 use crate::stats::Stats;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,10 +38,10 @@ pub(crate) struct Hs {
 }
 
 impl Hs {
-    pub(crate) fn new(plan: &Plan, now: Instant) -> Box<Hs> {
+    pub(crate) fn new(plan: &Plan, server: &Server, now: Instant) -> Box<Hs> {
         let (req, out) = dial::request(
-            &plan.host,
-            &plan.target,
+            &server.url.host_header(),
+            &server.url.target,
             &plan.config.deflate,
             &plan.protocols,
             &plan.headers,

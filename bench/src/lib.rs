@@ -91,12 +91,10 @@ mod stats;
 mod worker;
 
 use std::io::{self, IsTerminal};
-use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use wsloop::client::Url;
 use wsloop::Config;
 
 pub use options::{Mode, Options, TlsSetting};
@@ -117,19 +115,11 @@ use worker::{Progress, Shared, Worker, CLOSE_TIMEOUT};
 /// 2 for a wss:// host that cannot be a TLS name; 3 if the host does not
 /// resolve or no connection opened.
 pub fn run(o: Options) -> i32 {
-    let url = Url::parse(&o.url).expect("checked in parse");
-    let addr = match (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-    {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            eprintln!("wsloop bench: {} resolves to no address", url.host);
-            return 3;
-        }
-        Err(e) => {
-            eprintln!("wsloop bench: cannot resolve {}: {e}", url.host);
-            return 3;
+    let servers = match plan::servers(&o) {
+        Ok(s) => s,
+        Err((status, msg)) => {
+            eprintln!("wsloop bench: {msg}");
+            return status;
         }
     };
     let mut config = Config::default();
@@ -143,9 +133,7 @@ pub fn run(o: Options) -> i32 {
     config.deflate.enabled = o.deflate;
     let plan = Plan {
         mode: o.mode,
-        addr,
-        host: url.host_header(),
-        target: url.target.clone(),
+        servers,
         pipeline: o.pipeline,
         payload: Payload::new(o.size, o.text, o.compressible),
         config: Arc::new(config),
@@ -165,22 +153,13 @@ pub fn run(o: Options) -> i32 {
             .collect(),
         protocols: o.protocols.clone(),
         #[cfg(feature = "tls")]
-        tls: match &o.tls {
-            Some(cfg) => match wsloop::tls::server_name(&url.host) {
-                Ok(name) => Some((cfg.clone(), name)),
-                Err(e) => {
-                    eprintln!("wsloop bench: {e}");
-                    return 2;
-                }
-            },
-            None => None,
-        },
+        tls: o.tls.clone(),
     };
     // The first TLS client connection in a process pays a one-time setup
     // of the crypto provider (tens of ms): pay it before the clock starts,
     // so it is not counted in the first handshakes.
     #[cfg(feature = "tls")]
-    if let Some((cfg, name)) = &plan.tls {
+    if let (Some(cfg), Some(name)) = (&plan.tls, &plan.servers[0].name) {
         let _ = rustls::ClientConnection::new(cfg.clone(), name.clone());
     }
     let rss_before = o.server_pid.and_then(read_rss_kib);

@@ -34,7 +34,10 @@ impl Mode {
 
 /// One run of the load generator (`wsloop bench` fills it from its flags).
 pub struct Options {
-    pub url: String,
+    /// The servers (at least one, all ws:// or all wss://): connection `g`
+    /// goes to `urls[g % len]`, so a chat run can publish on one server and
+    /// time the delivery on another.
+    pub urls: Vec<String>,
     pub mode: Mode,
     pub conns: usize,
     pub pipeline: usize,
@@ -79,3 +82,35 @@ pub type TlsSetting = Option<Arc<rustls::ClientConfig>>;
 /// Without the `tls` feature there is nothing to hold.
 #[cfg(not(feature = "tls"))]
 pub type TlsSetting = Option<std::convert::Infallible>;
+
+#[cfg(test)]
+impl Options {
+    /// Echo mode against one unreachable server, for unit tests.
+    pub(crate) fn for_test() -> Options {
+        Options {
+            urls: vec!["ws://127.0.0.1:9/".into()],
+            mode: Mode::Echo,
+            conns: 1,
+            pipeline: 1,
+            size: 8,
+            text: false,
+            deflate: false,
+            compressible: false,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            hold: Duration::ZERO,
+            threads: 1,
+            max_connecting: 1,
+            connect_timeout: Duration::from_secs(1),
+            server_pid: None,
+            json: false,
+            rate: None,
+            rooms: 1,
+            headers: Vec::new(),
+            origin: None,
+            protocols: Vec::new(),
+            progress: false,
+            tls: None,
+        }
+    }
+}

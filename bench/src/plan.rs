@@ -1,22 +1,63 @@
 //! What every thread needs, read-only: where to connect, what to send, and
 //! the phases' lengths.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
+use wsloop::client::Url;
 use wsloop::stream::Stream;
 use wsloop::Config;
 
-use crate::options::Mode;
+use crate::options::{Mode, Options};
 use crate::payload::Payload;
+
+/// One server the connections are spread over.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) url: Url,
+    /// wss://: the name its certificate must carry.
+    #[cfg(feature = "tls")]
+    pub(crate) name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+/// Resolves every URL of `o` (first address of each). `Err`: the exit
+/// status and the message naming the URL: 2 for a wss:// host that cannot
+/// be a TLS name, 3 for a host that does not resolve.
+pub(crate) fn servers(o: &Options) -> Result<Vec<Server>, (i32, String)> {
+    let mut out = Vec::with_capacity(o.urls.len());
+    for u in &o.urls {
+        let url = Url::parse(u).map_err(|e| (2, format!("{u}: {e}")))?;
+        let addr = match (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map(|mut a| a.next())
+        {
+            Ok(Some(a)) => a,
+            Ok(None) => return Err((3, format!("{u}: {} resolves to no address", url.host))),
+            Err(e) => return Err((3, format!("{u}: cannot resolve {}: {e}", url.host))),
+        };
+        #[cfg(feature = "tls")]
+        let name = match (&o.tls, url.secure) {
+            (Some(_), true) => {
+                Some(wsloop::tls::server_name(&url.host).map_err(|e| (2, format!("{u}: {e}")))?)
+            }
+            _ => None,
+        };
+        out.push(Server {
+            addr,
+            url,
+            #[cfg(feature = "tls")]
+            name,
+        });
+    }
+    Ok(out)
+}
 
 pub(crate) struct Plan {
     pub(crate) mode: Mode,
-    pub(crate) addr: SocketAddr,
-    pub(crate) host: String,
-    pub(crate) target: String,
+    /// Connection `g` goes to `servers[g % len]`.
+    pub(crate) servers: Vec<Server>,
     pub(crate) pipeline: usize,
     pub(crate) payload: Payload,
     pub(crate) config: Arc<Config>,
@@ -36,12 +77,9 @@ pub(crate) struct Plan {
     /// offered (`--protocol`) on every upgrade.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) protocols: Vec<String>,
-    /// wss://: the client configuration and the name to verify.
+    /// wss://: the client configuration.
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Plan {
@@ -63,15 +101,39 @@ impl Plan {
         self.rate.is_some()
     }
 
-    /// The connection's transport: plain, or TLS for wss://.
-    pub(crate) fn stream(&self, tcp: TcpStream) -> Result<Stream, String> {
+    /// The server connection `g` (global id) goes to. Chat member `g` is
+    /// member `g / rooms` of its room, and the members of each room take
+    /// the servers in turn, so every room spans every server whatever the
+    /// counts (`g % servers` would put all of room 0 on server 0 with 3
+    /// rooms and 3 servers).
+    pub(crate) fn server(&self, g: u64) -> &Server {
+        let nth = g / self.rooms.len().max(1) as u64;
+        &self.servers[(nth % self.servers.len() as u64) as usize]
+    }
+
+    /// The connection's transport to `server`: plain, or TLS for wss://.
+    pub(crate) fn stream(&self, tcp: TcpStream, server: &Server) -> Result<Stream, String> {
         #[cfg(feature = "tls")]
-        if let Some((cfg, name)) = &self.tls {
+        if let (Some(cfg), Some(name)) = (&self.tls, &server.name) {
             let conn = rustls::ClientConnection::new(cfg.clone(), name.clone())
                 .map_err(|e| format!("connect: TLS setup: {e}"))?;
             return Ok(Stream::tls(tcp, conn.into()));
         }
+        #[cfg(not(feature = "tls"))]
+        let _ = server;
         Ok(Stream::plain(tcp))
+    }
+}
+
+#[cfg(test)]
+impl Server {
+    fn for_test(port: u16) -> Server {
+        Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            url: Url::parse(&format!("ws://127.0.0.1:{port}/ws")).unwrap(),
+            #[cfg(feature = "tls")]
+            name: None,
+        }
     }
 }
 
@@ -82,9 +144,7 @@ impl Plan {
     pub(crate) fn for_test(conns: u64, rate: u64, pipeline: usize) -> Plan {
         Plan {
             mode: Mode::Echo,
-            addr: "127.0.0.1:9".parse().unwrap(),
-            host: "127.0.0.1:9".into(),
-            target: "/".into(),
+            servers: vec![Server::for_test(9)],
             pipeline,
             payload: Payload::new(8, false, false),
             config: Arc::new(Config::default()),
@@ -121,5 +181,42 @@ mod tests {
         // Not a whole number of ns apart: no drift over a long run.
         let plan = Plan::for_test(1, 3, 1);
         assert_eq!(plan.due(0, 3_000_000), Duration::from_secs(1_000_000));
+    }
+
+    fn ports(plan: &Plan, ids: std::ops::Range<u64>) -> Vec<u16> {
+        ids.map(|g| plan.server(g).addr.port()).collect()
+    }
+
+    #[test]
+    fn connections_take_the_servers_in_turn() {
+        let mut plan = Plan::for_test(12, 1, 1);
+        plan.servers = (1..=3).map(Server::for_test).collect();
+        assert_eq!(ports(&plan, 0..7), [1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(plan.server(4).url.host_header(), "127.0.0.1:2");
+        // Chat, 3 rooms over 3 servers: member g is in room g % 3; each
+        // room's members still take the servers in turn.
+        plan.rooms = (0..3).map(|r| r.to_string()).collect();
+        let on = ports(&plan, 0..12);
+        for room in 0..3 {
+            let mine: Vec<u16> = (room..12).step_by(3).map(|g| on[g]).collect();
+            assert_eq!(mine, [1, 2, 3, 1], "room {room}");
+        }
+        // One server: every connection goes there.
+        plan.servers.truncate(1);
+        assert_eq!(ports(&plan, 0..4), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn every_url_resolves_or_the_bad_one_is_named() {
+        let mut o = crate::options::Options::for_test();
+        o.urls = vec!["ws://127.0.0.1:1/ws".into(), "ws://127.0.0.1:2/a?b".into()];
+        let s = servers(&o).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].addr, SocketAddr::from(([127, 0, 0, 1], 2)));
+        assert_eq!(s[1].url.target, "/a?b");
+        o.urls.push("ws://127.0.0.1:99999/".into());
+        let (status, msg) = servers(&o).err().unwrap();
+        assert_eq!(status, 2);
+        assert!(msg.starts_with("ws://127.0.0.1:99999/: "), "{msg}");
     }
 }

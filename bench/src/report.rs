@@ -193,7 +193,7 @@ impl Report<'_> {
             t,
             "wsloop bench {} {}: {what}{threads}",
             o.mode.name(),
-            o.url
+            o.urls.join(" ")
         );
         let hs_rate = if self.connect_secs > 0.0 {
             s.opened as f64 / self.connect_secs
@@ -297,7 +297,17 @@ impl Report<'_> {
         j.push_str("\"mode\":");
         json_str(o.mode.name(), &mut j);
         j.push_str(",\"url\":");
-        json_str(&o.url, &mut j);
+        json_str(o.urls.first().map_or("", |u| u.as_str()), &mut j);
+        if o.urls.len() > 1 {
+            j.push_str(",\"urls\":[");
+            for (i, u) in o.urls.iter().enumerate() {
+                if i > 0 {
+                    j.push(',');
+                }
+                json_str(u, &mut j);
+            }
+            j.push(']');
+        }
         let _ = write!(
             j,
             ",\"deflate\":{},\"compressible\":{}",

@@ -8,6 +8,8 @@ use wsloop_bench::{fmt_bytes as bytes, read_rss_kib, Mode, Options, TlsSetting};
 
 use crate::args::{Arg, ArgError, Args};
 
+#[cfg(test)]
+mod tests;
 mod upgrade;
 
 use upgrade::{header, is_token, origin_ok};
@@ -17,7 +19,7 @@ wsloop bench: a load generator for any WebSocket echo server, and for
 wsloop serve --app chat
 
 USAGE:
-    wsloop bench [OPTIONS] URL
+    wsloop bench [OPTIONS] URL [URL...]
 
 Opens --conns connections to URL (ws://, or wss:// in a build with the
 `tls` feature) with real upgrade handshakes, lets messages flow for --warmup, then measures for
@@ -43,6 +45,13 @@ MODES (--mode):
               out-of-order and undelivered messages are errors. Reports
               deliveries/s and the latency from each publish's scheduled
               time to each delivery
+
+SEVERAL SERVERS (URL URL ...):
+    Connections take the URLs in turn (all ws:// or all wss://). In chat
+    mode the members of each room take them in turn, so every room spans
+    every server: with `wsloop serve --app chat --redis ...` instances,
+    publishes made on one server are timed to their delivery on the
+    others, all in one process and on one clock
 
 OPEN LOOP (--rate N, echo and chat modes):
     Messages are sent on a schedule, not when echoes come back: --rate N
@@ -171,7 +180,9 @@ EXAMPLES:
     wsloop bench ws://127.0.0.1:9001/ --deflate --compressible --size 4K
     wsloop bench ws://127.0.0.1:9001/ --rate 20000 --conns 100 --progress
     wsloop bench ws://127.0.0.1:10000/ws --mode chat --conns 1000 \\
-        --rooms 10 --rate 500 --json";
+        --rooms 10 --rate 500 --json
+    wsloop bench ws://127.0.0.1:10001/ws ws://127.0.0.1:10002/ws \\
+        ws://127.0.0.1:10003/ws --mode chat --conns 1000 --rooms 10 --rate 2000";
 
 /// File descriptors kept aside from --conns (stdio, epoll, /proc reads).
 const FD_RESERVE: u64 = 64;
@@ -225,7 +236,7 @@ fn err(msg: String) -> ArgError {
 
 pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
     let mut o = Options {
-        url: String::new(),
+        urls: Vec::new(),
         mode: Mode::Echo,
         conns: 100,
         pipeline: 0,
@@ -249,18 +260,17 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         progress: false,
         tls: None,
     };
-    let mut url = None;
+    let mut urls = Vec::new();
     let mut pipeline = None;
     let mut rooms = None;
     let mut ca: Option<String> = None;
     let mut insecure = false;
     while let Some(arg) = args.next() {
         let flag = match arg {
-            Arg::Positional(p) if url.is_none() => {
-                url = Some(p);
+            Arg::Positional(p) => {
+                urls.push(p);
                 continue;
             }
-            Arg::Positional(p) => return Err(args.unknown(&p)),
             Arg::Flag(f) => f,
         };
         match flag.as_str() {
@@ -388,14 +398,8 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
             other => return Err(args.unknown(&format!("--{other}"))),
         }
     }
-    let Some(url) = url else {
-        return Err(err("missing URL (see --help)".into()));
-    };
-    match Url::parse(&url) {
-        Ok(u) => o.tls = tls_setting(u.secure, ca, insecure)?,
-        Err(e) => return Err(err(e.to_string())),
-    }
-    o.url = url;
+    o.tls = tls_setting(check_urls(&urls)?, ca, insecure)?;
+    o.urls = urls;
     match (o.mode, o.rate) {
         (Mode::Latency, Some(r)) => {
             return Err(err(format!(
@@ -459,7 +463,15 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         )));
     }
     check_fd_limit(o.conns as u64)?;
-    check_port_range(o.conns as u64)?;
+    // Each server address has its own local ports.
+    let mut addrs: Vec<String> = o
+        .urls
+        .iter()
+        .filter_map(|u| Url::parse(u).ok().map(|u| u.host_header()))
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    check_port_range((o.conns as u64).div_ceil(addrs.len().max(1) as u64))?;
     if !matches!(o.mode, Mode::Connect | Mode::Chat) {
         let in_flight = o.conns as u128 * o.pipeline as u128 * (o.size as u128 + 14);
         if in_flight > MAX_IN_FLIGHT_BYTES {
@@ -474,6 +486,27 @@ pub fn parse(mut args: Args) -> Result<Option<Options>, ArgError> {
         }
     }
     Ok(Some(o))
+}
+
+/// Whether the servers are wss:// (all must be, or none).
+fn check_urls(urls: &[String]) -> Result<bool, ArgError> {
+    let Some(first) = urls.first() else {
+        return Err(err("missing URL (see --help)".into()));
+    };
+    let mut secure = false;
+    for u in urls {
+        let parsed = Url::parse(u).map_err(|e| err(e.to_string()))?;
+        if u == first {
+            secure = parsed.secure;
+        } else if parsed.secure != secure {
+            return Err(err(format!(
+                "URL '{u}' is {} but '{first}' is {}: give all ws:// or all wss:// URLs",
+                if parsed.secure { "wss://" } else { "ws://" },
+                if secure { "wss://" } else { "ws://" },
+            )));
+        }
+    }
+    Ok(secure)
 }
 
 fn at_least_one(args: &mut Args, flag: &str) -> Result<usize, ArgError> {

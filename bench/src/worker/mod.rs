@@ -112,7 +112,8 @@ impl<'a> Worker<'a> {
 
     fn start(&mut self, i: usize, now: Instant) {
         let plan = self.plan;
-        let tcp = match TcpStream::connect(plan.addr) {
+        let server = plan.server(self.first_id + i as u64);
+        let tcp = match TcpStream::connect(server.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.conns[i].st = St::Done;
@@ -121,7 +122,7 @@ impl<'a> Worker<'a> {
                 return;
             }
         };
-        let mut sock = match plan.stream(tcp) {
+        let mut sock = match plan.stream(tcp, server) {
             Ok(s) => s,
             Err(e) => {
                 self.conns[i].st = St::Done;
@@ -142,7 +143,7 @@ impl<'a> Worker<'a> {
             return;
         }
         let c = &mut self.conns[i];
-        c.hs = Some(Hs::new(plan, now));
+        c.hs = Some(Hs::new(plan, server, now));
         c.sock = Some(sock);
         c.st = St::Connecting;
         self.live += 1;
