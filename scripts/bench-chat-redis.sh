@@ -30,7 +30,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 SIZE=${SIZE:-32}
-LAYOUTS=${LAYOUTS:-"10:200,1000,2000,4000,8000 1:50,200,500,1000"}
+LAYOUTS=${LAYOUTS:-"10:100,300,600,1000,1500 1:20,50,100,200"}
 SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPUS=${BENCH_CPUS:-1}
 OUT=${OUT:-target/bench-chat-redis}
@@ -161,13 +161,15 @@ for layout in $LAYOUTS; do
             t1=$(date +%s.%N)
             # Cores busy in Redis and the servers over the whole run
             # (connect and close included).
-            cores=$(python3 -c "print(round(($cpu1 - $cpu0) / $(getconf CLK_TCK) / ($t1 - $t0), 2))")
+            cpu_s=$(python3 -c "print(round(($cpu1 - $cpu0) / $(getconf CLK_TCK), 2))")
+            wall_s=$(python3 -c "print(round($t1 - $t0, 3))")
+            cores=$(python3 -c "print(round($cpu_s / $wall_s, 2))")
             if [ -z "$line" ]; then
                 echo "bench-chat-redis: no report from: ${cmd[*]} (status $status)" >&2
                 exit 1
             fi
-            printf '{"layout_rooms":%s,"run":%s,"status":%s,"server_cores":%s,"report":%s}\n' \
-                "$rooms" "$run" "$status" "$cores" "$line" >>"$OUT/runs.jsonl"
+            printf '{"layout_rooms":%s,"run":%s,"status":%s,"server_cores":%s,"server_cpu_s":%s,"wall_s":%s,"report":%s}\n' \
+                "$rooms" "$run" "$status" "$cores" "$cpu_s" "$wall_s" "$line" >>"$OUT/runs.jsonl"
             python3 - "$line" "$status" "$cores" <<'EOF'
 import json, sys
 r = json.loads(sys.argv[1]); l = r["latency_us"]
@@ -187,25 +189,30 @@ done
 python3 - "$OUT/runs.jsonl" "$MEMBERS" <<'EOF' | tee "$OUT/table.txt"
 import json, statistics, sys
 from collections import defaultdict
+members = int(sys.argv[2])
 groups = defaultdict(list)
 for line in open(sys.argv[1]):
     row = json.loads(line)
     r = row["report"]
-    groups[(r["rooms"], r["rate"])].append((r, row["server_cores"]))
+    # Every publish sent went to every member of its room (undelivered
+    # is checked to be 0): CPU of Redis and the servers per delivery, over
+    # the whole run (connects and closes included, so an upper bound).
+    per = row["server_cpu_s"] * 1e6 / max(1, r["sent"] * (members // r["rooms"]))
+    groups[(r["rooms"], r["rate"])].append((r, row["server_cores"], per))
 def cell(xs, scale=1.0, fmt="{:.0f}"):
     xs = [x * scale for x in xs]
     return f'{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})'
-members = int(sys.argv[2])
 print(f"{members} members over 3 servers; median (min-max) of {len(next(iter(groups.values())))} runs")
-print("| rooms x members | publishes/s | delivered msgs/s | p50 ms | p99 ms | bench's own send lag p99 ms | gaps/dup/reord/undeliv | errors | Redis+servers cores |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| rooms x members | publishes/s | delivered msgs/s | p50 ms | p99 ms | bench's own send lag p99 ms | gaps/dup/reord/undeliv | errors | Redis+servers cores | their CPU us/delivery |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for (rooms, rate), rs in sorted(groups.items()):
-    reps = [r for r, _ in rs]
+    reps = [r for r, _, _ in rs]
     bad = [sum(r[k] for r in reps) for k in ("gaps", "duplicates", "reorders", "undelivered")]
     print(f'| {rooms} x {members // rooms} | {rate} | {cell([r["deliveries_per_s"] for r in reps])} '
           f'| {cell([r["latency_us"]["p50"] for r in reps], 1e-3, "{:.2f}")} '
           f'| {cell([r["latency_us"]["p99"] for r in reps], 1e-3, "{:.2f}")} '
           f'| {cell([r["lag_us"]["p99"] for r in reps], 1e-3, "{:.1f}")} '
           f'| {"/".join(map(str, bad))} | {sum(r["errors"] for r in reps)} '
-          f'| {cell([c for _, c in rs], 1.0, "{:.2f}")} |')
+          f'| {cell([c for _, c, _ in rs], 1.0, "{:.2f}")} '
+          f'| {cell([p for _, _, p in rs], 1.0, "{:.1f}")} |')
 EOF
