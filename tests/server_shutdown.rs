@@ -411,10 +411,6 @@ fn threads_share_the_port_and_shut_down_together() {
     for (args, want) in [
         (&["--threads", "0"][..], "--threads must be at least 1"),
         (&["--threads", "two"][..], "two"),
-        (
-            &["--threads", "2", "--app", "chat"][..],
-            "--threads needs --app echo",
-        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsloop"))
             .arg("serve")
