@@ -10,6 +10,10 @@
 //! taskset -c 1 target/release/examples/fanout --url ws://127.0.0.1:9100/ws
 //! ```
 //!
+//! Against `wsloop serve --app chat --threads 2` the receivers spread over
+//! both loops and every publish crosses between them (one room spans the
+//! loops); docs/PERFORMANCE.md has 1 and 2 loops side by side.
+//!
 //! Options: `--conns N` (5000), `--messages M` per run (100), `--size B`
 //! text bytes per message (64), `--mode room|broadcast` (room), `--runs R`
 //! (3; the median is reported with min and max). Each receiver uses one
