@@ -21,6 +21,13 @@
 # Scenarios:
 #   small    100 conns x 16 in flight x 32 B binary         msgs/s
 #   medium   50 conns x 4 in flight x 16 KiB binary         msgs/s, MB/s
+#   text     medium with text messages (UTF-8 checked)      msgs/s, MB/s
+#   tls      medium over wss:// (wsloop only: the peers     msgs/s, MB/s
+#            have no TLS); its ratio is to wsloop's own
+#            plain medium in the same run. Certificate: a
+#            test CA and leaf for localhost made with
+#            openssl under the logs directory, verified by
+#            the bench (--ca); wsloop built with --features tls
 #   large    4 conns x 1 in flight x 1 MiB binary           msgs/s, MB/s
 #   latency  50 conns x 1 in flight x 64 B                  round trip p50, p99
 #   connect  10,000 idle connections                        handshakes/s, server
@@ -34,7 +41,7 @@
 # Environment:
 #   RUNS=3  DURATION=5s  WARMUP=1s       runs per cell; measured and warmup time
 #   SERVERS="raw-echo wsloop tungstenite fastwebsockets"
-#   SCENARIOS="small medium large latency connect"
+#   SCENARIOS="small medium text tls large latency connect"
 #   CONNECT_CONNS=10000  HOLD=2s         connect scenario size and hold time
 #   SERVER_CPU=0  BENCH_CPU=1            cores for taskset
 #   BASE_PORT=20000                      ports BASE_PORT + run*100 + ...
@@ -54,7 +61,7 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 HOLD=${HOLD:-2s}
 SERVERS=${SERVERS:-"raw-echo wsloop tungstenite fastwebsockets"}
-SCENARIOS=${SCENARIOS:-"small medium large latency connect"}
+SCENARIOS=${SCENARIOS:-"small medium text tls large latency connect"}
 CONNECT_CONNS=${CONNECT_CONNS:-10000}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
@@ -66,7 +73,9 @@ PEERS=benches/peers/target/release
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "building wsloop (release)" >&2
-    cargo build --release -p wsloop-cli --bin wsloop >&2
+    features=()
+    case " $SCENARIOS " in *" tls "*) features=(--features tls) ;; esac
+    cargo build --release -p wsloop-cli --bin wsloop "${features[@]}" >&2
     echo "building the peers (release; the first build takes a few minutes)" >&2
     cargo build --release --manifest-path benches/peers/Cargo.toml >&2
 fi
@@ -88,6 +97,25 @@ logs="$outdir/compare-$stamp.logs"
 mkdir -p "$logs"
 : >"$results"
 
+certs="$logs/certs"
+case " $SCENARIOS " in
+    *" tls "*)
+        command -v openssl >/dev/null || { echo "the tls scenario needs the openssl command" >&2; exit 1; }
+        mkdir -p "$certs"
+        (
+            cd "$certs"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout ca.key -out ca.pem -days 30 -subj "/CN=wsloop bench CA"
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout server.key -out server.csr -subj "/CN=localhost"
+            printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+                'keyUsage=digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 30 -extfile server.ext -out server.pem
+        ) >"$logs/openssl.log" 2>&1 || { cat "$logs/openssl.log" >&2; exit 1; }
+        ;;
+esac
+
 SERVER_PID=
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
@@ -105,8 +133,8 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME PORT LOG: starts it pinned, sets SERVER_PID, waits until
-# the port listens.
+# start_server NAME PORT LOG [tls]: starts it pinned, sets SERVER_PID, waits
+# until the port listens.
 start_server() {
     local name=$1 port=$2 log=$3 addr="127.0.0.1:$2"
     local cmd
@@ -117,6 +145,9 @@ start_server() {
         fastwebsockets) cmd=("$PEERS/peer-fastwebsockets" --addr "$addr") ;;
         *) echo "unknown server '$name'" >&2; exit 2 ;;
     esac
+    if [ "${4:-}" = tls ]; then
+        cmd+=(--tls-cert "$certs/server.pem" --tls-key "$certs/server.key")
+    fi
     if ss -Hltn "sport = :$port" | grep -q .; then
         echo "port $port is already in use; set BASE_PORT" >&2
         exit 1
@@ -136,7 +167,8 @@ start_server() {
 bench_args() {
     case $1 in
         small) echo "--mode echo --conns 100 --pipeline 16 --size 32 --binary" ;;
-        medium) echo "--mode echo --conns 50 --pipeline 4 --size 16K --binary" ;;
+        medium | tls) echo "--mode echo --conns 50 --pipeline 4 --size 16K --binary" ;;
+        text) echo "--mode echo --conns 50 --pipeline 4 --size 16K --text" ;;
         large) echo "--mode echo --conns 4 --pipeline 1 --size 1M --binary" ;;
         latency) echo "--mode latency --conns 50 --size 64 --binary" ;;
         connect) echo "--mode connect --conns $CONNECT_CONNS --hold $HOLD" ;;
@@ -154,16 +186,24 @@ while [ "$run" -lt "$RUNS" ]; do
         vi=0
         for server in $SERVERS; do
             vi=$((vi + 1))
+            # Only wsloop speaks TLS here.
+            [ "$scenario" = tls ] && [ "$server" != wsloop ] && continue
             port=$((BASE_PORT + run * 100 + si * 10 + vi))
+            transport=plain
+            target=("ws://127.0.0.1:$port/")
+            if [ "$scenario" = tls ]; then
+                transport=tls
+                target=("wss://localhost:$port/" --ca "$certs/ca.pem")
+            fi
             log="$logs/$server.$scenario.$run.log"
             printf 'run %d/%d  %-8s %-15s ' "$run" "$RUNS" "$scenario" "$server" >&2
             json=null
             code=-1
             alive=false
-            if start_server "$server" "$port" "$log"; then
+            if start_server "$server" "$port" "$log" "$transport"; then
                 set +e
                 # shellcheck disable=SC2046 # bench_args is split on purpose
-                out=$(taskset -c "$BENCH_CPU" timeout 600 "$WSLOOP" bench "ws://127.0.0.1:$port/" \
+                out=$(taskset -c "$BENCH_CPU" timeout 600 "$WSLOOP" bench "${target[@]}" \
                     $(bench_args "$scenario") --duration "$DURATION" --warmup "$WARMUP" \
                     --server-pid "$SERVER_PID" --json 2>>"$log")
                 code=$?
@@ -201,6 +241,8 @@ def get(res, key):
 METRICS = {
     "small": [("msgs/s", "msgs_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "medium": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
+    "text": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
+    "tls": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "latency": [("rtt p50 µs", "rtt_us.p50", False), ("rtt p99 µs", "rtt_us.p99", False)],
     "connect": [("handshakes/s", "handshakes_per_s", True), ("server CPU ns/handshake", "server_cpu_ns_per_handshake", False), ("KiB/conn", "kib_per_conn", False)],
@@ -208,6 +250,8 @@ METRICS = {
 DESC = {
     "small": "100×16×32 B",
     "medium": "50×4×16 KiB",
+    "text": "50×4×16 KiB text",
+    "tls": "50×4×16 KiB over wss://, ratio to wsloop ws://",
     "large": "4×1×1 MiB",
     "latency": "50×1×64 B",
     "connect": "10k idle",
@@ -248,7 +292,9 @@ problems = []
 for sc in scenarios:
     for label, key, _higher in METRICS.get(sc, []):
         cells = []
-        ref = {r["run"]: get(r["result"], key) for r in by.get((sc, "raw-echo"), []) if r["result"]}
+        # TLS: the reference is wsloop's own plain medium (no peer has TLS).
+        ref_key = ("medium", "wsloop") if sc == "tls" else (sc, "raw-echo")
+        ref = {r["run"]: get(r["result"], key) for r in by.get(ref_key, []) if r["result"]}
         for sv in servers:
             rs = by.get((sc, sv), [])
             vals = [get(r["result"], key) for r in rs if r["result"]]
