@@ -17,8 +17,9 @@
 # so each TLS/plain ratio compares measurements taken close together. The
 # certificate is a test CA + leaf for localhost made with openssl (the
 # README recipe) under target/bench-results/; the bench verifies it
-# (--ca), so the TLS handshake is the real one. TLS is what rustls 0.23
-# negotiates with itself: TLS 1.3, TLS_AES_256_GCM_SHA384.
+# (--ca), so the TLS handshake is the real one: TLS 1.3 with
+# TLS_AES_128_GCM_SHA256, which wsloop's client configuration prefers
+# (wsloop::tls::provider; the server follows the client's order).
 #
 # Environment:
 #   RUNS=3  DURATION=5s  WARMUP=1s       runs; measured and warmup time

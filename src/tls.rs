@@ -29,10 +29,9 @@ use crate::error::Error;
 /// AES-256-GCM ones (TLS 1.3 and 1.2 each), everything else unchanged.
 ///
 /// Why: AES-128 runs 10 rounds per block against AES-256's 14, so bulk
-/// encryption costs less (see docs/TLS.md for the measurement), and
-/// 128-bit keys are as standard and as strong in practice: they are what
-/// browsers offer first and the suite TLS 1.3 requires every
-/// implementation to support (RFC 8446 §9.1). A rustls client prefers
+/// encryption costs less, and 128-bit keys are as standard and as strong
+/// in practice: they are what browsers offer first and the suite TLS 1.3
+/// requires every implementation to support (RFC 8446 §9.1). A rustls client prefers
 /// AES-256 otherwise, and a rustls server follows the client's order (so
 /// a client that prefers ChaCha20, having no AES hardware, still gets it).
 pub fn provider() -> CryptoProvider {
