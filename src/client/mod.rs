@@ -15,6 +15,7 @@ mod backoff;
 mod blocking;
 mod nonblocking;
 mod options;
+mod readbuf;
 mod reconnect;
 mod url;
 

@@ -1,7 +1,6 @@
 //! The non-blocking [`Client`]: one outbound socket in the caller's mio
 //! `Poll`, through connect, upgrade, messages and close.
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use crate::handshake::{generate_key, ClientRequest, Head, ResponseReader};
 use crate::protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
 use crate::stream::Stream;
 
+use super::readbuf::{give_read_buf, take_read_buf};
 use super::{ClientOptions, Url};
 
 #[derive(Debug)]
@@ -92,6 +92,10 @@ impl Client {
         now: Instant,
     ) -> Result<Client, Error> {
         opts.config.validate()?;
+        let tcp = TcpStream::connect(addr)?;
+        if opts.nodelay {
+            tcp.set_nodelay(true)?;
+        }
         let stream = if url.secure {
             #[cfg(feature = "tls")]
             {
@@ -102,14 +106,14 @@ impl Client {
                 let name = crate::tls::server_name(&url.host)?;
                 let conn = rustls::ClientConnection::new(cfg, name)
                     .map_err(|e| Error::Tls(e.to_string()))?;
-                Stream::tls(TcpStream::connect(addr)?, conn.into())
+                Stream::tls(tcp, conn.into())
             }
             #[cfg(not(feature = "tls"))]
             return Err(Error::Url(
                 "wss:// needs the `tls` feature, which this build does not have".into(),
             ));
         } else {
-            Stream::plain(TcpStream::connect(addr)?)
+            Stream::plain(tcp)
         };
         let mut headers = opts.headers.clone();
         if opts.config.deflate.enabled {
@@ -594,34 +598,6 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// Read buffers kept for the clients of a thread: one is in use at a time
-/// when each client's input is decoded after it is read; a few more cover
-/// clients whose input waits.
-const POOLED_READ_BUFS: usize = 4;
-
-thread_local! {
-    static READ_BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A read buffer of `size` bytes (zeroed once, when first made).
-fn take_read_buf(size: usize) -> Vec<u8> {
-    let mut buf = READ_BUFS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-    buf.resize(size, 0);
-    buf
-}
-
-fn give_read_buf(buf: Vec<u8>) {
-    if buf.capacity() == 0 {
-        return;
-    }
-    READ_BUFS.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOLED_READ_BUFS {
-            p.push(buf);
-        }
-    });
 }
 
 fn into_owned(ev: Event<'_>) -> Event<'static> {

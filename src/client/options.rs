@@ -22,6 +22,10 @@ pub struct ClientOptions {
     /// Mozilla roots; see [`crate::tls`]).
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Set TCP_NODELAY on the socket, so a small message goes out at once
+    /// rather than waiting for the ACK of the last (Nagle). Default true,
+    /// as Go's net package and browsers do.
+    pub nodelay: bool,
     shared: SharedConfig,
 }
 
@@ -40,6 +44,7 @@ impl Default for ClientOptions {
             headers: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
+            nodelay: true,
             shared: SharedConfig::default(),
         }
     }
