@@ -8,6 +8,9 @@
 # Scenarios (the same as scripts/compare-peers.sh):
 #   small    100 conns x 16 in flight x 32 B binary         msgs/s
 #   medium   50 conns x 4 in flight x 16 KiB binary         msgs/s, MB/s
+#   latency  50 conns x 1 in flight x 64 B binary           round trip p50, p99
+#            (not in the default SCENARIOS; for it the TLS/plain ratio
+#            is of times, so lower is better)
 #
 # The server (target/release/wsloop serve --idle-timeout 0 --ping-interval 0
 # --max-message 2M --max-frame 2M, plus --tls-cert/--tls-key for TLS) runs
@@ -120,6 +123,7 @@ bench_args() {
     case $1 in
         small) echo "--mode echo --conns 100 --pipeline 16 --size 32 --binary" ;;
         medium) echo "--mode echo --conns 50 --pipeline 4 --size 16K --binary" ;;
+        latency) echo "--mode latency --conns 50 --size 64 --binary" ;;
         *) echo "unknown scenario '$1'" >&2; exit 2 ;;
     esac
 }
@@ -174,8 +178,9 @@ rows = [json.loads(l) for l in open(path) if l.strip()]
 METRICS = {
     "small": [("msgs/s", "msgs_per_s")],
     "medium": [("msgs/s", "msgs_per_s"), ("MB/s", "mb_per_s")],
+    "latency": [("rtt p50 µs", "rtt_us.p50"), ("rtt p99 µs", "rtt_us.p99")],
 }
-DESC = {"small": "100×16×32 B", "medium": "50×4×16 KiB"}
+DESC = {"small": "100×16×32 B", "medium": "50×4×16 KiB", "latency": "50×1×64 B"}
 
 def fmt(v):
     a = abs(v)
@@ -191,7 +196,9 @@ def value(r, key):
     res = r.get("result")
     if r.get("exit") != 0 or not isinstance(res, dict):
         return None
-    v = res.get(key)
+    v = res
+    for k in key.split("."):
+        v = v.get(k) if isinstance(v, dict) else None
     return v if isinstance(v, (int, float)) else None
 
 try:
