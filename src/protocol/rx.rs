@@ -141,7 +141,15 @@ impl Connection {
     /// code. Memory follows what arrived: the slice is never longer than
     /// the message received so far (it is zeroed before the read, unless a
     /// pooled buffer's old bytes are reused).
+    #[inline]
     pub fn payload_buf(&mut self) -> Option<&mut [u8]> {
+        // Asked before every read: most find no frame in progress, and
+        // that answer stays inline in the read loop.
+        self.rx.as_ref()?;
+        self.payload_room()
+    }
+
+    fn payload_room(&mut self) -> Option<&mut [u8]> {
         if self.is_closed() {
             return None;
         }
