@@ -8,9 +8,15 @@
 //! compression bomb costs at most that much memory before the connection is
 //! failed with 1009.
 //!
-//! Without context takeover a (de)compressor is only needed during one
-//! message: it is borrowed from a small per-thread pool and returned, so
-//! idle connections hold no zlib state.
+//! zlib streams are borrowed from a small per-thread pool for one message
+//! and returned, so a connection holds no zlib state between messages
+//! (zlib-rs's compressor alone is over 128 KiB: its hash table has a fixed
+//! 64 Ki entries whatever the window). With context takeover a connection
+//! keeps only the last window of bytes it sent and received, and the
+//! borrowed stream is primed with it (a preset dictionary) before each
+//! message: the peer sees the same stream a long-lived compressor would
+//! produce. `DeflateConfig::per_connection_zlib` keeps the streams per
+//! connection instead (less CPU per message, far more memory).
 
 #[cfg(feature = "deflate")]
 pub(crate) use imp::DeflateState;
@@ -107,6 +113,30 @@ mod imp {
         /// The peer ended its deflate stream (BFINAL): next message starts a
         /// fresh decompressor.
         rx_ended: bool,
+        /// Keep `tx`/`rx` between messages instead of the windows below.
+        dedicated: bool,
+        /// Context takeover without `dedicated`: the last bytes sent and
+        /// received, up to each direction's window size.
+        tx_window: Vec<u8>,
+        rx_window: Vec<u8>,
+        /// Where the message being inflated starts in its output buffer.
+        rx_start: usize,
+    }
+
+    /// Appends `data` to `w`, keeping only the last `cap` bytes, without
+    /// letting the capacity pass `cap`.
+    fn push_window(w: &mut Vec<u8>, data: &[u8], cap: usize) {
+        let data = &data[data.len().saturating_sub(cap)..];
+        let keep = cap - data.len();
+        if w.len() > keep {
+            w.drain(..w.len() - keep);
+        }
+        let need = w.len() + data.len();
+        if need > w.capacity() {
+            let target = need.max(w.capacity() * 2).min(cap);
+            w.reserve_exact(target - w.len());
+        }
+        w.extend_from_slice(data);
     }
 
     impl DeflateState {
@@ -136,6 +166,31 @@ mod imp {
                 tx: None,
                 rx: None,
                 rx_ended: false,
+                dedicated: cfg.per_connection_zlib,
+                tx_window: Vec::new(),
+                rx_window: Vec::new(),
+                rx_start: 0,
+            }
+        }
+
+        /// Bytes this connection holds between messages (its windows, or
+        /// an estimate of its own zlib streams), for tests and metrics.
+        #[cfg(test)]
+        pub(crate) fn held_bytes(&self) -> usize {
+            self.tx_window.capacity()
+                + self.rx_window.capacity()
+                + usize::from(self.tx.is_some()) * (128 << 10)
+                + usize::from(self.rx.is_some()) * (1 << self.peer_bits)
+        }
+
+        /// The window of the decompressor: the peer's when it stays with
+        /// this connection, else 15 (a larger window reads any stream, and
+        /// flate2 re-allocates a stream of any other size on reset).
+        fn rx_bits(&self) -> u8 {
+            if self.dedicated && !self.peer_reset {
+                self.peer_bits
+            } else {
+                15
             }
         }
 
@@ -148,7 +203,15 @@ mod imp {
         pub(crate) fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
             let mut c = match self.tx.take() {
                 Some(c) => c,
-                None => take_compressor(self.own_bits, self.level),
+                None => {
+                    let mut c = take_compressor(self.own_bits, self.level);
+                    if !self.tx_window.is_empty() && c.set_dictionary(&self.tx_window).is_err() {
+                        // Cannot happen on a fresh raw stream; without the
+                        // dictionary the output is still valid, only larger.
+                        c.reset();
+                    }
+                    c
+                }
             };
             let start = c.total_in();
             // flate2 writes into spare capacity only, and `reserve` may
@@ -189,8 +252,11 @@ mod imp {
             }
             if self.own_reset {
                 give_compressor(self.own_bits, self.level, c);
-            } else {
+            } else if self.dedicated {
                 self.tx = Some(c);
+            } else {
+                push_window(&mut self.tx_window, input, 1 << self.own_bits);
+                give_compressor(self.own_bits, self.level, c);
             }
         }
 
@@ -203,6 +269,7 @@ mod imp {
             if let Some(c) = self.tx.take() {
                 give_compressor(self.own_bits, self.level, c);
             }
+            self.tx_window = Vec::new();
         }
 
         /// Decompresses part of a message, appending to `out` and handing
@@ -219,7 +286,16 @@ mod imp {
             }
             let d = match self.rx.as_mut() {
                 Some(d) => d,
-                None => self.rx.insert(take_decompressor(self.peer_bits)),
+                None => {
+                    let mut d = take_decompressor(self.rx_bits());
+                    if !self.rx_window.is_empty() && d.set_dictionary(&self.rx_window).is_err() {
+                        // Cannot happen on a fresh raw stream; a reference
+                        // into the window then fails as corrupt data.
+                        d.reset(false);
+                    }
+                    self.rx_start = out.len();
+                    self.rx.insert(d)
+                }
             };
             // flate2 fills all spare capacity before the size can be
             // checked, so capacity is the memory bound: never more than one
@@ -277,9 +353,16 @@ mod imp {
             check: &mut dyn FnMut(&[u8]) -> bool,
         ) -> Result<(), InflateError> {
             let r = self.decompress(&TAIL, out, max, check);
-            if self.rx_ended || self.peer_reset || r.is_err() {
+            let keep_window = !self.dedicated && !self.peer_reset;
+            if keep_window && r.is_ok() && !self.rx_ended {
+                let msg = out.get(self.rx_start..).unwrap_or_default();
+                push_window(&mut self.rx_window, msg, 1 << self.peer_bits);
+            } else if self.rx_ended {
+                self.rx_window = Vec::new();
+            }
+            if self.rx_ended || self.peer_reset || r.is_err() || !self.dedicated {
                 if let Some(d) = self.rx.take() {
-                    give_decompressor(self.peer_bits, d);
+                    give_decompressor(self.rx_bits(), d);
                 }
                 self.rx_ended = false;
             }

@@ -10,11 +10,19 @@ use crate::error::HandshakeError;
 /// How a side wants permessage-deflate. Part of [`Config`](crate::Config).
 ///
 /// Window bits are 9–15 (zlib cannot compress with an 8-bit raw window; an
-/// offer asking us for 8 is declined). Memory per connection: with context
-/// takeover a compressor and a decompressor stay allocated once used (about
-/// 346 KiB per connection measured with 15-bit windows); without context
-/// takeover they are borrowed from a per-thread pool for one message and
-/// hold nothing while idle.
+/// offer asking us for 8 is declined).
+///
+/// Memory per connection (see docs/DEFLATE.md for the measurements): no
+/// zlib state is kept between messages; zlib streams are borrowed from a
+/// per-thread pool for one message. With context takeover a connection
+/// keeps the last `2^bits` bytes it sent and received (4 KiB + 4 KiB with
+/// the default 12 bits when the peer accepts 12; 4 KiB + 32 KiB when a
+/// client does not offer `client_max_window_bits`). With both
+/// `*_no_context_takeover` it keeps nothing. [`per_connection_zlib`]
+/// keeps a compressor and a decompressor per connection instead: less CPU
+/// per message, about 200–350 KiB per active connection.
+///
+/// [`per_connection_zlib`]: DeflateConfig::per_connection_zlib
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeflateConfig {
@@ -28,14 +36,27 @@ pub struct DeflateConfig {
     /// (client). Default false on servers; clients offer it (see
     /// [`client_offer`]).
     pub client_no_context_takeover: bool,
-    /// Largest window the server compresses with. Default 15.
+    /// Largest window the server compresses with. A server always
+    /// announces it when below 15 (RFC 7692 §7.1.2.1 allows it unasked), so
+    /// the client keeps a smaller window; a client offers it when below 15.
+    /// Default 12 (as Python websockets): 4 KiB of history per direction,
+    /// a few percent of ratio on chat-sized text (docs/DEFLATE.md).
     pub server_max_window_bits: u8,
-    /// Largest window the client compresses with. Default 15.
+    /// Largest window the client compresses with: a server asks for it
+    /// when the client offered `client_max_window_bits` (it may not
+    /// otherwise, and then keeps 32 KiB of the client's history); a client
+    /// offers it. Default 12.
     pub client_max_window_bits: u8,
     /// Messages shorter than this are sent uncompressed. Default 64.
     pub min_size: usize,
     /// zlib compression level 0–9. Default 6.
     pub level: u32,
+    /// Keep a zlib compressor and decompressor per connection between
+    /// messages instead of priming per-thread ones with the connection's
+    /// window before each message. Saves the priming (hashing up to one
+    /// window per message sent) at about 200–350 KiB per active
+    /// connection. Default false.
+    pub per_connection_zlib: bool,
 }
 
 impl Default for DeflateConfig {
@@ -44,10 +65,11 @@ impl Default for DeflateConfig {
             enabled: false,
             server_no_context_takeover: false,
             client_no_context_takeover: false,
-            server_max_window_bits: 15,
-            client_max_window_bits: 15,
+            server_max_window_bits: 12,
+            client_max_window_bits: 12,
             min_size: 64,
             level: 6,
+            per_connection_zlib: false,
         }
     }
 }
@@ -218,6 +240,10 @@ pub fn negotiate_server<'a>(
                 continue; // zlib cannot compress with a 256-byte window
             }
             p.server_max_window_bits = p.server_max_window_bits.min(bits);
+        }
+        // Answered when asked (it must be), and unasked when below 15 so
+        // the client needs only a window that size (RFC 7692 §7.1.2.1).
+        if offer.server_max_window_bits.is_some() || p.server_max_window_bits < 15 {
             let _ = write!(
                 resp,
                 "; server_max_window_bits={}",
@@ -314,11 +340,112 @@ pub fn accept_client_response<'a>(
 mod tests {
     use super::*;
 
+    /// Enabled with 15-bit windows, so answers carry only what was asked.
     fn on() -> DeflateConfig {
+        DeflateConfig {
+            enabled: true,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            ..DeflateConfig::default()
+        }
+    }
+
+    fn defaults() -> DeflateConfig {
         DeflateConfig {
             enabled: true,
             ..DeflateConfig::default()
         }
+    }
+
+    /// The default 12-bit windows: the server announces its own unasked
+    /// and asks the client only when the client offered the parameter.
+    #[test]
+    fn default_windows_negotiation() {
+        let cfg = defaults();
+        let cases: &[(&str, &str, u8, u8)] = &[
+            (
+                "permessage-deflate",
+                "permessage-deflate; server_max_window_bits=12",
+                12,
+                15,
+            ),
+            (
+                "permessage-deflate; client_max_window_bits",
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+                12,
+                12,
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=10",
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10",
+                12,
+                10,
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=15",
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+                12,
+                12,
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=15",
+                "permessage-deflate; server_max_window_bits=12",
+                12,
+                15,
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=9",
+                "permessage-deflate; server_max_window_bits=9",
+                9,
+                15,
+            ),
+        ];
+        for &(offer, want, server_bits, client_bits) in cases {
+            let (p, r) = negotiate_server([offer], &cfg).unwrap();
+            assert_eq!(r, want, "offer {offer}");
+            assert_eq!(
+                (p.server_max_window_bits, p.client_max_window_bits),
+                (server_bits, client_bits),
+                "offer {offer}"
+            );
+            // Our client takes each of these answers.
+            let c = accept_client_response([r.as_str()], &cfg);
+            assert!(c.is_ok(), "{r}: {c:?}");
+        }
+        // Bad values are declined (RFC 7692 §7.1: the server declines an
+        // offer it cannot read), not answered with an error.
+        for bad in [
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=0",
+            "permessage-deflate; client_max_window_bits=12; client_max_window_bits=12",
+            "permessage-deflate; server_max_window_bits=8",
+        ] {
+            assert_eq!(negotiate_server([bad], &cfg), None, "{bad}");
+        }
+        // Our client offers both windows and reads the server's answer.
+        let offer = client_offer(&cfg);
+        assert_eq!(
+            offer,
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+        );
+        let (sp, resp) = negotiate_server([offer.as_str()], &cfg).unwrap();
+        let cp = accept_client_response([resp.as_str()], &cfg)
+            .unwrap()
+            .unwrap();
+        assert_eq!(sp, cp);
+        assert_eq!(
+            (cp.server_max_window_bits, cp.client_max_window_bits),
+            (12, 12)
+        );
+        // A server that ignores our window request is refused.
+        assert_eq!(
+            accept_client_response(["permessage-deflate"], &cfg),
+            Err(HandshakeError::UnrequestedExtension)
+        );
+        assert_eq!(
+            accept_client_response(["permessage-deflate; server_max_window_bits=13"], &cfg),
+            Err(HandshakeError::UnrequestedExtension)
+        );
     }
 
     #[test]

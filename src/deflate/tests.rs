@@ -743,3 +743,211 @@ fn fuzz_regressions_replay() {
         assert!(r.is_ok(), "{name} fails again");
     }
 }
+
+fn cfg_mode(dedicated: bool) -> DeflateConfig {
+    DeflateConfig {
+        per_connection_zlib: dedicated,
+        ..cfg()
+    }
+}
+
+/// Deterministic chat-like JSON with some English: repetitive across
+/// messages, as context takeover expects.
+fn chat_message(i: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "the", "message", "room", "hello", "status", "online", "quick", "brown", "reply", "update",
+        "channel", "again",
+    ];
+    let mut s = format!(
+        "{{\"type\":\"message\",\"room\":\"room-{}\",\"user\":\"user{}\",\"seq\":{i},\"text\":\"",
+        i % 7,
+        (i * 31) % 97
+    );
+    let mut x = i as u64 * 2_654_435_761 + 1;
+    for _ in 0..(5 + i % 40) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(WORDS[(x % 12) as usize]);
+        s.push(' ');
+    }
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
+/// Sends `msgs` from `tx` to `rx`, inflating each in two pieces; returns
+/// the compressed bytes in total.
+fn pump(tx: &mut DeflateState, rx: &mut DeflateState, msgs: &[Vec<u8>], what: &str) -> usize {
+    let mut total = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        let mut z = Vec::new();
+        tx.compress(m, &mut z);
+        total += z.len();
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut got = Vec::new();
+        rx.decompress(a, &mut got, 1 << 20, &mut |_| true)
+            .unwrap_or_else(|e| panic!("{what} msg {i}: {e:?}"));
+        rx.decompress(b, &mut got, 1 << 20, &mut |_| true)
+            .unwrap_or_else(|e| panic!("{what} msg {i}: {e:?}"));
+        rx.finish(&mut got, 1 << 20, &mut |_| true)
+            .unwrap_or_else(|e| panic!("{what} msg {i}: {e:?}"));
+        assert!(got == *m, "{what} msg {i}: wrong bytes");
+    }
+    total
+}
+
+/// The windows kept per connection produce a stream a long-lived zlib
+/// stream decodes, and decode one: every pairing of the two modes, with
+/// messages shorter and longer than the window, and back-references
+/// reaching across several messages.
+#[test]
+fn window_mode_interoperates_with_per_connection_streams() {
+    let mut msgs: Vec<Vec<u8>> = (0..120).map(chat_message).collect();
+    // Longer than every window, and a repeat of it that is only cheap if
+    // the context reaches back far enough.
+    let long: Vec<u8> = (0..40_000)
+        .flat_map(|i| chat_message(i % 50))
+        .take(40_000)
+        .collect();
+    msgs.push(long.clone());
+    msgs.push(chat_message(3));
+    msgs.push(long);
+    for bits in [9u8, 12, 15] {
+        let mut sizes = Vec::new();
+        for (tx_dedicated, rx_dedicated) in
+            [(true, true), (false, true), (true, false), (false, false)]
+        {
+            let mut tx =
+                DeflateState::new(Role::Server, &params(false, bits), &cfg_mode(tx_dedicated));
+            let mut rx =
+                DeflateState::new(Role::Client, &params(false, bits), &cfg_mode(rx_dedicated));
+            let what =
+                format!("bits {bits} tx dedicated {tx_dedicated} rx dedicated {rx_dedicated}");
+            sizes.push((pump(&mut tx, &mut rx, &msgs, &what), what));
+        }
+        // Priming from the window compresses about as well as a stream
+        // kept whole (within 2 %).
+        let base = sizes[0].0;
+        for (size, what) in &sizes {
+            assert!(*size * 100 <= base * 102, "{what}: {size} bytes vs {base}");
+        }
+    }
+}
+
+/// Context takeover still works in the window mode: a repeated message
+/// costs a few bytes, as RFC 7692 §7.2.3.2 shows.
+#[test]
+fn window_mode_keeps_the_context() {
+    let mut tx = DeflateState::new(Role::Server, &params(false, 12), &cfg());
+    let mut rx = DeflateState::new(Role::Client, &params(false, 12), &cfg());
+    let m = chat_message(5);
+    let first = pump(&mut tx, &mut rx, std::slice::from_ref(&m), "first");
+    let again = pump(&mut tx, &mut rx, std::slice::from_ref(&m), "again");
+    assert!(
+        again < 10 && again * 4 < first,
+        "first {first}, again {again}"
+    );
+}
+
+/// Between messages a connection holds its windows only (none without
+/// context takeover); with `per_connection_zlib` it holds zlib streams.
+#[test]
+fn memory_held_between_messages() {
+    let msgs: Vec<Vec<u8>> = (0..300).map(chat_message).collect();
+    for (no_ctx, dedicated, bits, max) in [
+        (false, false, 12u8, 2 * 4096),
+        (false, false, 15, 2 * 32768),
+        (true, false, 15, 0),
+        (true, true, 15, 0),
+    ] {
+        let c = cfg_mode(dedicated);
+        let mut tx = DeflateState::new(Role::Server, &params(no_ctx, bits), &c);
+        let mut rx = DeflateState::new(Role::Client, &params(no_ctx, bits), &c);
+        pump(&mut tx, &mut rx, &msgs, "held");
+        let held = tx.held_bytes() + rx.held_bytes();
+        assert!(
+            held <= max,
+            "no_ctx {no_ctx} dedicated {dedicated} bits {bits}: {held}"
+        );
+        if !no_ctx {
+            assert!(held > max / 2, "the windows fill up: {held}");
+        }
+    }
+    let mut tx = DeflateState::new(Role::Server, &params(false, 12), &cfg_mode(true));
+    let mut rx = DeflateState::new(Role::Client, &params(false, 12), &cfg_mode(true));
+    pump(&mut tx, &mut rx, &msgs[..3], "dedicated");
+    assert!(tx.held_bytes() >= 128 << 10, "{}", tx.held_bytes());
+    assert!(rx.held_bytes() >= 4 << 10, "{}", rx.held_bytes());
+}
+
+/// Many connections on one thread share the pooled zlib streams: their
+/// messages interleave, some are inflated in pieces while others are
+/// compressed and inflated whole, with different windows and with and
+/// without context takeover; every message comes out intact.
+#[test]
+fn interleaved_connections_share_pooled_streams() {
+    struct Pair {
+        tx: DeflateState,
+        rx: DeflateState,
+        pending: Vec<u8>,
+        fed: usize,
+        sent: Vec<u8>,
+        got: Vec<u8>,
+    }
+    let mut pairs: Vec<Pair> = (0..12)
+        .map(|i| {
+            let p = params(i % 3 == 0, [9u8, 12, 15][i % 3]);
+            let c = cfg_mode(i % 4 == 1);
+            Pair {
+                tx: DeflateState::new(Role::Client, &p, &c),
+                rx: DeflateState::new(Role::Server, &p, &c),
+                pending: Vec::new(),
+                fed: 0,
+                sent: Vec::new(),
+                got: Vec::new(),
+            }
+        })
+        .collect();
+    let mut delivered = 0;
+    for step in 0..3000usize {
+        let p = &mut pairs[(step * 7) % 12];
+        if p.pending.is_empty() {
+            p.sent = chat_message(step);
+            p.tx.compress(&p.sent, &mut p.pending);
+            p.fed = 0;
+            p.got.clear();
+        } else if p.fed < p.pending.len() {
+            // Feed a few bytes: the inflater stays borrowed meanwhile.
+            let end = (p.fed + 1 + step % 13).min(p.pending.len());
+            p.rx.decompress(&p.pending[p.fed..end], &mut p.got, 1 << 20, &mut |_| true)
+                .unwrap_or_else(|e| panic!("step {step}: {e:?}"));
+            p.fed = end;
+        } else {
+            p.rx.finish(&mut p.got, 1 << 20, &mut |_| true)
+                .unwrap_or_else(|e| panic!("step {step}: {e:?}"));
+            assert!(p.got == p.sent, "step {step}: wrong bytes");
+            p.pending.clear();
+            delivered += 1;
+        }
+    }
+    assert!(delivered > 200, "{delivered}");
+}
+
+/// A message refused after compression is forgotten in the window mode
+/// too: the next message must not refer to it.
+#[test]
+fn forgotten_message_leaves_no_reference() {
+    let mut tx = DeflateState::new(Role::Server, &params(false, 12), &cfg());
+    let mut rx = DeflateState::new(Role::Client, &params(false, 12), &cfg());
+    pump(&mut tx, &mut rx, &[chat_message(1)], "first");
+    let mut dropped = Vec::new();
+    tx.compress(&chat_message(2), &mut dropped);
+    tx.forget_tx_context();
+    // Refers to neither message 1 nor 2: a fresh inflater reads it.
+    let mut z = Vec::new();
+    tx.compress(&chat_message(2), &mut z);
+    let mut fresh = DeflateState::new(Role::Client, &params(false, 12), &cfg());
+    assert_eq!(inflate(&mut fresh, &z, 1 << 20).unwrap(), chat_message(2));
+    assert_eq!(inflate(&mut rx, &z, 1 << 20).unwrap(), chat_message(2));
+    pump(&mut tx, &mut rx, &[chat_message(4)], "after");
+}
