@@ -10,7 +10,8 @@
 //! Binary messages of SIZE bytes, PIPELINE in flight per connection, each
 //! echo checked and replaced; one second of warm-up, then SECONDS counted.
 //! Prints `DRIVER msgs/s MB/s cpu-µs/msg` (this process's user+system CPU
-//! over the counted window, per echo: the load generator's own cost).
+//! over the counted window, per echo: the load generator's own cost) and
+//! the echoes of the whole run (divide a callgrind total by it).
 
 use std::io::{self, Read};
 use std::net::ToSocketAddrs;
@@ -33,12 +34,15 @@ struct Load {
     from: Instant,
     to: Instant,
     counted: u64,
+    /// All echoes, warm-up included (for instruction counts per echo).
+    total: u64,
 }
 
 impl Load {
     /// One echo arrived: checked, counted if in the window.
     fn echo(&mut self, data: &[u8], now: Instant) {
         assert!(data == self.payload, "echo of {} bytes differs", data.len());
+        self.total += 1;
         if now >= self.from && now < self.to {
             self.counted += 1;
         }
@@ -177,6 +181,7 @@ fn main() {
         from,
         to: from + Duration::from_secs(secs as u64),
         counted: 0,
+        total: 0,
     };
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(1024);
@@ -219,7 +224,10 @@ fn main() {
     // Clock ticks are 10 ms (USER_HZ 100).
     let us_per_msg = ticks as f64 * 1e4 / load.counted.max(1) as f64;
     let mb = rate * size as f64 / 1e6;
-    println!("{driver} {rate:.0} {mb:.1} {us_per_msg:.2}");
+    println!(
+        "{driver} {rate:.0} {mb:.1} {us_per_msg:.2} ({} echoes in all)",
+        load.total
+    );
 }
 
 /// User plus system CPU of this process so far, in clock ticks (Linux).
