@@ -262,6 +262,12 @@ struct TwoLoops {
 
 impl TwoLoops {
     fn start(keep: usize, inbox: usize) -> TwoLoops {
+        Self::start_with(keep, inbox, [true, true])
+    }
+
+    /// `attach[i]` false: loop `i` is never woken by the other, so what
+    /// is queued for it waits for its own next chat event.
+    fn start_with(keep: usize, inbox: usize, attach: [bool; 2]) -> TwoLoops {
         let hub = Hub::with_history(LocalHistory::new(keep, 64), inbox);
         let mut t = TwoLoops {
             hub: hub.clone(),
@@ -279,7 +285,9 @@ impl TwoLoops {
             )
             .expect("bind");
             t.addrs[i] = server.local_addr();
-            hub.attach(i, server.handle());
+            if attach[i] {
+                hub.attach(i, server.handle());
+            }
             t.handles.push(server.handle());
             t.threads.push(thread::spawn(move || {
                 server.run().expect("loop runs");
@@ -362,5 +370,69 @@ fn a_loop_that_falls_behind_past_the_history_gets_a_gap() {
     let after: Vec<u64> = got[gap + 1..].iter().map(seq).collect();
     assert_eq!(before, (1..=before.len() as u64).collect::<Vec<_>>());
     assert_eq!(after, (51..=60).collect::<Vec<_>>());
+    loops.stop();
+}
+
+/// A connection that opens (or joins) while its loop still holds frames
+/// numbered before its catch-up gets each of them once, in the catch-up,
+/// and the members already there get them live. Loop 1 is not woken by
+/// loop 0 here, so the frames are certain to be waiting.
+#[test]
+fn what_waits_for_a_loop_reaches_a_newcomer_once_through_its_catch_up() {
+    let loops = TwoLoops::start_with(1000, 1 << 20, [true, false]);
+    let mut x = Peer::connect(loops.addrs[0]);
+    let mut y = Peer::connect(loops.addrs[1]);
+    x.join("r");
+    y.join("r");
+    for t in ["b1", "b2", "b3"] {
+        x.send(json!({"type": "broadcast", "text": t}));
+    }
+    for i in 1..=3 {
+        x.say("r", &format!("m{i}"));
+    }
+    assert_eq!(x.expect("broadcast")["seq"], 1);
+    x.expect("broadcast");
+    x.expect("broadcast");
+    read_messages(&mut x, 3);
+    y.silent(Duration::from_millis(200));
+
+    // Opening empties loop 1's inbox: y gets all six live; z only its
+    // catch-up of the broadcasts.
+    let url = format!("ws://{}/ws?broadcast_since=0", loops.addrs[1]);
+    let mut z = Peer::from_ws(connect(&url).expect("connect"));
+    assert_eq!(z.welcome["broadcast_seq"], 3);
+    let got: Vec<u64> = (0..3).map(|_| seq(&z.expect("broadcast"))).collect();
+    assert_eq!(got, [1, 2, 3]);
+    z.silent(Duration::from_millis(200));
+    let got: Vec<(String, u64)> = (0..6)
+        .map(|_| {
+            let v = y.recv();
+            (v["type"].as_str().unwrap().to_owned(), seq(&v))
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [("broadcast", 1), ("broadcast", 2), ("broadcast", 3)]
+        .into_iter()
+        .chain([("message", 1), ("message", 2), ("message", 3)])
+        .map(|(t, s)| (t.to_owned(), s))
+        .collect();
+    assert_eq!(got, want);
+
+    // The same for a join: m4..m6 wait; w's join hands them to y and
+    // replays them to w.
+    let mut w = Peer::connect(loops.addrs[1]);
+    for i in 4..=6 {
+        x.say("r", &format!("m{i}"));
+    }
+    read_messages(&mut x, 3);
+    y.silent(Duration::from_millis(200));
+    w.send(json!({"type": "join", "room": "r", "since": 3}));
+    assert_eq!(w.expect("joined")["seq"], 6);
+    let got: Vec<u64> = read_messages(&mut w, 3).iter().map(|m| m.0).collect();
+    assert_eq!(got, [4, 5, 6]);
+    w.silent(Duration::from_millis(200));
+    let got: Vec<u64> = read_messages(&mut y, 3).iter().map(|m| m.0).collect();
+    assert_eq!(got, [4, 5, 6]);
+    y.silent(Duration::from_millis(200));
+    drop((x, y, z, w));
     loops.stop();
 }
