@@ -275,7 +275,7 @@ impl TwoLoops {
             handles: Vec::new(),
             threads: Vec::new(),
         };
-        for i in 0..2 {
+        for (i, woken) in attach.into_iter().enumerate() {
             let bus = hub.bus();
             assert_eq!(bus.loop_no(), i);
             let server = Server::bind(
@@ -285,7 +285,7 @@ impl TwoLoops {
             )
             .expect("bind");
             t.addrs[i] = server.local_addr();
-            if attach[i] {
+            if woken {
                 hub.attach(i, server.handle());
             }
             t.handles.push(server.handle());
