@@ -32,6 +32,12 @@
 #   latency  50 conns x 1 in flight x 64 B                  round trip p50, p99
 #   connect  10,000 idle connections                        handshakes/s, server
 #                                                           KiB per connection
+#   deflate-mem  (wsloop only) 2,000 connections that each  server KiB per
+#            exchanged 4 compressible 1.5 KB texts with     connection
+#            permessage-deflate, held open: the defaults,
+#            the old per-connection zlib streams (15-bit
+#            windows) and no context takeover; measured by
+#            bench/examples/deflate_memory.rs (docs/DEFLATE.md)
 #
 # Each (run, scenario, server) starts a fresh server on its own port, runs
 # one `wsloop bench ... --json`, and stops the server by PID. Runs are
@@ -41,7 +47,7 @@
 # Environment:
 #   RUNS=3  DURATION=5s  WARMUP=1s       runs per cell; measured and warmup time
 #   SERVERS="raw-echo wsloop tungstenite fastwebsockets"
-#   SCENARIOS="small medium text tls large latency connect"
+#   SCENARIOS="small medium text tls large latency connect deflate-mem"
 #   CONNECT_CONNS=10000  HOLD=2s         connect scenario size and hold time
 #   SERVER_CPU=0  BENCH_CPU=1            cores for taskset
 #   BASE_PORT=20000                      ports BASE_PORT + run*100 + ...
@@ -61,7 +67,7 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 HOLD=${HOLD:-2s}
 SERVERS=${SERVERS:-"raw-echo wsloop tungstenite fastwebsockets"}
-SCENARIOS=${SCENARIOS:-"small medium text tls large latency connect"}
+SCENARIOS=${SCENARIOS:-"small medium text tls large latency connect deflate-mem"}
 CONNECT_CONNS=${CONNECT_CONNS:-10000}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
@@ -76,6 +82,9 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     features=()
     case " $SCENARIOS " in *" tls "*) features=(--features tls) ;; esac
     cargo build --release -p wsloop-cli --bin wsloop "${features[@]}" >&2
+    case " $SCENARIOS " in *" deflate-mem "*)
+        cargo build --release -p wsloop-bench --features deflate --example deflate_memory >&2 ;;
+    esac
     echo "building the peers (release; the first build takes a few minutes)" >&2
     cargo build --release --manifest-path benches/peers/Cargo.toml >&2
 fi
@@ -188,6 +197,25 @@ while [ "$run" -lt "$RUNS" ]; do
             vi=$((vi + 1))
             # Only wsloop speaks TLS here.
             [ "$scenario" = tls ] && [ "$server" != wsloop ] && continue
+            if [ "$scenario" = deflate-mem ]; then
+                # The tool starts its own wsloop server per mode.
+                [ "$server" != wsloop ] && continue
+                printf 'run %d/%d  %-8s %-15s ' "$run" "$RUNS" "$scenario" "$server" >&2
+                log="$logs/$server.$scenario.$run.log"
+                json='{'
+                code=0
+                for m in default old no-context; do
+                    one=$(timeout 600 target/release/examples/deflate_memory memory --mode "$m" \
+                        --runs 1 --json 2>>"$log" | tail -n 1) || code=$?
+                    v=$(printf '%s' "$one" | python3 -c 'import json,sys; print(json.load(sys.stdin)["kib_per_conn"])' 2>/dev/null) || { v=null; code=1; }
+                    json+="\"kib_per_conn_${m//-/_}\":$v,"
+                done
+                json="${json%,}}"
+                printf '{"server":"%s","scenario":"%s","run":%d,"exit":%d,"server_alive":true,"result":%s}\n' \
+                    "$server" "$scenario" "$run" "$code" "$json" >>"$results"
+                if [ "$code" = 0 ]; then echo "ok" >&2; else echo "exit $code (log: $log)" >&2; fi
+                continue
+            fi
             port=$((BASE_PORT + run * 100 + si * 10 + vi))
             transport=plain
             target=("ws://127.0.0.1:$port/")
@@ -246,6 +274,7 @@ METRICS = {
     "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "latency": [("rtt p50 µs", "rtt_us.p50", False), ("rtt p99 µs", "rtt_us.p99", False)],
     "connect": [("handshakes/s", "handshakes_per_s", True), ("server CPU ns/handshake", "server_cpu_ns_per_handshake", False), ("KiB/conn", "kib_per_conn", False)],
+    "deflate-mem": [("KiB/conn, defaults", "kib_per_conn_default", False), ("KiB/conn, old per-conn zlib", "kib_per_conn_old", False), ("KiB/conn, no context takeover", "kib_per_conn_no_context", False)],
 }
 DESC = {
     "small": "100×16×32 B",
@@ -255,6 +284,7 @@ DESC = {
     "large": "4×1×1 MiB",
     "latency": "50×1×64 B",
     "connect": "10k idle",
+    "deflate-mem": "2,000 × 4 × 1.5 KB text, deflate",
 }
 
 def fmt(v):

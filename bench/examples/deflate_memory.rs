@@ -13,7 +13,8 @@
 //! (1500: JSON chat with English words, different per connection) and read
 //! the echoes, holds them all open, and reports the server's RSS growth
 //! per connection from /proc/PID/status (VmRSS, KiB), median of `--runs`
-//! (3) with min and max, one fresh server each. Clients offer what
+//! (3) with min and max, one fresh server each (`--json`: one JSON line,
+//! `{"mode":..,"kib_per_conn":median}`, for scripts/compare-peers.sh). Clients offer what
 //! browsers offer (`permessage-deflate; client_max_window_bits`). A client
 //! that leaves `client_max_window_bits` out makes the server keep 32 KiB
 //! of its history: `window15` shows that worst case.
@@ -203,6 +204,7 @@ struct MemOpts {
     size: usize,
     runs: usize,
     only: Option<String>,
+    json: bool,
 }
 
 fn spawn_server(mode: &str) -> (Child, String) {
@@ -380,6 +382,7 @@ fn main() {
         size: 1500,
         runs: 3,
         only: None,
+        json: false,
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -397,6 +400,7 @@ fn main() {
         match a.as_str() {
             "--mode" => o.mode = val(),
             "--only" => o.only = Some(val()),
+            "--json" => o.json = true,
             "--conns" => o.conns = num(val()),
             "--messages" => o.messages = num(val()),
             "--size" => o.size = num(val()),
@@ -420,6 +424,10 @@ fn main() {
         "memory" => {
             let v: Vec<f64> = (0..o.runs).map(|_| memory_run(&o)).collect();
             let (m, lo, hi) = median(v);
+            if o.json {
+                println!("{{\"mode\":\"{}\",\"kib_per_conn\":{m:.3}}}", o.mode);
+                return;
+            }
             println!(
                 "deflate memory: mode {} conns {} messages {}×{} B: \
                  {m:.2} KiB per connection (min {lo:.2}, max {hi:.2}, {} runs)",
