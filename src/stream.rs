@@ -49,6 +49,9 @@ struct Tls {
     held: Vec<u8>,
     /// close_notify queued, or a fatal alert sent: nothing more to say.
     done: bool,
+    /// The last read ended because the socket had no more (a short or
+    /// `WouldBlock` receive), with everything received handed out.
+    drained: bool,
 }
 
 impl Stream {
@@ -71,6 +74,7 @@ impl Stream {
                 conn,
                 held: Vec::new(),
                 done: false,
+                drained: false,
             })),
         }
     }
@@ -95,6 +99,20 @@ impl Stream {
             return flush_tls(&mut tls.conn, &mut self.sock);
         }
         Ok(())
+    }
+
+    /// After a read that returned less than it was asked for: true when
+    /// nothing received waits in user space, so the next bytes come with
+    /// a new readiness event and reading again now would only give
+    /// `WouldBlock` (always so for plain TCP). Over TLS it is false when
+    /// ciphertext or plaintext is still buffered, or after the peer's
+    /// close_notify (its end is reported by the next read).
+    pub fn drained(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_ref() {
+            return tls.drained;
+        }
+        true
     }
 
     /// True while TLS records wait for the socket.
@@ -223,6 +241,8 @@ fn tls_read_with(
     let (mut pos, mut end) = (0, 0);
     // Set once the socket said WouldBlock (`Some(false)`) or EOF (`Some(true)`).
     let mut stop: Option<bool> = None;
+    let mut peer_closed = false;
+    t.drained = false;
     loop {
         match t.conn.reader().read(&mut buf[filled..]) {
             // close_notify received (or `buf` empty): what came first, then 0.
@@ -250,7 +270,10 @@ fn tls_read_with(
             } else {
                 match stop {
                     Some(true) => return Ok(filled),
-                    Some(false) if filled > 0 => return Ok(filled),
+                    Some(false) if filled > 0 => {
+                        t.drained = !peer_closed;
+                        return Ok(filled);
+                    }
                     Some(false) => return Err(io::ErrorKind::WouldBlock.into()),
                     None => {}
                 }
@@ -284,16 +307,19 @@ fn tls_read_with(
                 Err(e) => return Err(e),
             }
         }
-        if let Err(err) = t.conn.process_new_packets() {
-            // Send the alert, then report why (as `Error::Tls` once
-            // converted, see `TlsFailure`). Plaintext of earlier records
-            // not handed out yet goes with the connection.
-            t.done = true;
-            let _ = t.conn.write_tls(sock);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                TlsFailure(err.to_string()),
-            ));
+        match t.conn.process_new_packets() {
+            Ok(state) => peer_closed |= state.peer_has_closed(),
+            Err(err) => {
+                // Send the alert, then report why (as `Error::Tls` once
+                // converted, see `TlsFailure`). Plaintext of earlier records
+                // not handed out yet goes with the connection.
+                t.done = true;
+                let _ = t.conn.write_tls(sock);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    TlsFailure(err.to_string()),
+                ));
+            }
         }
         // Handshake messages to answer go out at once.
         if t.conn.wants_write() {

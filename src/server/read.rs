@@ -106,9 +106,10 @@ pub(super) fn read_conn<H: Handler>(
         } else {
             process(core, handler, &mut scratch[..n], key);
         }
-        if n < want && !to_eof && !tls {
+        let drained = !tls || core.slab.get(key).is_some_and(|e| e.stream.drained());
+        if n < want && !to_eof && drained {
             // The socket is empty for now; the next arrival is a new edge
-            // (over TLS, rustls may hold records it has not handed out).
+            // (over TLS, unless the stream still holds data: see `drained`).
             return;
         }
     }
