@@ -17,12 +17,15 @@ mod nonblocking;
 mod options;
 mod readbuf;
 mod reconnect;
+mod upgrade;
 mod url;
 
 #[cfg(test)]
 mod idle_tests;
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod upgrade_tests;
 
 pub use backoff::Backoff;
 pub use blocking::{connect, connect_with, WebSocket, DEFAULT_WRITE_TIMEOUT};

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -12,11 +12,13 @@ use mio::{Interest, Registry, Token};
 use crate::close::CloseCode;
 use crate::config::Config;
 use crate::error::{ApiError, Error, HandshakeError};
-use crate::handshake::{generate_key, ClientRequest, Head, ResponseReader};
-use crate::protocol::{CloseInfo, Connection, Event, Message, Role, SendStatus};
+use crate::extension::DeflateParams;
+use crate::handshake::{generate_key, ClientRequest, ResponseReader};
+use crate::protocol::{CloseInfo, Connection, Event, Message, SendStatus};
 use crate::stream::Stream;
 
 use super::readbuf::{give_read_buf, take_read_buf};
+use super::upgrade::Upgrade;
 use super::{ClientOptions, Url};
 
 #[derive(Debug)]
@@ -34,20 +36,6 @@ pub(super) enum State {
     Done,
 }
 
-/// What only the upgrade needs: boxed and dropped once it is done, so an
-/// open client does not carry it.
-#[derive(Debug)]
-struct Upgrade {
-    request: ClientRequest,
-    /// The upgrade request not written yet, from `pre_pos` on (its own
-    /// exact-size buffer: a queue chunk is 4 KiB, and thousands of them
-    /// freed after the handshake leave the heap full of holes).
-    pre: Vec<u8>,
-    pre_pos: usize,
-    reader: ResponseReader,
-    deadline: Instant,
-}
-
 /// A non-blocking WebSocket client on one mio `TcpStream`.
 ///
 /// An idle client owns no buffer: the read buffer is lent by a per-thread
@@ -58,15 +46,15 @@ pub struct Client {
     stream: Stream,
     pub(super) state: State,
     pub(super) config: Arc<Config>,
-    upgrade: Option<Box<Upgrade>>,
-    conn: Option<Connection>,
+    pub(super) upgrade: Option<Box<Upgrade>>,
+    pub(super) conn: Option<Connection>,
     /// Input read but not decoded yet: `input[input_pos..input_end]`. The
     /// buffer (from the pool, or the bytes that came with the response) is
     /// held only while undecoded input is in it, and never grows: a
     /// client holds at most one read buffer of input.
-    input: Vec<u8>,
-    input_pos: usize,
-    input_end: usize,
+    pub(super) input: Vec<u8>,
+    pub(super) input_pos: usize,
+    pub(super) input_end: usize,
     /// Reading stopped because `input` is full.
     read_stalled: bool,
     /// EOF (or a read error) seen while input was still undecoded: the
@@ -77,8 +65,12 @@ pub struct Client {
     /// Bytes of the connection's frames handed to the transport so far:
     /// a frame that ends at or before this offset has left the write queue.
     pub(super) written: u64,
-    now: Instant,
-    protocol: Option<Box<str>>,
+    pub(super) now: Instant,
+    pub(super) protocol: Option<Box<str>>,
+    /// The permessage-deflate parameters agreed in the upgrade.
+    pub(super) deflate: Option<DeflateParams>,
+    /// From `connect_addr` to the answer's arrival, once upgraded.
+    pub(super) upgrade_time: Option<Duration>,
     pub(super) error: Option<Error>,
     close_info: Option<Box<CloseInfo>>,
 }
@@ -140,6 +132,7 @@ impl Client {
                 pre,
                 pre_pos: 0,
                 reader: ResponseReader::new(),
+                started: now,
                 deadline: now + opts.config.handshake_timeout,
             })),
             conn: None,
@@ -152,6 +145,8 @@ impl Client {
             written: 0,
             now,
             protocol: None,
+            deflate: None,
+            upgrade_time: None,
             error: None,
             close_info: None,
         })
@@ -512,39 +507,6 @@ impl Client {
         if self.input_pos >= self.input_end || !matches!(self.state, State::Open) {
             give_read_buf(std::mem::take(&mut self.input));
             (self.input_pos, self.input_end) = (0, 0);
-        }
-    }
-
-    fn handshake_input(&mut self, data: &[u8]) {
-        let c = &self.config;
-        let Some(up) = self.upgrade.as_mut() else {
-            return;
-        };
-        match up.reader.feed(data, c.max_handshake_bytes, c.max_headers) {
-            Ok(Head::Partial) => {}
-            Ok(Head::Complete(resp, rest)) => {
-                match resp.validate_with(&up.request, &self.config.deflate) {
-                    Ok((protocol, _deflate)) => {
-                        self.protocol = protocol.map(String::into_boxed_str);
-                        self.state = State::Open;
-                        #[allow(unused_mut)]
-                        let mut conn = Connection::new(Role::Client, self.config.clone(), self.now);
-                        #[cfg(feature = "deflate")]
-                        if let Some(p) = _deflate {
-                            conn.enable_deflate(&p);
-                        }
-                        self.conn = Some(conn);
-                        // The request and the response's bytes are not
-                        // needed any more: an idle client keeps neither.
-                        self.upgrade = None;
-                        // Frames that came with the response.
-                        (self.input_pos, self.input_end) = (0, rest.len());
-                        self.input = rest;
-                    }
-                    Err(e) => self.finish(Some(e.into())),
-                }
-            }
-            Err(e) => self.finish(Some(e.into())),
         }
     }
 
