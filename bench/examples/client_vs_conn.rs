@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p wsloop-bench --example client_vs_conn -- \
-//!     ws://127.0.0.1:PORT/ client|conn CONNS PIPELINE SIZE SECONDS
+//!     ws://127.0.0.1:PORT/ client|client-io|conn CONNS PIPELINE SIZE SECONDS
 //! ```
 //!
 //! Binary messages of SIZE bytes, PIPELINE in flight per connection, each
@@ -12,6 +12,8 @@
 //! Prints `DRIVER msgs/s MB/s cpu-µs/msg` (this process's user+system CPU
 //! over the counted window, per echo: the load generator's own cost) and
 //! the echoes of the whole run (divide a callgrind total by it).
+//! `client` drives the client with `handle_event`, `client-io` with
+//! `handle_io` (reads on to `WouldBlock`).
 
 use std::io::{self, Read};
 use std::net::ToSocketAddrs;
@@ -126,9 +128,13 @@ fn raw_event(r: &mut Raw, buf: &mut [u8], cfg: &Arc<Config>, load: &mut Load, no
     ws.write_to(&mut r.sock).expect("write");
 }
 
-fn client_event(c: &mut Client, load: &mut Load, now: Instant) {
+/// `ev` is given to `handle_event`; `None` drives with `handle_io`.
+fn client_event(c: &mut Client, ev: Option<&mio::event::Event>, load: &mut Load, now: Instant) {
     let was_open = c.is_open();
-    c.handle_io(now);
+    match ev {
+        Some(ev) => c.handle_event(ev, now),
+        None => c.handle_io(now),
+    }
     if let Some(e) = c.take_error() {
         panic!("client: {e}");
     }
@@ -152,7 +158,7 @@ fn client_event(c: &mut Client, load: &mut Load, now: Instant) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, driver, conns, pipeline, size, secs] = &args[..] else {
-        eprintln!("usage: client_vs_conn URL client|conn CONNS PIPELINE SIZE SECONDS");
+        eprintln!("usage: client_vs_conn URL client|client-io|conn CONNS PIPELINE SIZE SECONDS");
         std::process::exit(2);
     };
     let num = |s: &str, what: &str| -> usize {
@@ -190,7 +196,7 @@ fn main() {
     let mut raws = Vec::new();
     let rw = Interest::READABLE | Interest::WRITABLE;
     for i in 0..conns {
-        if driver == "client" {
+        if driver.starts_with("client") {
             let mut c = Client::connect_addr(addr, &url, &opts, start).expect("connect");
             c.register(poll.registry(), Token(i)).expect("register");
             clients.push(c);
@@ -213,7 +219,9 @@ fn main() {
         for ev in events.iter() {
             let i = ev.token().0;
             if driver == "client" {
-                client_event(&mut clients[i], &mut load, now);
+                client_event(&mut clients[i], Some(ev), &mut load, now);
+            } else if driver == "client-io" {
+                client_event(&mut clients[i], None, &mut load, now);
             } else {
                 raw_event(&mut raws[i], &mut buf, &cfg, &mut load, now);
             }

@@ -14,7 +14,7 @@ use super::{Client, ClientOptions, Url};
 use crate::protocol::{Event, Message};
 
 /// An unmasked server frame.
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => f.push(n as u8),
@@ -33,7 +33,10 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A server that upgrades one connection, writes `out`, then holds it
 /// for `hold`.
-fn serve(out: Vec<u8>, hold: Duration) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+pub(super) fn serve(
+    out: Vec<u8>,
+    hold: Duration,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let t = std::thread::spawn(move || {

@@ -2,8 +2,9 @@
 //! for one outbound socket.
 //!
 //! - [`Client`] is non-blocking: register it in your own mio `Poll`, call
-//!   [`Client::handle_io`] on its events and [`Client::handle_timeout`] at
-//!   [`Client::poll_timeout`], take events with [`Client::next_event`].
+//!   [`Client::handle_event`] (or [`Client::handle_io`]) on its events
+//!   and [`Client::handle_timeout`] at [`Client::poll_timeout`], take
+//!   events with [`Client::next_event`].
 //! - [`WebSocket`] is the blocking convenience API: [`connect`], then
 //!   `send_*`, `recv`, `close`, each bounded by timeouts. A send waits
 //!   while the server reads more slowly than we write.
@@ -20,6 +21,8 @@ mod reconnect;
 mod upgrade;
 mod url;
 
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod idle_tests;
 #[cfg(test)]

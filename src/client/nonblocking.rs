@@ -57,6 +57,10 @@ pub struct Client {
     pub(super) input_end: usize,
     /// Reading stopped because `input` is full.
     read_stalled: bool,
+    /// Driven by `handle_event`: a short read ends reading (see there).
+    edge: bool,
+    /// A readiness event said the server's side ended: read to the end.
+    read_closed: bool,
     /// EOF (or a read error) seen while input was still undecoded: the
     /// events before it are handed out first.
     pub(super) eof: bool,
@@ -140,6 +144,8 @@ impl Client {
             input_pos: 0,
             input_end: 0,
             read_stalled: false,
+            edge: false,
+            read_closed: false,
             eof: false,
             eof_error: None,
             written: 0,
@@ -382,6 +388,23 @@ impl Client {
     /// [`Client::next_event`], so the application answers each message
     /// before later frames are looked at.
     pub fn handle_io(&mut self, now: Instant) {
+        self.edge = false;
+        self.io(now);
+    }
+
+    /// [`Client::handle_io`] for one readiness event of the client's
+    /// token, which tells more: a read shorter than asked for emptied the
+    /// socket (the next bytes come with a new event), so reading stops
+    /// there instead of reading once more to `WouldBlock`, one `recv` per
+    /// event saved; after an event that says the server's side closed, it
+    /// reads to the end.
+    pub fn handle_event(&mut self, ev: &mio::event::Event, now: Instant) {
+        self.edge = true;
+        self.read_closed |= ev.is_read_closed() || ev.is_error();
+        self.io(now);
+    }
+
+    fn io(&mut self, now: Instant) {
         self.now = now;
         if let State::Connecting = self.state {
             match self.stream.sock.take_error() {
@@ -421,8 +444,8 @@ impl Client {
         }
     }
 
-    /// Reads until the socket would block or the read buffer is full of
-    /// undecoded input (the application decides the pace: decoding it all
+    /// Reads until the socket would block (driven by `handle_event`: or a
+    /// short read emptied it) or the read buffer is full of undecoded input (the application decides the pace: decoding it all
     /// reads on).
     fn read_input(&mut self) {
         self.read_stalled = false;
@@ -437,6 +460,7 @@ impl Client {
                 self.read_stalled = true;
                 return;
             }
+            let asked = self.input.len() - self.input_end;
             let n = match self.stream.read(&mut self.input[self.input_end..]) {
                 Ok(0) => {
                     let err = match self.state {
@@ -474,6 +498,9 @@ impl Client {
                 // Nobody decodes after the close: what the server sends is
                 // dropped.
                 _ => {}
+            }
+            if self.edge && !self.read_closed && n < asked && self.stream.drained() {
+                break;
             }
         }
         self.release_input();
