@@ -40,6 +40,12 @@ impl Client {
         self.upgrade_time
     }
 
+    /// True while the TCP connect is in progress (before the upgrade
+    /// request can be sent): tells a connect timeout from a handshake one.
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.state, State::Connecting)
+    }
+
     pub(super) fn handshake_input(&mut self, data: &[u8]) {
         let c = &self.config;
         let Some(up) = self.upgrade.as_mut() else {

@@ -57,6 +57,7 @@ fn upgrade(addr: SocketAddr, opts: &ClientOptions, t0: Instant) -> Client {
     let mut c = Client::connect_addr(addr, &url, opts, t0).expect("connect");
     c.register(poll.registry(), Token(0)).expect("register");
     assert_eq!((c.deflate(), c.upgrade_time()), (None, None));
+    assert!(c.is_connecting(), "connecting until handle_io sees it done");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !c.is_upgraded() && !c.is_done() && Instant::now() < deadline {
         poll.poll(&mut events, Some(Duration::from_millis(50)))
@@ -64,6 +65,7 @@ fn upgrade(addr: SocketAddr, opts: &ClientOptions, t0: Instant) -> Client {
         c.handle_io(t0 + Duration::from_secs(5));
     }
     assert!(c.is_upgraded(), "not upgraded: {:?}", c.take_error());
+    assert!(!c.is_connecting());
     c
 }
 
@@ -112,4 +114,30 @@ fn a_declined_deflate_offer_is_reported_as_none() {
     drop(c);
     let req = server.join().expect("server");
     assert!(req.contains("permessage-deflate"), "{req}");
+}
+
+/// A server that accepts and never answers: once TCP is up the client is
+/// no longer connecting, but not upgraded (a handshake timeout, not a
+/// connect one).
+#[test]
+fn connected_but_unanswered_is_not_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let url = Url::parse(&format!("ws://{addr}/")).expect("url");
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(8);
+    let now = Instant::now();
+    let mut c = Client::connect_addr(addr, &url, &ClientOptions::default(), now).expect("connect");
+    c.register(poll.registry(), Token(0)).expect("register");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.is_connecting() && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .expect("poll");
+        for ev in events.iter() {
+            c.handle_event(ev, now);
+        }
+    }
+    assert!(!c.is_connecting());
+    assert!(!c.is_upgraded() && !c.is_done());
+    drop(listener);
 }
