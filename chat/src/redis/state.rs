@@ -409,7 +409,11 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                     if &*name == BROADCASTS {
                         // Kept where it stood, unsubscribed: a connection
                         // opening while Redis is away is welcomed from it.
+                        // A report of the old subscription still on its way
+                        // must not count (the subscriber is leaving the
+                        // channel), so its token no longer matches.
                         r.subscribed = false;
+                        r.sub_token = 0;
                         r.buffer.clear();
                         r.overflowed = false;
                     } else {

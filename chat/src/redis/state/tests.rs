@@ -938,3 +938,35 @@ fn the_stream_outlives_its_last_connection_here_unsubscribed() {
     assert_eq!(rec.take(3), ["welcome:9"]);
     assert!(rx.try_recv().is_err());
 }
+
+#[test]
+fn a_subscription_report_that_comes_after_the_last_close_is_stale() {
+    let (outbox, rx, _) = Outbox::new(100, 1 << 20);
+    let subs = Arc::new(Subs::default());
+    let mut st = State::new(outbox, limits(), subs.clone(), "p".into());
+    let mut rec = Rec::default();
+    st.on_event(&mut rec, Event::Link(Side::Publisher, true), t0());
+    st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
+    // A connection opens and closes before the subscriber has reported the
+    // stream's channel: the channel is no longer wanted.
+    st.open(&mut rec, 1, welcome(1), None, t0());
+    let token = subs.take_changes(false).unwrap()[BROADCASTS];
+    st.closed(1);
+    assert!(subs.take_changes(false).unwrap().is_empty());
+    // The report of that subscription arrives late. The subscriber is
+    // about to leave the channel, so the stream must not count as
+    // subscribed: the next open asks for the channel again and waits for
+    // Redis, or broadcasts would never reach this server again.
+    let room = BROADCASTS.into();
+    st.on_event(&mut rec, Event::Subscribed { room, token }, t0());
+    assert!(!st.rooms[BROADCASTS].subscribed);
+    assert!(rx.try_recv().is_err(), "no fetch for a channel being left");
+    st.open(&mut rec, 2, welcome(2), None, t0());
+    let token = subs.take_changes(false).expect("wanted again")[BROADCASTS];
+    assert!(rec.take(2).is_empty(), "no welcome before Redis answers");
+    let room = BROADCASTS.into();
+    st.on_event(&mut rec, Event::Subscribed { room, token }, t0());
+    let (_, after, _) = fetch_job(&rx);
+    fetched_b(&mut st, &mut rec, after, result("E", 3, 1, u64::MAX));
+    assert_eq!(rec.take(2), ["welcome:3"]);
+}
