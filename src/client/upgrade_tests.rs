@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::{Client, ClientOptions, Url};
-use crate::extension::DeflateParams;
 use crate::handshake::accept_key;
 
 /// A server that answers one upgrade with `extensions` (if any) and
@@ -92,7 +91,7 @@ fn the_negotiated_deflate_parameters_are_reported() {
     let c = upgrade(addr, &opts, Instant::now());
     assert_eq!(
         c.deflate(),
-        Some(DeflateParams {
+        Some(crate::extension::DeflateParams {
             server_no_context_takeover: true,
             client_no_context_takeover: false,
             server_max_window_bits: 10,
