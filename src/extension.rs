@@ -268,7 +268,12 @@ pub fn negotiate_server<'a>(
 /// Client side: the `Sec-WebSocket-Extensions` offer for `cfg`.
 ///
 /// The client offers `client_max_window_bits` (so the server may ask for a
-/// smaller window) and, if configured, `client_no_context_takeover`.
+/// smaller window) and, if configured, the no-context-takeover parameters.
+/// When `cfg` asks the server for a window under 15 bits, a second offer
+/// without that request follows: a server that cannot limit its window
+/// (or ignores the request) then takes the second one, with compression,
+/// instead of declining or failing the connection (RFC 7692 §5: offers in
+/// order of preference, the server takes one).
 pub fn client_offer(cfg: &DeflateConfig) -> String {
     let mut s = String::from("permessage-deflate");
     if cfg.client_no_context_takeover {
@@ -277,6 +282,7 @@ pub fn client_offer(cfg: &DeflateConfig) -> String {
     if cfg.server_no_context_takeover {
         s.push_str("; server_no_context_takeover");
     }
+    let common = s.len();
     if cfg.server_max_window_bits < 15 {
         let _ = write!(
             s,
@@ -284,14 +290,21 @@ pub fn client_offer(cfg: &DeflateConfig) -> String {
             cfg.server_max_window_bits.clamp(9, 15)
         );
     }
+    let mut client_bits = String::new();
     if cfg.client_max_window_bits < 15 {
         let _ = write!(
-            s,
+            client_bits,
             "; client_max_window_bits={}",
             cfg.client_max_window_bits.clamp(9, 15)
         );
     } else {
-        s.push_str("; client_max_window_bits");
+        client_bits.push_str("; client_max_window_bits");
+    }
+    s.push_str(&client_bits);
+    if cfg.server_max_window_bits < 15 {
+        let fallback = format!("{}{client_bits}", &s[..common]);
+        s.push_str(", ");
+        s.push_str(&fallback);
     }
     s
 }
@@ -321,10 +334,9 @@ pub fn accept_client_response<'a>(
         Some(Some(b)) if b < 9 => return Err(bad), // zlib cannot do 8
         Some(Some(b)) => b.min(cfg.client_max_window_bits.clamp(9, 15)),
     };
+    // Any window: the second offer asks for none, and our decompressor
+    // takes any (see `client_offer`).
     let server_bits = o.server_max_window_bits.unwrap_or(15);
-    if cfg.server_max_window_bits < 15 && server_bits > cfg.server_max_window_bits {
-        return Err(bad);
-    }
     if cfg.server_no_context_takeover && !o.server_no_context_takeover {
         return Err(bad);
     }
@@ -422,11 +434,13 @@ mod tests {
         ] {
             assert_eq!(negotiate_server([bad], &cfg), None, "{bad}");
         }
-        // Our client offers both windows and reads the server's answer.
+        // Our client offers both windows, then the same without asking for
+        // the server's, and reads the server's answer.
         let offer = client_offer(&cfg);
         assert_eq!(
             offer,
-            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12, \
+             permessage-deflate; client_max_window_bits=12"
         );
         let (sp, resp) = negotiate_server([offer.as_str()], &cfg).unwrap();
         let cp = accept_client_response([resp.as_str()], &cfg)
@@ -437,15 +451,30 @@ mod tests {
             (cp.server_max_window_bits, cp.client_max_window_bits),
             (12, 12)
         );
-        // A server that ignores our window request is refused.
-        assert_eq!(
-            accept_client_response(["permessage-deflate"], &cfg),
-            Err(HandshakeError::UnrequestedExtension)
-        );
-        assert_eq!(
-            accept_client_response(["permessage-deflate; server_max_window_bits=13"], &cfg),
-            Err(HandshakeError::UnrequestedExtension)
-        );
+        // A server that cannot limit its window takes the second offer:
+        // compression with its window, not a failed connection.
+        for answer in [
+            "permessage-deflate",
+            "permessage-deflate; server_max_window_bits=13",
+        ] {
+            let p = accept_client_response([answer], &cfg).unwrap().unwrap();
+            let want = if answer.contains("13") { 13 } else { 15 };
+            assert_eq!(p.server_max_window_bits, want, "{answer}");
+        }
+        // A server that reads offers one by one and cannot do windows
+        // (declines the first) accepts the second, and we take its answer.
+        let plain = DeflateConfig {
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            ..cfg
+        };
+        let offers: Vec<&str> = offer.split(", ").collect();
+        assert_eq!(offers.len(), 2);
+        assert!(negotiate_server([offers[1]], &plain).is_some());
+        let (_, resp) = negotiate_server([offers[1]], &plain).unwrap();
+        assert!(accept_client_response([resp.as_str()], &cfg)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
