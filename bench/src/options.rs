@@ -35,8 +35,10 @@ impl Mode {
 /// One run of the load generator (`wsloop bench` fills it from its flags).
 pub struct Options {
     /// The servers (at least one, all ws:// or all wss://): connection `g`
-    /// goes to `urls[g % len]`, so a chat run can publish on one server and
-    /// time the delivery on another.
+    /// goes to `urls[g % len]`; in chat mode, where connection `g` is in
+    /// room `g % rooms`, to `urls[(g / rooms) % len]`, so each room's
+    /// members take the servers in turn and a chat run can publish on one
+    /// server and time the delivery on another.
     pub urls: Vec<String>,
     pub mode: Mode,
     pub conns: usize,

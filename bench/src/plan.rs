@@ -56,7 +56,8 @@ pub(crate) fn servers(o: &Options) -> Result<Vec<Server>, (i32, String)> {
 
 pub(crate) struct Plan {
     pub(crate) mode: Mode,
-    /// Connection `g` goes to `servers[g % len]`.
+    /// Connection `g` goes to `servers[g % len]`, or in chat mode to
+    /// `servers[(g / rooms) % len]` (see [`Plan::server`]).
     pub(crate) servers: Vec<Server>,
     pub(crate) pipeline: usize,
     pub(crate) payload: Payload,

@@ -9,7 +9,10 @@
 //! room's messages in `seq` order, even with two loops publishing to it at
 //! once. The publishing loop then empties its own inbox at once; another
 //! loop is woken through its [`Handle`] (one `Handle::run` closure in
-//! flight per loop, so the hub never fills a loop's command queue).
+//! flight per loop, so the hub never fills a loop's command queue). If
+//! something else has filled that queue, the wake is refused and the
+//! frames wait in the inbox, in order, until the next publish to that loop
+//! or its next join or open (nothing is lost; delivery is late).
 //!
 //! An inbox is bounded in bytes. A frame that does not fit is not queued:
 //! the inbox notes the room's missed numbers instead (one note per run of
