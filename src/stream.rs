@@ -44,8 +44,9 @@ pub struct Stream {
 struct Tls {
     conn: rustls::Connection,
     /// Ciphertext received but not handed to rustls because the caller's
-    /// buffer was full. Empty and unallocated almost always; at most one
-    /// receive (`recv_len`) long.
+    /// buffer was full. Empty and unallocated almost always; never longer
+    /// than the caller's room (at least 4 KiB) nor than one TLS record,
+    /// see `recv_len`.
     held: Vec<u8>,
     /// close_notify queued, or a fatal alert sent: nothing more to say.
     done: bool,
@@ -113,6 +114,17 @@ impl Stream {
             return tls.drained;
         }
         true
+    }
+
+    /// Bytes the TLS layer allocated for received ciphertext rustls has not
+    /// taken yet (`held`'s capacity); 0 for plain TCP. For tests.
+    #[doc(hidden)]
+    pub fn tls_held(&self) -> usize {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_ref() {
+            return tls.held.capacity();
+        }
+        0
     }
 
     /// True while TLS records wait for the socket.
@@ -194,10 +206,11 @@ impl Read for Stream {
 const TLS_RECV_MAX: usize = 64 * 1024;
 
 /// Least ciphertext asked for in one receive, however little room the
-/// caller has (one full record), so that a small buffer does not mean
-/// many small receives; what does not fit waits in `Tls::held`.
+/// caller has: the server's smallest `read_buffer_size`, and what rustls'
+/// own `read_tls` takes per call, so a small room (the tail of a frame's
+/// payload) costs no more receives than rustls alone would.
 #[cfg(feature = "tls")]
-const TLS_RECV_MIN: usize = 16 * 1024 + 256;
+const TLS_RECV_MIN: usize = 4096;
 
 #[cfg(feature = "tls")]
 thread_local! {
@@ -206,7 +219,12 @@ thread_local! {
     static RECV: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How much to receive when the caller has `room` bytes left.
+/// How much to receive when the caller has `room` bytes left: no more
+/// than the room (above 4 KiB), so what cannot be handed out and waits in
+/// `Tls::held` while the connection is not read (paused for
+/// backpressure) is at most that receive, and less than one record: the
+/// plaintext of a receive exceeds it only by the partial record rustls
+/// already had.
 #[cfg(feature = "tls")]
 fn recv_len(room: usize) -> usize {
     room.clamp(TLS_RECV_MIN, TLS_RECV_MAX)
@@ -214,19 +232,24 @@ fn recv_len(room: usize) -> usize {
 
 /// Fills `buf` with the plaintext of what the socket has. rustls' own
 /// `read_tls` receives at most 4 KiB per system call; here one receive
-/// of up to 64 KiB (no more than `buf` can take, but at least a record)
+/// of up to 64 KiB (no more than `buf` can take, but at least 4 KiB)
 /// goes to a per-thread buffer, rustls is fed from it in memory, and the
 /// plaintext is copied out as it is decrypted. Ciphertext that does not
 /// fit waits in `held` for the next call, before the socket is read again.
 #[cfg(feature = "tls")]
 fn tls_read(t: &mut Tls, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    RECV.with(|cell| {
+    let res = RECV.with(|cell| {
         let mut scratch = cell.borrow_mut();
         if scratch.len() < TLS_RECV_MAX {
             scratch.resize(TLS_RECV_MAX, 0);
         }
         tls_read_with(t, sock, buf, &mut scratch)
-    })
+    });
+    // An idle connection keeps no allocation of its own.
+    if t.held.is_empty() && t.held.capacity() != 0 {
+        t.held = Vec::new();
+    }
+    res
 }
 
 #[cfg(feature = "tls")]
@@ -258,15 +281,19 @@ fn tls_read_with(
             Err(e) => return Err(e),
         }
         if filled == buf.len() {
-            // Keep the rest for the next call (it comes before the socket's).
-            t.held.extend_from_slice(&scratch[pos..end]);
+            // Keep the rest for the next call (it comes before the socket's),
+            // in the allocation the last rest used if it fits.
+            let rest = &scratch[pos..end];
+            t.held.reserve_exact(rest.len());
+            t.held.extend_from_slice(rest);
             return Ok(filled);
         }
         if pos == end {
             if !t.held.is_empty() {
-                let held = std::mem::take(&mut t.held);
-                scratch[..held.len()].copy_from_slice(&held);
-                (pos, end) = (0, held.len());
+                let n = t.held.len();
+                scratch[..n].copy_from_slice(&t.held);
+                t.held.clear();
+                (pos, end) = (0, n);
             } else {
                 match stop {
                     Some(true) => return Ok(filled),

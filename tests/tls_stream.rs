@@ -2,14 +2,14 @@
 //! connections the server drops without a close handshake, the cipher
 //! suite wsloop's own configurations agree on, and reads that receive
 //! more ciphertext than the caller's buffer takes (kept for the next
-//! read, in order).
+//! read, in order, and no more than the caller's room).
 #![cfg(feature = "tls")]
 
 mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use wsloop::handshake::{Head, ResponseReader};
@@ -131,4 +131,65 @@ fn reads_larger_than_the_read_buffer_keep_order() {
         .collect();
     echo_pipelined(&mut ws, &msgs);
     echo_round(&mut ws, &[0, 70_000, 5]);
+}
+
+/// What a connection keeps between reads (what a paused one holds) is
+/// bounded by the room it offered: ciphertext past it stays in the
+/// kernel. Before, every receive took at least a full record (16.25 KiB),
+/// so a 4 KiB reader kept up to ~12 KiB. The stream still hands out
+/// everything, whole and in order, to a reader of any size.
+#[test]
+fn ciphertext_held_between_reads_is_bounded_by_the_room() {
+    // Largest TLS 1.3 record on the wire: 2^14 + 256 bytes plus a header.
+    const RECORD: usize = (16 << 10) + 256 + 5;
+    let data: std::sync::Arc<Vec<u8>> =
+        std::sync::Arc::new((0..300_000u32).map(|i| (i * 7 % 251) as u8).collect());
+    for room in [100usize, 4096, 10_000, 20_000] {
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = data.clone();
+        let client = std::thread::spawn(move || {
+            let mut s = raw_tls(addr, client_tls());
+            s.write_all(&sent).unwrap();
+            s.flush().unwrap();
+            // Until the server ends (its close_notify or FIN).
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let conn = rustls::ServerConnection::new(server_tls("localhost")).unwrap();
+        let mut stream =
+            wsloop::stream::Stream::tls(mio::net::TcpStream::from_std(sock), conn.into());
+        let bound = room.clamp(4096, RECORD);
+        let mut buf = vec![0u8; room];
+        let mut got = Vec::with_capacity(data.len());
+        let mut max_held = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < data.len() {
+            assert!(
+                Instant::now() < deadline,
+                "room {room}: {} of {} bytes",
+                got.len(),
+                data.len()
+            );
+            match stream.read(&mut buf) {
+                Ok(0) => panic!("room {room}: EOF after {} bytes", got.len()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("room {room}: {e}"),
+            }
+            // Between two reads: what a connection paused here keeps.
+            max_held = max_held.max(stream.tls_held());
+        }
+        assert!(
+            max_held <= bound,
+            "room {room}: {max_held} bytes of ciphertext held, bound {bound}"
+        );
+        assert!(got == *data, "room {room}: bytes differ");
+        stream.shutdown();
+        client.join().unwrap();
+    }
 }
