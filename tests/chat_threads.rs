@@ -268,6 +268,10 @@ impl TwoLoops {
     /// `attach[i]` false: loop `i` is never woken by the other, so what
     /// is queued for it waits for its own next chat event.
     fn start_with(keep: usize, inbox: usize, attach: [bool; 2]) -> TwoLoops {
+        Self::start_config(keep, inbox, attach, Config::default())
+    }
+
+    fn start_config(keep: usize, inbox: usize, attach: [bool; 2], config: Config) -> TwoLoops {
         let hub = Hub::with_history(LocalHistory::new(keep, 64), inbox);
         let mut t = TwoLoops {
             hub: hub.clone(),
@@ -278,15 +282,15 @@ impl TwoLoops {
         for (i, woken) in attach.into_iter().enumerate() {
             let bus = hub.bus();
             assert_eq!(bus.loop_no(), i);
-            let server = Server::bind(
+            let mut server = Server::bind(
                 "127.0.0.1:0",
-                Config::default(),
+                config.clone(),
                 Chat::with_bus(Access::default(), bus),
             )
             .expect("bind");
             t.addrs[i] = server.local_addr();
             if woken {
-                hub.attach(i, server.handle());
+                hub.attach(i, &mut server);
             }
             t.handles.push(server.handle());
             t.threads.push(thread::spawn(move || {
@@ -434,5 +438,32 @@ fn what_waits_for_a_loop_reaches_a_newcomer_once_through_its_catch_up() {
     assert_eq!(got, [4, 5, 6]);
     y.silent(Duration::from_millis(200));
     drop((x, y, z, w));
+    loops.stop();
+}
+
+/// A library user's own requests fill loop 1's command queue while a
+/// message for it is published on loop 0: it still arrives, with no
+/// further publish, join or open to carry it.
+#[test]
+fn a_loop_whose_command_queue_is_full_still_gets_the_frame() {
+    let mut config = Config::default();
+    config.command_queue_len = 4;
+    let loops = TwoLoops::start_config(1000, 1 << 20, [true, true], config);
+    let mut x = Peer::connect(loops.addrs[0]);
+    let mut y = Peer::connect(loops.addrs[1]);
+    x.join("r");
+    y.join("r");
+    let go = loops.hold(1);
+    let mut queued = 0;
+    while loops.handles[1].run(|_| {}).is_ok() {
+        queued += 1;
+        assert!(queued <= 4, "the queue holds at most 4");
+    }
+    x.say("r", "m1");
+    assert_eq!(read_messages(&mut x, 1), [(1, "m1".to_owned())]);
+    go.send(()).expect("let loop 1 go");
+    assert_eq!(read_messages(&mut y, 1), [(1, "m1".to_owned())]);
+    y.silent(Duration::from_millis(200));
+    drop((x, y));
     loops.stop();
 }

@@ -8,11 +8,13 @@
 //! with members of the room, all under the lock: so every inbox holds a
 //! room's messages in `seq` order, even with two loops publishing to it at
 //! once. The publishing loop then empties its own inbox at once; another
-//! loop is woken through its [`Handle`] (one `Handle::run` closure in
-//! flight per loop, so the hub never fills a loop's command queue). If
-//! something else has filled that queue, the wake is refused and the
-//! frames wait in the inbox, in order, until the next publish to that loop
-//! or its next join or open (nothing is lost; delivery is late).
+//! loop is woken through a [`Notifier`] registered on its server, a flag
+//! and a wake-up outside the loop's request queue: a library user's own
+//! [`Handle`] requests filling that queue cannot hold the frames back,
+//! and the hub adds nothing to it.
+//!
+//! [`Notifier`]: wsloop::server::Notifier
+//! [`Handle`]: wsloop::server::Handle
 //!
 //! An inbox is bounded in bytes. A frame that does not fit is not queued:
 //! the inbox notes the room's missed numbers instead (one note per run of
@@ -33,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::debug;
-use wsloop::server::{ConnId, Ctx, Handle, MetricsWriter};
+use wsloop::server::{ConnId, Ctx, Handler, MetricsWriter, Server};
 use wsloop::Message;
 
 use crate::bus::{send, Refusal, RoomBus, Welcome, BROADCASTS};
@@ -46,8 +48,8 @@ use state::{Delivery, Inbox, State};
 pub const MAX_LOOPS: usize = 64;
 /// Bytes of frames one loop's inbox holds by default.
 pub const INBOX_BYTES: usize = 8 << 20;
-/// Inbox entries one `Handle::run` closure delivers; the rest wait for
-/// the next closure, so the loop serves its sockets in between.
+/// Inbox entries one notified drain delivers; the rest wait for the
+/// next pass, so the loop serves its sockets in between.
 const PASS_ITEMS: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Rooms shared by several event loops of one process: make one, give
 /// each loop's [`Chat`](crate::Chat) a [`Hub::bus`], and [`Hub::attach`]
-/// each loop's [`Handle`] before it runs.
+/// each loop's server before it runs.
 ///
 /// ```no_run
 /// use wsloop::server::{Access, Server};
@@ -70,8 +72,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///     let bus = hub.bus();
 ///     let n = bus.loop_no();
 ///     let chat = Chat::with_bus(Access::default(), bus);
-///     let server = Server::bind("127.0.0.1:0", Config::default(), chat)?;
-///     hub.attach(n, server.handle());
+///     let mut server = Server::bind("127.0.0.1:0", Config::default(), chat)?;
+///     hub.attach(n, &mut server);
 ///     loops.push(std::thread::spawn(move || server.run().map(|_| ())));
 /// }
 /// # Ok::<(), wsloop::Error>(())
@@ -118,16 +120,32 @@ impl Hub {
         }
     }
 
-    /// Loop `n`'s handle (the server that runs [`Hub::bus`] number `n`),
-    /// through which other loops wake it.
-    pub fn attach(&self, n: usize, handle: Handle) {
-        lock(&self.state).inboxes[n].handle = Some(handle);
+    /// Loop `n`'s server (the one whose chat has the bus with
+    /// [`HubBus::loop_no`] `n`): registers the
+    /// [`Notifier`](wsloop::server::Notifier) through which other loops
+    /// wake it. A loop never attached gets what is published
+    /// elsewhere only on its own next publish, join or open.
+    ///
+    /// # Panics
+    /// If `n` is not the number of a bus of this hub.
+    pub fn attach<H: Handler>(&self, n: usize, server: &mut Server<H>) {
+        let loops = lock(&self.state).inboxes.len();
+        assert!(n < loops, "loop {n} of a hub with {loops} loops");
+        let hub = self.clone();
+        let notifier = server.notifier(move |ctx| hub.drain(ctx, n));
+        lock(&self.state).inboxes[n].notifier = Some(notifier);
     }
 
     /// Frames that did not fit loop `n`'s inbox so far (replayed from the
     /// history, or a gap).
+    ///
+    /// # Panics
+    /// If `n` is not the number of a bus of this hub.
     pub fn missed(&self, n: usize) -> u64 {
-        lock(&self.state).inboxes[n].missed
+        let st = lock(&self.state);
+        let loops = st.inboxes.len();
+        assert!(n < loops, "loop {n} of a hub with {loops} loops");
+        st.inboxes[n].missed
     }
 
     /// The loops (bit `i`: loop `i`) that have members of `room`.
@@ -135,33 +153,26 @@ impl Hub {
         lock(&self.state).rooms.get(room).copied().unwrap_or(0)
     }
 
-    /// Queues a closure on each loop in `wake` that empties its inbox.
+    /// Notifies each loop in `wake` to empty its inbox.
     fn wake(&self, wake: Vec<usize>) {
         for i in wake {
-            let handle = lock(&self.state).inboxes[i].handle.clone();
-            let Some(handle) = handle else { continue };
-            let hub = self.clone();
-            match handle.run(move |ctx| hub.drain(ctx, i)) {
-                Ok(()) => {}
-                Err(e) => {
-                    let mut st = lock(&self.state);
-                    let inbox = &mut st.inboxes[i];
-                    // A full queue (someone else filled it): the next
-                    // publish or this loop's next chat event delivers.
-                    inbox.scheduled = false;
-                    if matches!(e, wsloop::Error::ConnectionClosed) {
-                        inbox.stopped = true;
-                        inbox.items.clear();
-                        inbox.bytes = 0;
-                        inbox.open_miss.clear();
-                    }
-                }
+            let notifier = lock(&self.state).inboxes[i].notifier.clone();
+            let Some(notifier) = notifier else { continue };
+            if !notifier.notify() {
+                // The loop has stopped: free what waits for it.
+                let mut st = lock(&self.state);
+                let inbox = &mut st.inboxes[i];
+                inbox.scheduled = false;
+                inbox.stopped = true;
+                inbox.items.clear();
+                inbox.bytes = 0;
+                inbox.open_miss.clear();
             }
         }
     }
 
-    /// On loop `me`: delivers a pass of its inbox, and queues itself again
-    /// if more waits.
+    /// On loop `me`: delivers a pass of its inbox, and notifies itself
+    /// again if more waits.
     fn drain(&self, ctx: &mut Ctx<'_>, me: usize) {
         let mut out = Vec::new();
         let more = {

@@ -2,9 +2,11 @@
 //! the bound on how many may wait, and the graceful shutdown one of them
 //! starts.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use log::info;
+use mio::Waker;
 
 use crate::close::CloseCode;
 use crate::error::CapacityError;
@@ -105,7 +107,74 @@ impl Backlog {
     }
 }
 
+/// Wakes one loop to run the callback it was made with (see
+/// [`Server::notifier`]), from any thread, without the request queue: it
+/// is a flag, so a call never waits, never allocates and is never refused
+/// for a full queue; calls before the loop gets to it run the callback
+/// once.
+#[derive(Clone)]
+pub struct Notifier {
+    flag: Weak<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Notifier {
+    /// Asks the loop to run the callback once more, soon (in its next
+    /// pass, after its sockets and requests). False if the server has
+    /// stopped running.
+    pub fn notify(&self) -> bool {
+        let Some(flag) = self.flag.upgrade() else {
+            return false;
+        };
+        // Only the call that raises the flag wakes (one syscall).
+        if !flag.swap(true, Ordering::AcqRel) {
+            // A failed wake leaves the flag for the next pass.
+            let _ = self.waker.wake();
+        }
+        true
+    }
+}
+
+/// A registered callback and the flag its [`Notifier`]s raise.
+pub(crate) struct Notified {
+    flag: Arc<AtomicBool>,
+    run: Box<dyn FnMut(&mut Ctx<'_>) + Send>,
+}
+
 impl<H: Handler> Server<H> {
+    /// A [`Notifier`] that makes this loop call `f` once per pass in which
+    /// it was notified. Callbacks are registered before [`Server::run`]
+    /// and kept for the server's life (the loop holds a fixed set), and a
+    /// callback that panics is logged and runs again when notified again.
+    pub fn notifier(&mut self, f: impl FnMut(&mut Ctx<'_>) + Send + 'static) -> Notifier {
+        let flag = Arc::new(AtomicBool::new(false));
+        let n = Notifier {
+            flag: Arc::downgrade(&flag),
+            waker: self.core.handle.waker.clone(),
+        };
+        self.notified.push(Notified {
+            flag,
+            run: Box::new(f),
+        });
+        n
+    }
+
+    /// Calls the callbacks whose flag was raised since the last pass.
+    pub(super) fn run_notified(&mut self) {
+        for n in &mut self.notified {
+            // Lowered before the call: a notify during it runs it again.
+            if !n.flag.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let mut ctx = Ctx {
+                core: &mut self.core,
+            };
+            if guarded("a Notifier callback", "loop", || (n.run)(&mut ctx)).is_none() {
+                self.core.stats.handler_panics += 1;
+            }
+        }
+    }
+
     /// Runs waiting requests, up to this pass's budget. A handle wakes the
     /// loop only when it finds the queue empty; the loop does not sleep
     /// while any remain (see `next_timeout`).

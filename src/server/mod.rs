@@ -44,7 +44,8 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 
-use commands::{Backlog, Command};
+pub use commands::Notifier;
+use commands::{Backlog, Command, Notified};
 use entry::{kill, Entry, Phase};
 use flush::{flush_dirty, flush_now};
 use ops::Ops;
@@ -117,6 +118,7 @@ pub struct Server<H: Handler> {
     core: Core,
     scratch: Vec<u8>,
     commands: mpsc::Receiver<Command>,
+    notified: Vec<Notified>,
     accept_resume: Option<Instant>,
     /// The last accept stopped at its cap with connections maybe waiting.
     accept_more: bool,
@@ -183,6 +185,7 @@ impl<H: Handler> Server<H> {
             handler,
             scratch,
             commands: rx,
+            notified: Vec::new(),
             accept_resume: None,
             accept_more: false,
             accept_warned: false,
@@ -281,6 +284,7 @@ impl<H: Handler> Server<H> {
         if self.core.handle.backlog.pending() {
             self.run_commands();
         }
+        self.run_notified();
         for (key, gen) in pending {
             if !self.core.take_owed_read(key, gen) {
                 continue;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use wsloop::protocol::encode_shared;
-use wsloop::server::Handle;
+use wsloop::server::Notifier;
 use wsloop::Message;
 
 use crate::bus::BROADCASTS;
@@ -41,8 +41,9 @@ pub(crate) struct Inbox {
     /// Rooms whose newest entry is a `Missed`, and its number: further
     /// misses extend it.
     pub(super) open_miss: HashMap<Arc<str>, u64>,
-    pub(super) handle: Option<Handle>,
-    /// A drain closure is queued on the loop.
+    /// Wakes the loop to drain this inbox.
+    pub(super) notifier: Option<Notifier>,
+    /// The loop has been notified and has not drained yet.
     pub(super) scheduled: bool,
     /// The loop has stopped: nothing is queued for it any more.
     pub(super) stopped: bool,
@@ -105,7 +106,7 @@ impl State {
                 continue;
             }
             inbox.push(&name, seq, &epoch, &frame, self.inbox_bytes);
-            if i != me && !inbox.scheduled && inbox.handle.is_some() {
+            if i != me && !inbox.scheduled && inbox.notifier.is_some() {
                 inbox.scheduled = true;
                 wake.push(i);
             }

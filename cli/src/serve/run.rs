@@ -139,15 +139,18 @@ pub fn run(opts: Options) -> i32 {
                 // One numbering and history for every loop (--redis with
                 // --threads was refused when the options were parsed).
                 let hub = wsloop_chat::Hub::new(&opts.chat);
+                // Server i's bus number, as the hub gave it.
+                let numbers = std::cell::RefCell::new(Vec::new());
                 serve_threads_with(
                     listeners,
                     &setup,
-                    // A fresh hub numbers its loops 0, 1, ... as asked.
                     |_| {
-                        wsloop_chat::Chat::with_bus(opts.access.clone(), hub.bus())
+                        let bus = hub.bus();
+                        numbers.borrow_mut().push(bus.loop_no());
+                        wsloop_chat::Chat::with_bus(opts.access.clone(), bus)
                             .config(opts.chat.clone())
                     },
-                    |i, handle| hub.attach(i, handle),
+                    |i, server| hub.attach(numbers.borrow()[i], server),
                 )
             }
         };
@@ -250,7 +253,7 @@ fn serve_threads<H: Handler + Send + 'static>(
     setup: &Setup,
     app: impl FnMut(usize) -> H,
 ) -> i32 {
-    serve_threads_with(listeners, setup, app, |_, _| ())
+    serve_threads_with(listeners, setup, app, |_, _| {})
 }
 
 /// [`serve_threads`], calling `started(i, handle)` for each loop before
@@ -259,15 +262,15 @@ fn serve_threads_with<H: Handler + Send + 'static>(
     listeners: Vec<std::net::TcpListener>,
     setup: &Setup,
     mut app: impl FnMut(usize) -> H,
-    mut started: impl FnMut(usize, Handle),
+    mut started: impl FnMut(usize, &mut Server<H>),
 ) -> i32 {
-    let servers: Vec<_> = listeners
+    let mut servers: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| setup.server(l, app(i)))
         .collect();
-    for (i, s) in servers.iter().enumerate() {
-        started(i, s.handle());
+    for (i, s) in servers.iter_mut().enumerate() {
+        started(i, s);
     }
     info!(
         "listening on {}://{} with {} event loops",
