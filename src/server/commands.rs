@@ -146,6 +146,31 @@ impl<H: Handler> Server<H> {
     /// it was notified. Callbacks are registered before [`Server::run`]
     /// and kept for the server's life (the loop holds a fixed set), and a
     /// callback that panics is logged and runs again when notified again.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use wsloop::server::{ConnId, Ctx, Handler, Server};
+    /// use wsloop::{Config, Message};
+    ///
+    /// struct Quiet;
+    /// impl Handler for Quiet {
+    ///     fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: Message<'_>) {}
+    /// }
+    /// let mut server = Server::bind("127.0.0.1:0", Config::default(), Quiet)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let notifier = server.notifier(move |_ctx| {
+    ///     let _ = tx.send(());
+    /// });
+    /// let handle = server.handle();
+    /// let thread = std::thread::spawn(move || server.run().map(|_| ()));
+    /// assert!(notifier.notify());
+    /// rx.recv_timeout(Duration::from_secs(10)).expect("the loop ran it");
+    /// handle.shutdown()?;
+    /// thread.join().expect("loop thread")?;
+    /// assert!(!notifier.notify(), "the server has stopped");
+    /// # Ok::<(), wsloop::Error>(())
+    /// ```
     pub fn notifier(&mut self, f: impl FnMut(&mut Ctx<'_>) + Send + 'static) -> Notifier {
         let flag = Arc::new(AtomicBool::new(false));
         let n = Notifier {
