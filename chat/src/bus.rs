@@ -117,23 +117,7 @@ pub trait RoomBus {
     /// [`RoomBus::broadcasts`].
     fn open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, welcome: &Welcome, since: Option<&Since>) {
         let replay = self.broadcasts(since);
-        let stream = replay.as_ref().map(|r| (r.last, &*r.epoch));
-        let _ = ctx.send(id, Message::Text(Cow::Owned(welcome.json(stream))));
-        let Some(r) = replay else { return };
-        if let Some(g) = r.gap {
-            send(
-                ctx,
-                id,
-                &Out::Gap {
-                    room: "*",
-                    from: g.from,
-                    reset: g.reset,
-                },
-            );
-        }
-        for m in r.messages {
-            let _ = ctx.send_text(id, &m);
-        }
+        answer_open(ctx, id, welcome, replay);
     }
 
     /// `id` has closed (the library has already taken it out of its rooms).
@@ -190,6 +174,57 @@ pub(crate) fn deliver(ctx: &mut Ctx<'_>, room: &str, json: &str) -> usize {
 }
 
 /// Sends one server message to one connection.
+/// Answers a join from `r`: `joined` naming where the room stands, then
+/// its catch-up.
+pub(crate) fn answer_join(ctx: &mut Ctx<'_>, id: ConnId, room: &str, r: Replay) {
+    send(
+        ctx,
+        id,
+        &Out::Joined {
+            room,
+            seq: r.last,
+            epoch: &r.epoch,
+            local: false,
+        },
+    );
+    catch_up(ctx, id, room, r);
+}
+
+/// Answers an open: `welcome` naming where the broadcast stream stands
+/// (nothing without `replay`: the bus does not number broadcasts), then
+/// the catch-up of broadcasts (room `"*"`).
+pub(crate) fn answer_open(
+    ctx: &mut Ctx<'_>,
+    id: ConnId,
+    welcome: &Welcome,
+    replay: Option<Replay>,
+) {
+    let stream = replay.as_ref().map(|r| (r.last, &*r.epoch));
+    let _ = ctx.send(id, Message::Text(Cow::Owned(welcome.json(stream))));
+    if let Some(r) = replay {
+        catch_up(ctx, id, "*", r);
+    }
+}
+
+/// A `gap` in `room` if some of what was asked for is gone, then the kept
+/// messages, as sent live.
+fn catch_up(ctx: &mut Ctx<'_>, id: ConnId, room: &str, r: Replay) {
+    if let Some(g) = r.gap {
+        send(
+            ctx,
+            id,
+            &Out::Gap {
+                room,
+                from: g.from,
+                reset: g.reset,
+            },
+        );
+    }
+    for m in r.messages {
+        let _ = ctx.send_text(id, &m);
+    }
+}
+
 pub(crate) fn send(ctx: &mut Ctx<'_>, id: ConnId, out: &Out<'_>) {
     // A closed or overflowing connection is the library's business (its
     // overflow policy); nothing more to do here.
@@ -252,30 +287,7 @@ impl<H: History> RoomBus for LocalBus<H> {
         // Replay and join happen in this one callback: nothing can be
         // published in between, so no gap and no duplicate.
         let r = self.history.replay(room, since);
-        send(
-            ctx,
-            id,
-            &Out::Joined {
-                room,
-                seq: r.last,
-                epoch: &r.epoch,
-                local: false,
-            },
-        );
-        if let Some(g) = r.gap {
-            send(
-                ctx,
-                id,
-                &Out::Gap {
-                    room,
-                    from: g.from,
-                    reset: g.reset,
-                },
-            );
-        }
-        for m in r.messages {
-            let _ = ctx.send_text(id, &m);
-        }
+        answer_join(ctx, id, room, r);
         Ok(())
     }
 

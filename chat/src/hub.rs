@@ -36,9 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::debug;
 use wsloop::server::{ConnId, Ctx, Handler, MetricsWriter, Server};
-use wsloop::Message;
 
-use crate::bus::{send, Refusal, RoomBus, Welcome, BROADCASTS};
+use crate::bus::{answer_join, answer_open, Refusal, RoomBus, Welcome, BROADCASTS};
 use crate::history::{History, LocalHistory, Since};
 use crate::wire::{unix_ms, Out};
 use crate::ChatConfig;
@@ -301,30 +300,7 @@ impl RoomBus for HubBus {
                 lock(&self.hub.state).register(me, room, false);
             }
         }
-        send(
-            ctx,
-            id,
-            &Out::Joined {
-                room,
-                seq: r.last,
-                epoch: &r.epoch,
-                local: false,
-            },
-        );
-        if let Some(g) = r.gap {
-            send(
-                ctx,
-                id,
-                &Out::Gap {
-                    room,
-                    from: g.from,
-                    reset: g.reset,
-                },
-            );
-        }
-        for m in r.messages {
-            let _ = ctx.send_text(id, &m);
-        }
+        answer_join(ctx, id, room, r);
         Ok(())
     }
 
@@ -390,24 +366,7 @@ impl RoomBus for HubBus {
         // Broadcasts numbered before the replay go to everyone else here;
         // `id` gets them in its catch-up, and later ones live.
         let r = self.flush(ctx, Some(id), |st| st.history.replay(BROADCASTS, since));
-        let _ = ctx.send(
-            id,
-            Message::Text(welcome.json(Some((r.last, &r.epoch))).into()),
-        );
-        if let Some(g) = r.gap {
-            send(
-                ctx,
-                id,
-                &Out::Gap {
-                    room: "*",
-                    from: g.from,
-                    reset: g.reset,
-                },
-            );
-        }
-        for m in r.messages {
-            let _ = ctx.send_text(id, &m);
-        }
+        answer_open(ctx, id, welcome, Some(r));
     }
 
     fn closed(&mut self, id: ConnId) {
