@@ -275,12 +275,19 @@ fn upgraded(
     Ok(())
 }
 
-/// What a message asks of the connection once the client lends no more.
+/// What a message asks of the connection once the client lends no more
+/// (small and `Copy`: the chat reply and an error wait beside it).
+#[derive(Clone, Copy)]
 enum Got {
     Nothing,
     /// An echo was checked: closed loop sends the next message.
     Echo,
-    Chat(Reply),
+    /// The server's close frame: the connection may not send any more.
+    Close,
+    /// Chat: act on the member's reply.
+    Chat,
+    /// The connection must end (why is beside it).
+    Fail,
 }
 
 /// The messages received on an open connection: check each echo, time it,
@@ -308,74 +315,89 @@ fn frames(
     };
     let latency = plan.mode == Mode::Latency;
     let open_loop = plan.open_loop();
-    loop {
-        // The message is borrowed from the client's read buffer: checked
-        // in place, no copy.
-        let got = ws.next_event_with(|ev| match ev {
-            Event::Message(m) => {
-                if let Some(member) = chat.as_mut() {
-                    let Message::Text(json) = &m else {
-                        stats.error("chat: a binary message from the server");
-                        return Ok(Got::Nothing);
-                    };
-                    return member.on_text(json, plan, win, stats, now).map(Got::Chat);
-                }
-                let t = if latency { Instant::now() } else { now };
-                stats.msgs_all += 1;
-                let Some(at) = sent.pop_front() else {
-                    stats.error("unexpected message: none in flight");
-                    return Ok(Got::Nothing);
+    // Only a close frame ends `is_open` here (an error ends the loop).
+    let mut open = ws.is_open();
+    let mut reply = Reply::Nothing;
+    let mut failed: Cow<'static, str> = Cow::Borrowed("");
+    // Each message is borrowed from the client's read buffer: checked in
+    // place, no copy.
+    while let Some(got) = ws.next_event_with(|ev| match ev {
+        Event::Message(m) => {
+            if let Some(member) = chat.as_mut() {
+                let Message::Text(json) = &m else {
+                    stats.error("chat: a binary message from the server");
+                    return Got::Nothing;
                 };
-                let (bytes, is_text) = match &m {
-                    Message::Text(s) => (s.as_bytes(), true),
-                    Message::Binary(b) => (&b[..], false),
+                return match member.on_text(json, plan, win, stats, now) {
+                    Ok(r) => {
+                        reply = r;
+                        Got::Chat
+                    }
+                    Err(kind) => {
+                        failed = kind;
+                        Got::Fail
+                    }
                 };
-                let ok = plan.payload.verify(bytes, is_text, id, *recv_seq);
-                *recv_seq += 1;
-                if !ok {
-                    stats.error(if is_text != plan.payload.text {
-                        "payload mismatch: wrong message type"
-                    } else if bytes.len() != plan.payload.size {
-                        "payload mismatch: wrong length"
-                    } else {
-                        "payload mismatch: wrong content"
-                    });
+            }
+            let t = if latency { Instant::now() } else { now };
+            stats.msgs_all += 1;
+            let Some(at) = sent.pop_front() else {
+                stats.error("unexpected message: none in flight");
+                return Got::Nothing;
+            };
+            let (bytes, is_text) = match &m {
+                Message::Text(s) => (s.as_bytes(), true),
+                Message::Binary(b) => (&b[..], false),
+            };
+            let ok = plan.payload.verify(bytes, is_text, id, *recv_seq);
+            *recv_seq += 1;
+            if !ok {
+                stats.error(if is_text != plan.payload.text {
+                    "payload mismatch: wrong message type"
+                } else if bytes.len() != plan.payload.size {
+                    "payload mismatch: wrong length"
                 } else {
-                    // Open loop: `at` is when the message was due, and the
-                    // message belongs to the window it was due in; what
-                    // comes once closing has begun was already counted as
-                    // not answered.
-                    let key = if open_loop { at } else { t };
-                    let measured = !win.closing && key >= win.from && key < win.to;
-                    stats.received(t, at, bytes.len(), measured);
-                }
-                Ok(Got::Echo)
+                    "payload mismatch: wrong content"
+                });
+            } else {
+                // Open loop: `at` is when the message was due, and the
+                // message belongs to the window it was due in; what
+                // comes once closing has begun was already counted as
+                // not answered.
+                let key = if open_loop { at } else { t };
+                let measured = !win.closing && key >= win.from && key < win.to;
+                stats.received(t, at, bytes.len(), measured);
             }
-            Event::Close(code, reason) => {
-                if !win.closing {
-                    *server_closed = true;
-                    stats.error(if reason.is_empty() {
-                        format!("closed by the server: {code}")
-                    } else {
-                        format!("closed by the server: {code} {reason}")
-                    });
-                }
-                Ok(Got::Nothing)
+            Got::Echo
+        }
+        Event::Close(code, reason) => {
+            if !win.closing {
+                *server_closed = true;
+                stats.error(if reason.is_empty() {
+                    format!("closed by the server: {code}")
+                } else {
+                    format!("closed by the server: {code} {reason}")
+                });
             }
-            Event::Ping(_) | Event::Pong(_) => Ok(Got::Nothing),
-        });
+            Got::Close
+        }
+        Event::Ping(_) | Event::Pong(_) => Got::Nothing,
+    }) {
         match got {
-            None => break,
-            Some(Err(kind)) => return Err(kind),
-            Some(Ok(Got::Nothing | Got::Chat(Reply::Nothing))) => {}
-            Some(Ok(Got::Chat(Reply::Send(j)))) => {
-                if let Err(e) = ws.send_text(&j) {
-                    return Err(format!("chat: send the join: {e}").into());
+            Got::Nothing => {}
+            Got::Close => open = ws.is_open(),
+            Got::Fail => return Err(std::mem::take(&mut failed)),
+            Got::Chat => match std::mem::replace(&mut reply, Reply::Nothing) {
+                Reply::Nothing => {}
+                Reply::Send(j) => {
+                    if let Err(e) = ws.send_text(&j) {
+                        return Err(format!("chat: send the join: {e}").into());
+                    }
                 }
-            }
-            Some(Ok(Got::Chat(Reply::Joined))) => *st = St::Open,
-            Some(Ok(Got::Echo)) => {
-                if win.sending && !open_loop && ws.is_open() {
+                Reply::Joined => *st = St::Open,
+            },
+            Got::Echo => {
+                if win.sending && !open_loop && open {
                     let now = if latency { Instant::now() } else { now };
                     if let Err(e) = send_next(ws, sent, send_seq, id, plan, now) {
                         return Err(format!("send: {e}").into());
