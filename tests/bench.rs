@@ -283,3 +283,113 @@ fn bad_values_are_named() {
         assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
     }
 }
+
+/// A raw TCP server: reads each upgrade request and writes
+/// `answer(key)` (the request's Sec-WebSocket-Key), then holds the socket
+/// for `hold` and closes TCP; `None`: never answers.
+fn raw_server(answer: Option<fn(&str) -> String>, hold: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    // The accept thread outlives the test; it holds nothing else.
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let key = text
+                    .lines()
+                    .find_map(|l| {
+                        let (name, v) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                if let Some(answer) = answer {
+                    let _ = s.write_all(answer(&key).as_bytes());
+                }
+                thread::sleep(hold);
+            });
+        }
+    });
+    addr
+}
+
+/// The kinds of error the report counts, each named: a refused upgrade
+/// with its status, an upgrade that timed out, a server that closed TCP
+/// before answering, or after the upgrade without a close handshake, and
+/// a server that declined `--deflate`.
+#[test]
+fn error_kinds_are_named() {
+    let quick = ["--conns", "1", "--duration", "200ms", "--warmup", "0"];
+    let run = |addr: SocketAddr, extra: &[&str]| {
+        let url = format!("ws://{addr}/");
+        let mut args = vec![url.as_str()];
+        args.extend_from_slice(&quick);
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+    fn forbidden(_: &str) -> String {
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into()
+    }
+    fn upgrade(key: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            wsloop::handshake::accept_key(key.as_bytes())
+        )
+    }
+    fn nothing(_: &str) -> String {
+        String::new()
+    }
+    let zero = Duration::ZERO;
+    for (addr, extra, code, want) in [
+        (
+            raw_server(Some(forbidden), zero),
+            &[][..],
+            3,
+            "handshake: server answered HTTP 403 Forbidden",
+        ),
+        (
+            raw_server(None, Duration::from_secs(2)),
+            &["--connect-timeout", "300ms"][..],
+            3,
+            "handshake: timed out",
+        ),
+        (
+            raw_server(Some(nothing), zero),
+            &[][..],
+            3,
+            "handshake: the server closed the connection before answering",
+        ),
+        (
+            raw_server(Some(upgrade), zero),
+            &[][..],
+            1,
+            "connection lost: the server closed TCP without a close handshake",
+        ),
+    ] {
+        let out = run(addr, extra);
+        assert_eq!(out.code, Some(code), "{want}: {out:?}");
+        assert!(out.stdout.contains(want), "{want}: {out:?}");
+    }
+
+    #[cfg(feature = "deflate")]
+    {
+        let srv = BinServer::spawn(&[]);
+        let out = run(srv.addr, &["--deflate"]);
+        assert_eq!(out.code, Some(3), "{out:?}");
+        assert!(
+            out.stdout
+                .contains("handshake: the server declined permessage-deflate"),
+            "{out:?}"
+        );
+    }
+}

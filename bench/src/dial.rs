@@ -1,6 +1,6 @@
-//! Opening a client connection without blocking, as the echo bench's
-//! connections and the fan-out receivers both do: has the TCP connect
-//! finished, and the upgrade request to send once it has.
+//! Opening a client connection without blocking, as the fan-out
+//! receivers do (the echo bench's connections are `wsloop::Client`s): has
+//! the TCP connect finished, and the upgrade request to send once it has.
 
 use std::io;
 

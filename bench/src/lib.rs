@@ -9,8 +9,8 @@
 //!                │     measure (or hold) → open loop's drain → close, each
 //!                │     phase with a deadline; pace: the open loop's schedule
 //!                ▼
-//!              conn: per socket, dial (non-blocking connect, upgrade) then a
-//!                │   sans-IO Connection in the client role; echoes checked,
+//!              conn: per socket, a wsloop::Client (non-blocking connect,
+//!                │   upgrade, frames); echoes checked as it lends them,
 //!                │   or (chat) room deliveries checked by sequence number
 //!                ▼
 //!              stats, hist per thread ──► merged ──► report: summary or --json
@@ -18,13 +18,15 @@
 //!              procfs: the server's RSS and CPU (--server-pid), sampled by run
 //! ```
 //!
-//! One mio `Poll` per thread drives many sans-IO [`Connection`](wsloop::Connection)s in the
-//! client role directly (not the blocking client): non-blocking connect,
-//! the upgrade with `handshake::{ClientRequest, ResponseReader}`, then
-//! masked frames. Reads go into one loop-wide buffer; each connection's
-//! echoes are checked and replaced in place, and its writes are batched into
-//! one `write_to` after its input is processed. Payloads are slices of one
-//! shared pattern buffer, so the hot path allocates nothing of its own.
+//! One mio `Poll` per thread drives many non-blocking
+//! [`Client`](wsloop::client::Client)s (not the blocking client), made
+//! from one [`ClientOptions`](wsloop::client::ClientOptions) per run:
+//! `handle_event` for each readiness event, then `next_event_with` lends
+//! each echo borrowed from the read buffer the thread's clients share, to
+//! be checked and replaced in place; a connection's writes are batched
+//! into one `flush` after its input is processed. Payloads are slices of
+//! one shared pattern buffer, so the hot path allocates nothing of its
+//! own.
 //!
 //! Phases: connect (bounded concurrency, every thread) → barrier → warmup →
 //! measure (or hold, in connect mode) → with `--rate`, a drain (what is
@@ -39,13 +41,13 @@
 //! connection a member of a `wsloop serve --app chat` room (`chat`) and
 //! checks every delivery's room sequence number.
 //!
-//! wss:// URLs (feature `tls`) put each socket in a [`Stream`](wsloop::stream::Stream) with a
-//! rustls client connection; the TLS handshake is timed as part of the
-//! connection's handshake.
+//! wss:// URLs (feature `tls`) give each client a rustls client
+//! connection; the TLS handshake is timed as part of the connection's
+//! handshake (`Client::upgrade_time`).
 //!
 //! Where things are: [`Options`] and [`Mode`] say what to do; `plan` is
 //! what every thread reads; `payload` makes and checks the messages;
-//! `dial` connects and upgrades; `conn` drives one connection, `chat` its
+//! `conn` drives one connection's client, `chat` its
 //! room membership, `pace` the open loop's schedule, `worker` one thread's
 //! loop and phases; `stats` and `hist` count, `series` keeps each second,
 //! `procfs` samples the server, `meter` draws progress and `report` prints
@@ -95,6 +97,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use wsloop::client::ClientOptions;
 use wsloop::Config;
 
 pub use options::{Mode, Options, TlsSetting};
@@ -131,6 +134,20 @@ pub fn run(o: Options) -> i32 {
     let queued = o.pipeline.saturating_mul(o.size + 14).saturating_mul(2);
     config.write_buffer_limit = config.write_buffer_limit.max(queued);
     config.deflate.enabled = o.deflate;
+    let mut client = ClientOptions::default();
+    client.config = config.clone();
+    client.nodelay = true;
+    client.protocols = o.protocols.clone();
+    client.headers = o
+        .origin
+        .iter()
+        .map(|v| ("Origin".to_owned(), v.clone()))
+        .chain(o.headers.iter().cloned())
+        .collect();
+    #[cfg(feature = "tls")]
+    {
+        client.tls = o.tls.clone();
+    }
     let plan = Plan {
         mode: o.mode,
         servers,
@@ -145,21 +162,13 @@ pub fn run(o: Options) -> i32 {
         conns: o.conns as u64,
         rate: o.rate,
         rooms: room_names(&o),
-        headers: o
-            .origin
-            .iter()
-            .map(|v| ("Origin".to_owned(), v.clone()))
-            .chain(o.headers.iter().cloned())
-            .collect(),
-        protocols: o.protocols.clone(),
-        #[cfg(feature = "tls")]
-        tls: o.tls.clone(),
+        client,
     };
     // The first TLS client connection in a process pays a one-time setup
     // of the crypto provider (tens of ms): pay it before the clock starts,
     // so it is not counted in the first handshakes.
     #[cfg(feature = "tls")]
-    if let (Some(cfg), Some(name)) = (&plan.tls, &plan.servers[0].name) {
+    if let (Some(cfg), Some(name)) = (&plan.client.tls, &plan.servers[0].name) {
         let _ = rustls::ClientConnection::new(cfg.clone(), name.clone());
     }
     let rss_before = o.server_pid.and_then(read_rss_kib);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::chat;
-use crate::conn::{Conn, St};
+use crate::conn::{Conn, St, Ws};
 use crate::options::Mode;
 use crate::plan::Plan;
 use crate::stats::Stats;
@@ -76,9 +76,9 @@ impl Pacer {
 
     /// Sends everything due by `now`: the new slots, and what connections
     /// that fell behind owe. Returns the connections that failed.
-    pub(crate) fn run(
+    pub(crate) fn run<W: Ws>(
         &mut self,
-        conns: &mut [Conn],
+        conns: &mut [Conn<W>],
         plan: &Plan,
         published: &[AtomicU64],
         stats: &mut Stats,
@@ -129,8 +129,8 @@ impl Pacer {
         for i in self.touched.drain(..) {
             let c = &mut conns[i];
             c.touched = false;
-            if let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) {
-                if let Err(e) = ws.write_to(sock) {
+            if let Some(ws) = c.ws.as_mut() {
+                if let Err(e) = ws.flush() {
                     failed.push((i, format!("write: {e}").into()));
                 }
             }
@@ -141,10 +141,10 @@ impl Pacer {
     /// Sends what connection `i` owes, oldest first, as far as it can take
     /// it; marks it behind if it still owes some.
     #[allow(clippy::too_many_arguments)]
-    fn catch_up(
+    fn catch_up<W: Ws>(
         &mut self,
         i: usize,
-        c: &mut Conn,
+        c: &mut Conn<W>,
         plan: &Plan,
         published: &[AtomicU64],
         stats: &mut Stats,
@@ -176,7 +176,7 @@ impl Pacer {
     }
 
     /// The run is over: what is still owed will not be sent.
-    pub(crate) fn give_up(&mut self, conns: &mut [Conn], stats: &mut Stats) {
+    pub(crate) fn give_up<W>(&mut self, conns: &mut [Conn<W>], stats: &mut Stats) {
         for i in std::mem::take(&mut self.behind) {
             let owed = self.owed(i);
             let c = &mut conns[i];
@@ -186,12 +186,12 @@ impl Pacer {
     }
 }
 
-fn alive(c: &Conn) -> bool {
+fn alive<W: Ws>(c: &Conn<W>) -> bool {
     c.st == St::Open && c.ws.as_ref().is_some_and(|ws| ws.is_open())
 }
 
 /// Whether `c` may queue one more message now.
-fn has_room(c: &Conn, plan: &Plan) -> bool {
+fn has_room<W: Ws>(c: &Conn<W>, plan: &Plan) -> bool {
     let Some(ws) = c.ws.as_ref() else {
         return false;
     };
@@ -201,8 +201,8 @@ fn has_room(c: &Conn, plan: &Plan) -> bool {
 }
 
 /// Queues message `c.send_seq` of connection `g`, due at `due`.
-fn send(
-    c: &mut Conn,
+fn send<W: Ws>(
+    c: &mut Conn<W>,
     g: u64,
     due: Instant,
     plan: &Plan,
@@ -241,11 +241,12 @@ mod tests {
 
     use super::*;
 
-    /// Two open connections (no sockets: what is queued stays queued).
-    fn conns(plan: &Plan, now: Instant) -> Vec<Conn> {
+    /// Two open connections, bare sans-IO `Connection`s (no sockets: what
+    /// is queued stays queued).
+    fn conns(plan: &Plan, now: Instant) -> Vec<Conn<Connection>> {
         (0..2)
             .map(|_| {
-                let mut c = Conn::new();
+                let mut c = Conn::new(now);
                 c.st = St::Open;
                 c.ws = Some(Connection::new(Role::Client, plan.config.clone(), now));
                 c

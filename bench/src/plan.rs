@@ -5,9 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::net::TcpStream;
-use wsloop::client::Url;
-use wsloop::stream::Stream;
+use wsloop::client::{ClientOptions, Url};
 use wsloop::Config;
 
 use crate::options::{Mode, Options};
@@ -17,7 +15,8 @@ use crate::payload::Payload;
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) url: Url,
-    /// wss://: the name its certificate must carry.
+    /// wss://: the name its certificate must carry (checked before the run;
+    /// the TLS set-up is paid before the clock starts with it).
     #[cfg(feature = "tls")]
     pub(crate) name: Option<rustls::pki_types::ServerName<'static>>,
 }
@@ -74,13 +73,10 @@ pub(crate) struct Plan {
     pub(crate) rate: Option<u64>,
     /// Chat mode: the rooms' names; member `g` joins `rooms[g % len]`.
     pub(crate) rooms: Vec<String>,
-    /// Extra request headers (`--header`, `--origin`) and subprotocols
-    /// offered (`--protocol`) on every upgrade.
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) protocols: Vec<String>,
-    /// wss://: the client configuration.
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// What every connection's client asks for: `config`, the extra
+    /// request headers (`--header`, `--origin`), the subprotocols offered
+    /// (`--protocol`), wss://'s TLS configuration, TCP_NODELAY.
+    pub(crate) client: ClientOptions,
 }
 
 impl Plan {
@@ -110,19 +106,6 @@ impl Plan {
     pub(crate) fn server(&self, g: u64) -> &Server {
         let nth = g / self.rooms.len().max(1) as u64;
         &self.servers[(nth % self.servers.len() as u64) as usize]
-    }
-
-    /// The connection's transport to `server`: plain, or TLS for wss://.
-    pub(crate) fn stream(&self, tcp: TcpStream, server: &Server) -> Result<Stream, String> {
-        #[cfg(feature = "tls")]
-        if let (Some(cfg), Some(name)) = (&self.tls, &server.name) {
-            let conn = rustls::ClientConnection::new(cfg.clone(), name.clone())
-                .map_err(|e| format!("connect: TLS setup: {e}"))?;
-            return Ok(Stream::tls(tcp, conn.into()));
-        }
-        #[cfg(not(feature = "tls"))]
-        let _ = server;
-        Ok(Stream::plain(tcp))
     }
 }
 
@@ -157,10 +140,7 @@ impl Plan {
             conns,
             rate: Some(rate),
             rooms: Vec::new(),
-            headers: Vec::new(),
-            protocols: Vec::new(),
-            #[cfg(feature = "tls")]
-            tls: None,
+            client: ClientOptions::default(),
         }
     }
 }

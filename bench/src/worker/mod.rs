@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
+use wsloop::client::Client;
 
-use crate::conn::{drive, Conn, Hs, St, Step, Window};
+use crate::conn::{connect_error, drive, Conn, St, Step, Window};
 use crate::pace::Pacer;
 use crate::plan::Plan;
 use crate::series::Series;
@@ -26,8 +26,6 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connect phase is cut after this long (or --connect-timeout, if
 /// longer).
 const CONNECT_PHASE_MAX: Duration = Duration::from_secs(60);
-/// Loop-wide read buffer.
-const READ_BUF: usize = 256 << 10;
 
 /// Counters a thread publishes for the progress line.
 #[derive(Default)]
@@ -63,7 +61,6 @@ pub(crate) struct Worker<'a> {
     poll: Poll,
     conns: Vec<Conn>,
     first_id: u64,
-    buf: Vec<u8>,
     next: usize,
     connecting: Vec<usize>,
     live: usize,
@@ -90,9 +87,8 @@ impl<'a> Worker<'a> {
             shared,
             me,
             poll: Poll::new()?,
-            conns: (0..n).map(|_| Conn::new()).collect(),
+            conns: (0..n).map(|_| Conn::new(shared.start)).collect(),
             first_id,
-            buf: vec![0; READ_BUF],
             next: 0,
             connecting: Vec::new(),
             live: 0,
@@ -113,39 +109,26 @@ impl<'a> Worker<'a> {
     fn start(&mut self, i: usize, now: Instant) {
         let plan = self.plan;
         let server = plan.server(self.first_id + i as u64);
-        let tcp = match TcpStream::connect(server.addr) {
-            Ok(s) => s,
+        let c = &mut self.conns[i];
+        let mut ws = match Client::connect_addr(server.addr, &server.url, &plan.client, now) {
+            Ok(ws) => ws,
             Err(e) => {
-                self.conns[i].st = St::Done;
+                c.st = St::Done;
                 self.stats.failed += 1;
-                self.stats.error(format!("connect: {e}"));
+                self.stats.error(connect_error(e));
                 return;
             }
         };
-        let mut sock = match plan.stream(tcp, server) {
-            Ok(s) => s,
-            Err(e) => {
-                self.conns[i].st = St::Done;
-                self.stats.failed += 1;
-                self.stats.error(e);
-                return;
-            }
-        };
-        if let Err(e) = self.poll.registry().register(
-            &mut sock.sock,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            self.conns[i].st = St::Done;
+        if let Err(e) = ws.register(self.poll.registry(), Token(i)) {
+            c.st = St::Done;
             self.stats.failed += 1;
             self.stats
                 .error(format!("connect: register with the poller: {e}"));
             return;
         }
-        let c = &mut self.conns[i];
-        c.hs = Some(Hs::new(plan, server, now));
-        c.sock = Some(sock);
-        c.st = St::Connecting;
+        c.ws = Some(ws);
+        c.started = now;
+        c.st = St::Upgrading;
         self.live += 1;
         self.connecting.push(i);
     }
@@ -159,32 +142,27 @@ impl<'a> Worker<'a> {
         if let Some(k) = kind {
             self.stats.error(k);
         }
-        if let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) {
-            if ws.wants_write() {
-                // A close frame for a protocol error, best effort.
-                let _ = ws.write_to(sock);
-            }
-        }
-        match &c.ws {
-            Some(ws) => {
-                self.stats.ended_open += 1;
-                if ws.close_info().is_some_and(|i| i.clean) {
-                    self.stats.clean_closes += 1;
+        let opened = matches!(c.st, St::Joining | St::Open);
+        match c.ws.take() {
+            Some(mut ws) => {
+                if ws.buffered() > 0 {
+                    // A close frame for a protocol error, best effort.
+                    let _ = ws.flush();
                 }
+                if opened {
+                    self.stats.ended_open += 1;
+                    if ws.close_info().is_some_and(|i| i.clean) {
+                        self.stats.clean_closes += 1;
+                    }
+                } else {
+                    self.stats.failed += 1;
+                }
+                let _ = ws.deregister(self.poll.registry());
+                self.live -= 1;
             }
             None => self.stats.failed += 1,
         }
-        if let Some(mut s) = c.sock.take() {
-            if s.is_tls() {
-                // close_notify, best effort.
-                s.shutdown_write();
-            }
-            let _ = self.poll.registry().deregister(&mut s.sock);
-            self.live -= 1;
-        }
         c.st = St::Done;
-        c.ws = None;
-        c.hs = None;
         c.chat = None;
         c.sent = VecDeque::new();
     }
@@ -206,7 +184,6 @@ impl<'a> Worker<'a> {
             let step = {
                 let Worker {
                     conns,
-                    buf,
                     plan,
                     win,
                     stats,
@@ -217,18 +194,7 @@ impl<'a> Worker<'a> {
                 if matches!(c.st, St::Done | St::New) {
                     continue;
                 }
-                let to_eof = ev.is_read_closed() || ev.is_error();
-                drive(
-                    c,
-                    *first_id + i as u64,
-                    buf,
-                    plan,
-                    win,
-                    stats,
-                    now,
-                    ev.is_readable(),
-                    to_eof,
-                )
+                drive(c, *first_id + i as u64, plan, win, stats, ev, now)
             };
             if let Step::End(kind) = step {
                 self.end(i, kind);
@@ -258,9 +224,9 @@ impl<'a> Worker<'a> {
             let conns = &self.conns;
             self.connecting.retain(|&i| {
                 let c = &conns[i];
-                match (c.st, &c.hs) {
-                    (St::Connecting | St::Handshake | St::Joining, Some(hs)) => {
-                        if now.saturating_duration_since(hs.started) >= plan.connect_timeout
+                match c.st {
+                    St::Upgrading | St::Joining => {
+                        if now.saturating_duration_since(c.started) >= plan.connect_timeout
                             || now >= deadline
                         {
                             late.push(i);
@@ -275,7 +241,7 @@ impl<'a> Worker<'a> {
             for i in late {
                 let kind = if now >= deadline {
                     "connect phase cut after 60 s"
-                } else if self.conns[i].st == St::Connecting {
+                } else if self.conns[i].ws.as_ref().is_some_and(Client::is_connecting) {
                     "connect: timed out"
                 } else if self.conns[i].st == St::Joining {
                     "chat: no welcome and joined within the connect timeout"

@@ -96,7 +96,7 @@ impl Worker<'_> {
                 ..
             } = &mut *self;
             let c = &mut conns[i];
-            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+            let Some(ws) = c.ws.as_mut() else {
                 continue;
             };
             if !ws.is_open() {
@@ -114,10 +114,7 @@ impl Worker<'_> {
                 stats.sec.sent += 1;
             }
             if res.is_ok() {
-                res = ws
-                    .write_to(sock)
-                    .map(|_| ())
-                    .map_err(|e| format!("write: {e}"));
+                res = ws.flush().map_err(|e| format!("write: {e}"));
             }
             if let Err(kind) = res {
                 self.end(i, Some(kind.into()));
@@ -251,11 +248,14 @@ impl Worker<'_> {
         let now = Instant::now();
         for i in 0..self.conns.len() {
             let c = &mut self.conns[i];
-            let (Some(ws), Some(sock)) = (c.ws.as_mut(), c.sock.as_mut()) else {
+            if !matches!(c.st, St::Joining | St::Open) {
+                continue;
+            }
+            let Some(ws) = c.ws.as_mut() else {
                 continue;
             };
             ws.close(CloseCode::NORMAL, "", now);
-            if let Err(e) = ws.write_to(sock) {
+            if let Err(e) = ws.flush() {
                 self.end(i, Some(format!("close: write: {e}").into()));
             }
         }
@@ -273,12 +273,16 @@ impl Worker<'_> {
             if c.st == St::Done {
                 continue;
             }
-            let kind = match &c.ws {
-                Some(ws) if ws.close_info().is_some_and(|i| i.clean) => {
-                    "close: the server did not close TCP within 5 s of the close handshake"
-                }
-                Some(_) => "close: no close reply within 5 s",
-                None => "close: still connecting",
+            let clean =
+                c.ws.as_ref()
+                    .and_then(|ws| ws.close_info())
+                    .is_some_and(|i| i.clean);
+            let kind = if !matches!(c.st, St::Joining | St::Open) {
+                "close: still connecting"
+            } else if clean {
+                "close: the server did not close TCP within 5 s of the close handshake"
+            } else {
+                "close: no close reply within 5 s"
             };
             self.end(i, Some(kind.into()));
         }
