@@ -31,6 +31,11 @@
 #   BASE_PORT=21000                      ports BASE_PORT + run*100 + ...
 #   NO_BUILD=1                           use target/release/wsloop as built
 #                                        (it must have the `tls` feature)
+#   WSLOOP=path                          the server binary (implies NO_BUILD=1)
+#   BENCH_BIN=path                       the load generator (default: $WSLOOP);
+#                                        to compare two servers, keep one bench
+#                                        for both: its TLS goes through the
+#                                        same `Stream` code
 #
 # Output: JSON lines in target/bench-results/tls-DATE.jsonl (the bench's
 # own JSON under "result"), server logs beside it, and a markdown table on
@@ -47,13 +52,16 @@ SCENARIOS=${SCENARIOS:-"small medium"}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 BASE_PORT=${BASE_PORT:-21000}
-WSLOOP=target/release/wsloop
+[ -n "${WSLOOP:-}" ] && NO_BUILD=1
+WSLOOP=${WSLOOP:-target/release/wsloop}
+BENCH_BIN=${BENCH_BIN:-$WSLOOP}
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     echo "building wsloop (release, --features tls)" >&2
     cargo build --release -p wsloop-cli --features tls --bin wsloop >&2
 fi
 [ -x "$WSLOOP" ] || { echo "missing $WSLOOP (build it, or unset NO_BUILD)" >&2; exit 1; }
+[ -x "$BENCH_BIN" ] || { echo "missing $BENCH_BIN" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "needs the openssl command" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
 
@@ -151,7 +159,7 @@ while [ "$run" -lt "$RUNS" ]; do
             if start_server "$transport" "$port" "$log"; then
                 set +e
                 # shellcheck disable=SC2046 # bench_args is split on purpose
-                out=$(taskset -c "$BENCH_CPU" timeout 600 "$WSLOOP" bench "${target[@]}" \
+                out=$(taskset -c "$BENCH_CPU" timeout 600 "$BENCH_BIN" bench "${target[@]}" \
                     $(bench_args "$scenario") --duration "$DURATION" --warmup "$WARMUP" \
                     --json 2>>"$log")
                 code=$?
@@ -170,7 +178,7 @@ while [ "$run" -lt "$RUNS" ]; do
 done
 
 table="$outdir/tls-$stamp.md"
-python3 - "$results" "$SCENARIOS" <<'PY' | tee "$table"
+python3 - "$results" "$SCENARIOS" "$WSLOOP" "$BENCH_BIN" <<'PY' | tee "$table"
 import json, statistics, subprocess, sys
 
 path, scenarios = sys.argv[1], sys.argv[2].split()
@@ -207,6 +215,8 @@ except OSError:
     rev = "?"
 runs = max((r["run"] for r in rows), default=0)
 print(f"\n## wsloop serve: wss:// vs ws:// ({runs} run(s); commit {rev}; {path})\n")
+if sys.argv[3] != "target/release/wsloop" or sys.argv[4] != sys.argv[3]:
+    print(f"Server {sys.argv[3]}, load generator {sys.argv[4]}.\n")
 print("Cell: median (min–max) over runs; ratio: median over runs of TLS/plain in the same run.\n")
 print("| scenario | metric | ws:// | wss:// | TLS/plain |")
 print("|---|---|---|---|---|")

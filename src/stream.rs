@@ -2,18 +2,25 @@
 //! in TLS (feature `tls`).
 //!
 //! With TLS, `read` returns decrypted bytes and `write` hands plaintext to
-//! rustls, which holds at most [`TLS_PLAINTEXT_LIMIT`] bytes: past that,
-//! `write` reports `WouldBlock` and the bytes stay in the connection's own
-//! write queue, where backpressure sees them. The TLS layer hides no
-//! unbounded buffer.
+//! rustls only while it holds no records the socket refused, and then at
+//! most [`TLS_PLAINTEXT_LIMIT`] bytes (plus a rest of less than one
+//! record): otherwise `write` reports `WouldBlock` and the bytes stay in
+//! the connection's own write queue, where backpressure sees them. The TLS
+//! layer hides no unbounded buffer.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
-/// Most plaintext rustls may hold before `write` says `WouldBlock`.
+/// Most plaintext handed to rustls in one `write`, unless what is left
+/// past it is less than one record ([`TLS_RECORD_PLAINTEXT`]), which goes
+/// along: a write of 64 KiB and 16 bytes is one `writev` of five records,
+/// not a second `writev` (and a second receive at the peer) for 16 bytes.
 pub const TLS_PLAINTEXT_LIMIT: usize = 64 * 1024;
+
+/// Most plaintext in one TLS record (2^14, RFC 8446 §5.1).
+const TLS_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 /// A TLS failure carried inside an `io::Error`, so that converting it
 /// gives [`Error::Tls`](crate::Error::Tls) rather than a plain I/O error.
@@ -68,7 +75,9 @@ impl Stream {
     /// A TLS stream (server or client side).
     #[cfg(feature = "tls")]
     pub fn tls(sock: TcpStream, mut conn: rustls::Connection) -> Self {
-        conn.set_buffer_limit(Some(TLS_PLAINTEXT_LIMIT));
+        // `write` keeps below this itself; rustls' own limit backs it up
+        // (and bounds plaintext written before the handshake completes).
+        conn.set_buffer_limit(Some(TLS_PLAINTEXT_LIMIT + TLS_RECORD_PLAINTEXT));
         Stream {
             sock,
             tls: Some(Box::new(Tls {
@@ -201,9 +210,11 @@ impl Read for Stream {
     }
 }
 
-/// Most ciphertext taken from the socket in one receive.
+/// Most ciphertext taken from the socket in one receive: the server's
+/// default `read_buffer_size`, as plain TCP reads. The buffer is one per
+/// thread and grows to what the callers' rooms asked for.
 #[cfg(feature = "tls")]
-const TLS_RECV_MAX: usize = 64 * 1024;
+const TLS_RECV_MAX: usize = 256 * 1024;
 
 /// Least ciphertext asked for in one receive, however little room the
 /// caller has: the server's smallest `read_buffer_size`, and what rustls'
@@ -232,7 +243,7 @@ fn recv_len(room: usize) -> usize {
 
 /// Fills `buf` with the plaintext of what the socket has. rustls' own
 /// `read_tls` receives at most 4 KiB per system call; here one receive
-/// of up to 64 KiB (no more than `buf` can take, but at least 4 KiB)
+/// of up to 256 KiB (no more than `buf` can take, but at least 4 KiB)
 /// goes to a per-thread buffer, rustls is fed from it in memory, and the
 /// plaintext is copied out as it is decrypted. Ciphertext that does not
 /// fit waits in `held` for the next call, before the socket is read again.
@@ -240,8 +251,10 @@ fn recv_len(room: usize) -> usize {
 fn tls_read(t: &mut Tls, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let res = RECV.with(|cell| {
         let mut scratch = cell.borrow_mut();
-        if scratch.len() < TLS_RECV_MAX {
-            scratch.resize(TLS_RECV_MAX, 0);
+        // Receives ask for no more than this, and `held` came from one.
+        let need = recv_len(buf.len()).max(t.held.len());
+        if scratch.len() < need {
+            scratch.resize(need, 0);
         }
         tls_read_with(t, sock, buf, &mut scratch)
     });
@@ -359,15 +372,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            self.flush_records()?;
-            let tls = &mut self.tls.as_mut().expect("checked above").conn;
-            let n = tls.writer().write(buf)?;
-            if n == 0 && !buf.is_empty() {
-                // rustls holds its limit: wait for the socket to drain.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.flush_records()?;
-            return Ok(n);
+            return self.tls_write(&[io::IoSlice::new(buf)]);
         }
         self.sock.write(buf)
     }
@@ -375,24 +380,60 @@ impl Write for Stream {
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            // Hand rustls the slices (up to its limit), then write the
-            // records once.
-            self.flush_records()?;
-            let tls = &mut self.tls.as_mut().expect("checked above").conn;
-            // One call for all slices: rustls then cuts full-size records
-            // across them (a frame header and its payload share a record)
-            // where one `write` per slice made a record of each.
-            let total = tls.writer().write_vectored(bufs)?;
-            if total == 0 && bufs.iter().any(|b| !b.is_empty()) {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.flush_records()?;
-            return Ok(total);
+            return self.tls_write(bufs);
         }
         self.sock.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_records()
+    }
+}
+
+/// Slices handed to rustls at once (what `WriteQueue` offers per write).
+#[cfg(feature = "tls")]
+const TLS_WRITE_IOV: usize = 64;
+
+#[cfg(feature = "tls")]
+impl Stream {
+    /// Sends the records rustls holds; if the socket took them all, hands
+    /// rustls the slices (at most [`TLS_PLAINTEXT_LIMIT`] bytes, or all of
+    /// them if the rest is under one record) in one call, so records run
+    /// across slices (a frame header and its payload share one), and
+    /// writes the records at once. While records wait for the socket,
+    /// nothing more is taken: the bytes stay in the caller's queue.
+    fn tls_write(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.flush_records()?;
+        let conn = &mut self.tls.as_mut().expect("a TLS stream").conn;
+        if conn.wants_write() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let total: usize = bufs.iter().take(TLS_WRITE_IOV).map(|b| b.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let take = if total - TLS_PLAINTEXT_LIMIT.min(total) < TLS_RECORD_PLAINTEXT {
+            total
+        } else {
+            TLS_PLAINTEXT_LIMIT
+        };
+        let mut iov = [io::IoSlice::new(&[]); TLS_WRITE_IOV];
+        let (mut cnt, mut left) = (0, take);
+        for b in bufs.iter().take(TLS_WRITE_IOV) {
+            if left == 0 {
+                break;
+            }
+            let n = b.len().min(left);
+            iov[cnt] = io::IoSlice::new(&b[..n]);
+            cnt += 1;
+            left -= n;
+        }
+        let n = conn.writer().write_vectored(&iov[..cnt])?;
+        if n == 0 {
+            // rustls holds its limit (plaintext before the handshake is done).
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.flush_records()?;
+        Ok(n)
     }
 }
