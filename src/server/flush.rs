@@ -5,6 +5,7 @@ use crate::buffer::WriteQueue;
 
 use super::entry::{closed, lost, Phase};
 use super::guard::guarded;
+use super::timers::drain_deadline;
 use super::{Core, Ctx, Handler};
 
 /// Writes every connection marked dirty.
@@ -29,7 +30,6 @@ pub(super) fn flush_now<H: Handler>(core: &mut Core, handler: &mut H, key: usize
 
 fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
     let (high, low) = (core.config.write_buffer_high, core.config.write_buffer_low);
-    let drain_deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     match &mut e.phase {
         Phase::Handshake { .. } => {
@@ -75,6 +75,8 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
             if conn.is_closed() {
                 let info = conn.close_info().cloned().expect("closed has info");
+                let drain_deadline =
+                    drain_deadline(core.now, core.config.close_timeout, core.shutdown_at);
                 let Phase::Open { conn } = std::mem::replace(
                     &mut e.phase,
                     Phase::Draining {

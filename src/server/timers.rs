@@ -95,12 +95,21 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// See [`Core::drain_deadline`] (for a caller that holds an entry).
+pub(super) fn drain_deadline(
+    now: Instant,
+    close_timeout: Duration,
+    shutdown_at: Option<Instant>,
+) -> Instant {
+    let d = now + close_timeout;
+    shutdown_at.map_or(d, |s| s.max(d))
+}
+
 impl Core {
     /// How long a closed connection may take to flush and see the peer's
     /// EOF: the close timeout, or the rest of a graceful shutdown.
     pub(super) fn drain_deadline(&self) -> Instant {
-        let d = self.now + self.config.close_timeout;
-        self.shutdown_at.map_or(d, |s| s.max(d))
+        drain_deadline(self.now, self.config.close_timeout, self.shutdown_at)
     }
 
     /// Most heap items beyond twice the entries: past it the heap is rebuilt
@@ -130,9 +139,19 @@ impl Core {
         let Some(e) = self.slab.get_mut(key) else {
             return;
         };
-        let want = match &e.phase {
+        let want = match &mut e.phase {
             Phase::Handshake { deadline, .. } => Some(*deadline),
-            Phase::Open { conn, .. } => conn.poll_timeout(),
+            Phase::Open { conn, .. } => {
+                // Unless a deadline may have moved earlier, the timer set
+                // before still comes first (it fires early and finds
+                // nothing due), or none was wanted and none is: both
+                // `handle_timeout` (a timer fired: `timer_at` is `None`)
+                // and a new connection set the flag.
+                if !conn.take_timeout_moved() {
+                    return;
+                }
+                conn.poll_timeout()
+            }
             Phase::Draining { deadline, .. } => Some(*deadline),
         };
         if let Some(t) = want {
