@@ -341,7 +341,23 @@ impl Connection {
     /// incomplete frame is kept inside) or the connection is closed (the
     /// rest of `input` is discarded). A protocol error fails the connection
     /// and is returned once.
+    #[inline]
     pub fn poll_event<'a>(
+        &mut self,
+        input: &mut &'a mut [u8],
+        now: Instant,
+    ) -> Result<Option<Event<'a>>, Error> {
+        // Asked once more after the last event of every read: without
+        // input and with no frame in progress (so no directly read bytes
+        // either) there is nothing to do, and that answer stays inline in
+        // the caller's loop.
+        if input.is_empty() && self.rx.is_none() {
+            return Ok(None);
+        }
+        self.process_input(input, now)
+    }
+
+    fn process_input<'a>(
         &mut self,
         input: &mut &'a mut [u8],
         now: Instant,
