@@ -278,6 +278,11 @@ impl Connection {
         std::mem::take(&mut self.timeout_moved)
     }
 
+    /// [`Connection::take_timeout_moved`] without taking it.
+    pub(crate) fn timeout_moved(&self) -> bool {
+        self.timeout_moved
+    }
+
     /// Acts on the timers due at `now`: sends a heartbeat ping, drops a
     /// peer whose pong is late, closes an idle connection, gives up on a
     /// close handshake that takes too long.

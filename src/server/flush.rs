@@ -26,6 +26,11 @@ pub(super) fn flush_now<H: Handler>(core: &mut Core, handler: &mut H, key: usize
             }
         }
     }
+    // Its place on the dirty list (usually the last: it was marked while
+    // its read was processed) is stale unless it was marked again.
+    if core.dirty.last() == Some(&key) && core.slab.get(key).is_none_or(|e| !e.dirty) {
+        core.dirty.pop();
+    }
 }
 
 fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
@@ -95,6 +100,10 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 closed(core, handler, key, &info);
                 core.mark_dirty(key);
                 core.schedule(key);
+                return;
+            }
+            if !drained && !conn.timeout_moved() {
+                // Nothing to schedule (see `Core::schedule`).
                 return;
             }
             if drained {

@@ -349,9 +349,8 @@ impl Core {
 
     fn mark_dirty(&mut self, key: usize) {
         if let Some(e) = self.slab.get_mut(key) {
-            if !e.dirty && !e.dead {
-                e.dirty = true;
-                self.dirty.push(key);
+            if !e.dead {
+                e.mark_dirty(key, &mut self.dirty);
             }
         }
     }
@@ -414,6 +413,13 @@ impl Core {
 
     /// Removes dead entries (end of an event batch).
     fn reap(&mut self) {
+        if !self.dead.is_empty() {
+            self.remove_dead();
+        }
+        self.compact_timers();
+    }
+
+    fn remove_dead(&mut self) {
         for key in std::mem::take(&mut self.dead) {
             if self.slab.get(key).is_some_and(|e| e.dead) {
                 self.leave_all_rooms(key);
@@ -424,6 +430,5 @@ impl Core {
         if self.slab.is_empty() && self.slab.capacity() > 1024 {
             self.slab.shrink_to_fit();
         }
-        self.compact_timers();
     }
 }
