@@ -78,6 +78,8 @@ pub(crate) struct Core {
     timers: BinaryHeap<Reverse<timers::Due>>,
     /// Timer deadlines are kept as nanoseconds since this instant.
     epoch: Instant,
+    /// The last deadline converted to an `Instant` (`Core::instant`).
+    last_due: (u64, Instant),
     dirty: Vec<usize>,
     dead: Vec<usize>,
     /// Connections owed a read next pass (`Entry::owed_read`), with their
@@ -168,6 +170,7 @@ impl<H: Handler> Server<H> {
                 next_gen: 0,
                 timers: BinaryHeap::new(),
                 epoch: now,
+                last_due: (0, now),
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 pending_reads: Vec::new(),

@@ -35,11 +35,8 @@ impl<H: Handler> Server<H> {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut next = self
-            .core
-            .timers
-            .peek()
-            .map(|Reverse(d)| self.core.instant(d.at));
+        let first = self.core.timers.peek().map(|Reverse(d)| d.at);
+        let mut next = first.map(|at| self.core.instant(at));
         for extra in [self.accept_resume, self.core.shutdown_at, self.publish_at()] {
             next = match (next, extra) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -130,8 +127,15 @@ impl Core {
         });
     }
 
-    fn instant(&self, at: u64) -> Instant {
-        self.epoch + Duration::from_nanos(at)
+    /// The deadline `at` nanoseconds after the epoch. The last one is
+    /// remembered: each pass asks for the heap's first item twice (is it
+    /// due? how long to sleep?), and that item stays the same for many
+    /// passes.
+    fn instant(&mut self, at: u64) -> Instant {
+        if self.last_due.0 != at {
+            self.last_due = (at, self.epoch + Duration::from_nanos(at));
+        }
+        self.last_due.1
     }
 
     /// Makes sure a timer is set for the entry's next deadline.
