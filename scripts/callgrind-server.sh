@@ -17,7 +17,9 @@
 # this judges the server's own code, the wall clock judges the rest.
 #
 # Environment: N1, N2 (default by size: 2/12 from 512 KiB, 300/1800 from
-# 4 KiB, else 1000/6000); OUT=dir keeps the callgrind.out files (for
+# 4 KiB, else 1000/6000); DEPTH=k sends k messages in one write and then
+# reads their k echoes (pipelined small echoes; N1 and N2 are rounded up to
+# multiples of k); OUT=dir keeps the callgrind.out files (for
 # callgrind_annotate). glibc copies are counted as vector loops, as in
 # scripts/callgrind.sh (REP=1 keeps rep movsb, counted once per byte).
 # Everything stays on 127.0.0.1; ports are picked below 23000-25000, outside
@@ -37,6 +39,8 @@ esac
 if [ "$size" -ge 524288 ]; then n1=${N1:-2} n2=${N2:-12}
 elif [ "$size" -ge 4096 ]; then n1=${N1:-300} n2=${N2:-1800}
 else n1=${N1:-1000} n2=${N2:-6000}; fi
+depth=${DEPTH:-1}
+n1=$(( (n1 + depth - 1) / depth * depth )) n2=$(( (n2 + depth - 1) / depth * depth ))
 OUT=${OUT:-}
 if [ -z "$OUT" ]; then
     tmp=$(mktemp -d)
@@ -51,6 +55,7 @@ driver=$OUT/drive.py
 cat >"$driver" <<'PY'
 import socket, struct, sys, time
 port, n, size, text = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "text"
+depth = int(sys.argv[5])
 deadline = time.time() + 60
 while True:
     try:
@@ -86,18 +91,19 @@ def need(m):
         if not d:
             sys.exit("EOF before the echo")
         buf += d
-for _ in range(n):
-    s.sendall(frame)
-    need(2)
-    l, h = buf[1] & 0x7F, 2
-    if l == 126:
-        need(4); l, h = struct.unpack(">H", buf[2:4])[0], 4
-    elif l == 127:
-        need(10); l, h = struct.unpack(">Q", buf[2:10])[0], 10
-    need(h + l)
-    if buf[h:h + l] != payload:
-        sys.exit("the echo differs")
-    buf = buf[h + l:]
+for _ in range(n // depth):
+    s.sendall(frame * depth)
+    for _ in range(depth):
+        need(2)
+        l, h = buf[1] & 0x7F, 2
+        if l == 126:
+            need(4); l, h = struct.unpack(">H", buf[2:4])[0], 4
+        elif l == 127:
+            need(10); l, h = struct.unpack(">Q", buf[2:10])[0], 10
+        need(h + l)
+        if buf[h:h + l] != payload:
+            sys.exit("the echo differs")
+        buf = buf[h + l:]
 s.sendall(bytes([0x88, 0x82]) + key + bytes(a ^ b for a, b in zip(b"\x03\xe8", key)))
 s.settimeout(5)
 try:
@@ -118,7 +124,7 @@ count() {
     GLIBC_TUNABLES=$tunables valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$bin" "${args[@]}" --addr "127.0.0.1:$port" >"$OUT/server.$n.log" 2>&1 &
     local pid=$!
-    if ! python3 "$driver" "$port" "$n" "$size" "${text:-binary}"; then
+    if ! python3 "$driver" "$port" "$n" "$size" "${text:-binary}" "$depth"; then
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
         echo "the run with $n messages failed; server log:" >&2
@@ -137,4 +143,5 @@ count() {
 
 a=$(count "$n1")
 b=$(count "$n2")
-echo "$server $size ${text:-binary}: $(((b - a) / (n2 - n1))) Ir per message ($n1: $a, $n2: $b)"
+[ "$depth" = 1 ] && what="" || what=", $depth in flight"
+echo "$server $size ${text:-binary}$what: $(((b - a) / (n2 - n1))) Ir per message ($n1: $a, $n2: $b)"

@@ -155,6 +155,9 @@ pub struct Connection {
     /// A message sent with `send_frame` is unfinished: only its
     /// continuations (and control frames) may be sent until its last frame.
     sending_fragments: bool,
+    /// `poll_timeout` may now be earlier than it was (see
+    /// [`Connection::take_timeout_moved`]).
+    timeout_moved: bool,
 }
 
 impl Connection {
@@ -173,6 +176,7 @@ impl Connection {
             allowed_rsv: 0,
             deflate: None,
             sending_fragments: false,
+            timeout_moved: true,
         }
     }
 
@@ -261,10 +265,30 @@ impl Connection {
         }
     }
 
+    /// True once after [`Connection::poll_timeout`] may have become
+    /// earlier than it was, or than `None` (a close started, a heartbeat
+    /// ping went out or the peer spoke while one was out, a timeout was
+    /// handled; and at first). Otherwise only the time of the last receipt
+    /// moved, which moves deadlines later: a timer set for what
+    /// `poll_timeout` said before fires early, finds nothing to do, and
+    /// asks again. So a caller that keeps one timer per connection need not
+    /// ask `poll_timeout` after every event, only when this says so, when
+    /// it has no timer set, or when its timer fired.
+    pub(crate) fn take_timeout_moved(&mut self) -> bool {
+        std::mem::take(&mut self.timeout_moved)
+    }
+
+    /// [`Connection::take_timeout_moved`] without taking it.
+    pub(crate) fn timeout_moved(&self) -> bool {
+        self.timeout_moved
+    }
+
     /// Acts on the timers due at `now`: sends a heartbeat ping, drops a
     /// peer whose pong is late, closes an idle connection, gives up on a
     /// close handshake that takes too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Whatever it does, the next deadline is to be asked for again.
+        self.timeout_moved = true;
         match &mut self.state {
             State::Open => {
                 let c = &*self.config;
@@ -322,14 +346,34 @@ impl Connection {
     /// incomplete frame is kept inside) or the connection is closed (the
     /// rest of `input` is discarded). A protocol error fails the connection
     /// and is returned once.
+    #[inline]
     pub fn poll_event<'a>(
+        &mut self,
+        input: &mut &'a mut [u8],
+        now: Instant,
+    ) -> Result<Option<Event<'a>>, Error> {
+        // Asked once more after the last event of every read: without
+        // input and with no frame in progress (so no directly read bytes
+        // either) there is nothing to do, and that answer stays inline in
+        // the caller's loop.
+        if input.is_empty() && self.rx.is_none() {
+            return Ok(None);
+        }
+        self.process_input(input, now)
+    }
+
+    fn process_input<'a>(
         &mut self,
         input: &mut &'a mut [u8],
         now: Instant,
     ) -> Result<Option<Event<'a>>, Error> {
         if !input.is_empty() || self.has_filled() {
             self.last_recv = now;
-            self.ping_sent = None;
+            // The heartbeat deadline goes from the pong's to the next
+            // ping's, which may be sooner.
+            if self.ping_sent.take().is_some() {
+                self.timeout_moved = true;
+            }
         }
         match self.read_event(input) {
             Ok(ev) => Ok(ev),

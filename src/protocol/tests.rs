@@ -1277,6 +1277,49 @@ fn close_codes_that_cannot_be_sent_are_replaced() {
     }
 }
 
+/// `take_timeout_moved` says when `poll_timeout` may have become earlier
+/// (at first, when a timeout was handled, when a close starts, when the
+/// peer speaks while a ping is out), and not when data only moves the time
+/// of the last receipt: deadlines only move later then.
+#[test]
+fn timeout_moved_is_said_whenever_the_next_deadline_may_be_earlier() {
+    let secs = Duration::from_secs;
+    let config = Config {
+        ping_interval: Some(secs(10)),
+        pong_timeout: secs(30),
+        idle_timeout: Some(secs(60)),
+        close_timeout: secs(5),
+        ..Config::default()
+    };
+    let start = Instant::now();
+    let mut conn = Connection::new(Role::Server, Arc::new(config), start);
+    assert!(
+        conn.take_timeout_moved(),
+        "a new connection has a deadline to ask for"
+    );
+    assert!(!conn.take_timeout_moved(), "said once");
+    assert_eq!(conn.poll_timeout(), Some(start + secs(10)));
+    let data = frame_to(Role::Server, true, OpCode::Binary, b"x");
+    feed(&mut conn, &data, &[], start + secs(1));
+    assert!(!conn.take_timeout_moved());
+    assert_eq!(conn.poll_timeout(), Some(start + secs(11)), "later");
+    conn.handle_timeout(start + secs(11));
+    assert!(conn.take_timeout_moved(), "a timeout was handled");
+    assert_eq!(conn.poll_timeout(), Some(start + secs(41)), "the pong's");
+    let pong = frame_to(Role::Server, true, OpCode::Pong, b"");
+    feed(&mut conn, &pong, &[], start + secs(12));
+    assert!(
+        conn.take_timeout_moved(),
+        "the pong came: the next ping is sooner"
+    );
+    assert_eq!(conn.poll_timeout(), Some(start + secs(22)));
+    feed(&mut conn, &data, &[], start + secs(13));
+    assert!(!conn.take_timeout_moved());
+    conn.close(CloseCode::NORMAL, "", start + secs(14));
+    assert!(conn.take_timeout_moved(), "a close started");
+    assert_eq!(conn.poll_timeout(), Some(start + secs(19)));
+}
+
 #[test]
 fn heartbeat_ping_and_pong_timeout() {
     let server_config = Config {

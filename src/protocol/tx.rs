@@ -257,6 +257,7 @@ impl Connection {
             CloseCode::INTERNAL
         };
         self.push_close(code, reason);
+        self.timeout_moved = true;
         self.state = State::Closing {
             deadline,
             info: Box::new(CloseInfo {

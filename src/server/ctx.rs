@@ -43,10 +43,12 @@ impl Ctx<'_> {
         id: ConnId,
         f: impl FnOnce(&mut crate::Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let key = id.key();
-        let high = self.core.config.write_buffer_high;
-        let Some(e) = self.core.entry(id) else {
-            return Err(Error::ConnectionClosed);
+        let core = &mut *self.core;
+        let (key, high) = (id.key(), core.config.write_buffer_high);
+        // `Core::entry`, with the dirty list still at hand.
+        let e = match core.slab.get_mut(key) {
+            Some(e) if id.loop_id() == core.loop_id && e.gen == id.gen() && !e.dead => e,
+            _ => return Err(Error::ConnectionClosed),
         };
         let Phase::Open { conn, .. } = &mut e.phase else {
             return Err(Error::ConnectionClosed);
@@ -56,7 +58,7 @@ impl Ctx<'_> {
             // The sender was told `Full`: it gets `on_drain` later.
             e.above_high = true;
         }
-        self.core.mark_dirty(key);
+        e.mark_dirty(key, &mut core.dirty);
         r
     }
 

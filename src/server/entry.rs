@@ -68,6 +68,17 @@ pub(super) struct Entry {
     pub(super) bucket: Option<Box<Bucket>>,
 }
 
+impl Entry {
+    /// Puts entry `key` (not dead) on the `dirty` list, once: its queue is
+    /// written at the end of the batch, or sooner (`flush_now`).
+    pub(super) fn mark_dirty(&mut self, key: usize, dirty: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(key);
+        }
+    }
+}
+
 /// The peer's TCP side ended (EOF or error).
 pub(super) fn lost<H: Handler>(core: &mut Core, handler: &mut H, key: usize, why: &str) {
     let e = &mut core.slab[key];

@@ -5,6 +5,7 @@ use crate::buffer::WriteQueue;
 
 use super::entry::{closed, lost, Phase};
 use super::guard::guarded;
+use super::timers::drain_deadline;
 use super::{Core, Ctx, Handler};
 
 /// Writes every connection marked dirty.
@@ -25,11 +26,15 @@ pub(super) fn flush_now<H: Handler>(core: &mut Core, handler: &mut H, key: usize
             }
         }
     }
+    // Its place on the dirty list (usually the last: it was marked while
+    // its read was processed) is stale unless it was marked again.
+    if core.dirty.last() == Some(&key) && core.slab.get(key).is_none_or(|e| !e.dirty) {
+        core.dirty.pop();
+    }
 }
 
 fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
     let (high, low) = (core.config.write_buffer_high, core.config.write_buffer_low);
-    let drain_deadline = core.drain_deadline();
     let e = &mut core.slab[key];
     match &mut e.phase {
         Phase::Handshake { .. } => {
@@ -75,6 +80,8 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
             }
             if conn.is_closed() {
                 let info = conn.close_info().cloned().expect("closed has info");
+                let drain_deadline =
+                    drain_deadline(core.now, core.config.close_timeout, core.shutdown_at);
                 let Phase::Open { conn } = std::mem::replace(
                     &mut e.phase,
                     Phase::Draining {
@@ -93,6 +100,10 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 closed(core, handler, key, &info);
                 core.mark_dirty(key);
                 core.schedule(key);
+                return;
+            }
+            if !drained && !conn.timeout_moved() {
+                // Nothing to schedule (see `Core::schedule`).
                 return;
             }
             if drained {

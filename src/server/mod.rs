@@ -78,6 +78,8 @@ pub(crate) struct Core {
     timers: BinaryHeap<Reverse<timers::Due>>,
     /// Timer deadlines are kept as nanoseconds since this instant.
     epoch: Instant,
+    /// The last deadline converted to an `Instant` (`Core::instant`).
+    last_due: (u64, Instant),
     dirty: Vec<usize>,
     dead: Vec<usize>,
     /// Connections owed a read next pass (`Entry::owed_read`), with their
@@ -168,6 +170,7 @@ impl<H: Handler> Server<H> {
                 next_gen: 0,
                 timers: BinaryHeap::new(),
                 epoch: now,
+                last_due: (0, now),
                 dirty: Vec::new(),
                 dead: Vec::new(),
                 pending_reads: Vec::new(),
@@ -349,9 +352,8 @@ impl Core {
 
     fn mark_dirty(&mut self, key: usize) {
         if let Some(e) = self.slab.get_mut(key) {
-            if !e.dirty && !e.dead {
-                e.dirty = true;
-                self.dirty.push(key);
+            if !e.dead {
+                e.mark_dirty(key, &mut self.dirty);
             }
         }
     }
@@ -414,6 +416,13 @@ impl Core {
 
     /// Removes dead entries (end of an event batch).
     fn reap(&mut self) {
+        if !self.dead.is_empty() {
+            self.remove_dead();
+        }
+        self.compact_timers();
+    }
+
+    fn remove_dead(&mut self) {
         for key in std::mem::take(&mut self.dead) {
             if self.slab.get(key).is_some_and(|e| e.dead) {
                 self.leave_all_rooms(key);
@@ -424,6 +433,5 @@ impl Core {
         if self.slab.is_empty() && self.slab.capacity() > 1024 {
             self.slab.shrink_to_fit();
         }
-        self.compact_timers();
     }
 }

@@ -276,14 +276,10 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
     let mut input: &mut [u8] = data;
     loop {
         let now = core.now;
-        let Some(Entry {
-            phase: Phase::Open { conn, .. },
-            dead: false,
-            bucket,
-            handler_failed,
-            ..
-        }) = core.slab.get_mut(key)
-        else {
+        let Some(e) = core.slab.get_mut(key).filter(|e| !e.dead) else {
+            return;
+        };
+        let Phase::Open { conn } = &mut e.phase else {
             return;
         };
         let ev = match conn.poll_event(&mut input, now) {
@@ -293,14 +289,18 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
                 }
                 ev
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // Replies (pongs, the close) and what the handler sent.
+                e.mark_dirty(key, &mut core.dirty);
+                return;
+            }
             Err(err) => {
                 debug!("{id}: {err}");
                 break;
             }
         };
         if let (Event::Message(m), Some(limit)) = (&ev, &core.config.rate_limit) {
-            if !Bucket::take(bucket, limit, m.as_bytes().len(), now) {
+            if !Bucket::take(&mut e.bucket, limit, m.as_bytes().len(), now) {
                 match limit.action {
                     RateAction::Drop => continue,
                     _ => {
@@ -311,7 +311,7 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
                 }
             }
         }
-        if *handler_failed {
+        if e.handler_failed {
             // Its handler panicked: the input is still parsed (the close
             // reply must be seen) but no longer handed out.
             continue;

@@ -389,3 +389,64 @@ fn a_pass_reads_no_more_of_a_large_frame_than_of_small_ones() {
     assert!(s.handler.msgs[0] == payload, "the message differs");
     assert!(s.core.stats.bytes_direct >= 1 << 20);
 }
+
+// Timers: the loop asks a connection for its next deadline only when it
+// may have moved earlier (`Connection::take_timeout_moved`); a deadline
+// that moves later leaves the old timer to fire early. These fail if a
+// move to an earlier deadline goes unnoticed: the timer set before would
+// then fire at the later one.
+
+fn timer_server(config: Config) -> Server<Record> {
+    Server::bind("127.0.0.1:0", config, Record::default()).unwrap()
+}
+
+/// With ping_interval far below pong_timeout, the peer's pong moves the
+/// deadline from the pong's (30 s away) to the next ping's (200 ms).
+#[test]
+fn after_a_pong_the_next_ping_comes_at_the_ping_interval_not_the_pong_deadline() {
+    let mut s = timer_server(Config {
+        ping_interval: Some(Duration::from_millis(200)),
+        pong_timeout: Duration::from_secs(30),
+        idle_timeout: None,
+        ..Config::default()
+    });
+    let mut c = open(&mut s);
+    let mut got = Vec::new();
+    let out = s.core.stats.bytes_out;
+    turn_record_until(&mut s, "the first ping", |s| s.core.stats.bytes_out > out);
+    read_until(&mut c, OpCode::Ping, &mut got);
+    c.write_all(&frame(OpCode::Pong, true, b"")).unwrap();
+    let (read, out) = (s.core.stats.bytes_in, s.core.stats.bytes_out);
+    turn_record_until(&mut s, "the pong read", |s| s.core.stats.bytes_in > read);
+    let start = Instant::now();
+    turn_record_until(&mut s, "the second ping", |s| s.core.stats.bytes_out > out);
+    read_until(&mut c, OpCode::Ping, &mut got);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "second ping after {took:?}");
+}
+
+/// A close started by the handler waits close_timeout (300 ms) for the
+/// peer's close, not until the idle deadline (60 s away).
+#[test]
+fn a_close_started_on_the_loop_times_out_at_close_timeout_not_the_idle_deadline() {
+    let mut s = timer_server(Config {
+        ping_interval: None,
+        idle_timeout: Some(Duration::from_secs(60)),
+        close_timeout: Duration::from_millis(300),
+        ..Config::default()
+    });
+    let mut c = open(&mut s);
+    let key = s.core.slab.iter().next().map(|(k, _)| k).unwrap();
+    let id = s.core.id(key);
+    let mut events = Events::with_capacity(16);
+    s.turn(&mut events, Some(Duration::ZERO)).unwrap();
+    let (start, out) = (Instant::now(), s.core.stats.bytes_out);
+    Ctx { core: &mut s.core }.close(id, crate::CloseCode::NORMAL, "bye");
+    let mut got = Vec::new();
+    turn_record_until(&mut s, "the close sent", |s| s.core.stats.bytes_out > out);
+    // The peer reads the close frame and never answers it.
+    read_until(&mut c, OpCode::Close, &mut got);
+    turn_record_until(&mut s, "the close handshake given up", |s| s.core.open == 0);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+}

@@ -35,11 +35,8 @@ impl<H: Handler> Server<H> {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut next = self
-            .core
-            .timers
-            .peek()
-            .map(|Reverse(d)| self.core.instant(d.at));
+        let first = self.core.timers.peek().map(|Reverse(d)| d.at);
+        let mut next = first.map(|at| self.core.instant(at));
         for extra in [self.accept_resume, self.core.shutdown_at, self.publish_at()] {
             next = match (next, extra) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -95,12 +92,21 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// See [`Core::drain_deadline`] (for a caller that holds an entry).
+pub(super) fn drain_deadline(
+    now: Instant,
+    close_timeout: Duration,
+    shutdown_at: Option<Instant>,
+) -> Instant {
+    let d = now + close_timeout;
+    shutdown_at.map_or(d, |s| s.max(d))
+}
+
 impl Core {
     /// How long a closed connection may take to flush and see the peer's
     /// EOF: the close timeout, or the rest of a graceful shutdown.
     pub(super) fn drain_deadline(&self) -> Instant {
-        let d = self.now + self.config.close_timeout;
-        self.shutdown_at.map_or(d, |s| s.max(d))
+        drain_deadline(self.now, self.config.close_timeout, self.shutdown_at)
     }
 
     /// Most heap items beyond twice the entries: past it the heap is rebuilt
@@ -121,8 +127,15 @@ impl Core {
         });
     }
 
-    fn instant(&self, at: u64) -> Instant {
-        self.epoch + Duration::from_nanos(at)
+    /// The deadline `at` nanoseconds after the epoch. The last one is
+    /// remembered: each pass asks for the heap's first item twice (is it
+    /// due? how long to sleep?), and that item stays the same for many
+    /// passes.
+    fn instant(&mut self, at: u64) -> Instant {
+        if self.last_due.0 != at {
+            self.last_due = (at, self.epoch + Duration::from_nanos(at));
+        }
+        self.last_due.1
     }
 
     /// Makes sure a timer is set for the entry's next deadline.
@@ -130,9 +143,19 @@ impl Core {
         let Some(e) = self.slab.get_mut(key) else {
             return;
         };
-        let want = match &e.phase {
+        let want = match &mut e.phase {
             Phase::Handshake { deadline, .. } => Some(*deadline),
-            Phase::Open { conn, .. } => conn.poll_timeout(),
+            Phase::Open { conn, .. } => {
+                // Unless a deadline may have moved earlier, the timer set
+                // before still comes first (it fires early and finds
+                // nothing due), or none was wanted and none is: both
+                // `handle_timeout` (a timer fired: `timer_at` is `None`)
+                // and a new connection set the flag.
+                if !conn.take_timeout_moved() {
+                    return;
+                }
+                conn.poll_timeout()
+            }
             Phase::Draining { deadline, .. } => Some(*deadline),
         };
         if let Some(t) = want {
