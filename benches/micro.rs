@@ -384,6 +384,20 @@ mod callgrind {
             receive(OpCode::Binary, &ascii(16 << 10), &[])
         }),
         (
+            "recv_16KiB_text_multibyte",
+            "the same with 1- to 4-byte characters (not ASCII: the full UTF-8 check)",
+            || receive(OpCode::Text, &multibyte_text(16 << 10), &[]),
+        ),
+        (
+            "recv_16KiB_text_last_e",
+            "the same, ASCII but for its last character (é): the worst case for an ASCII fast path",
+            || {
+                let mut text = ascii((16 << 10) - 2);
+                text.extend_from_slice("é".as_bytes());
+                receive(OpCode::Text, &text, &[])
+            },
+        ),
+        (
             "recv_16KiB_text_split",
             "16 KiB text frame cut across two reads (copied, checked in pieces)",
             || receive(OpCode::Text, &ascii(16 << 10), &[8 << 10]),

@@ -85,6 +85,18 @@ impl Utf8Validator {
         self.feed_bytes(tail.iter(), out)
     }
 
+    /// [`Utf8Validator::feed_into`] for a piece already known to be text
+    /// (say, all ASCII): appended as it is, unless it has to finish a
+    /// character cut by the previous piece (then it is fed byte by byte,
+    /// and fails as `feed_into` would).
+    pub fn feed_str(&mut self, s: &str, out: &mut String) -> Result<(), InvalidUtf8> {
+        if self.pending_len > 0 {
+            return self.feed_into(s.as_bytes(), out);
+        }
+        out.push_str(s);
+        Ok(())
+    }
+
     /// Feeds a few bytes one at a time (a character cut by the end of a
     /// piece), so an impossible byte fails now, not when more arrives.
     fn feed_bytes<'a>(
@@ -243,6 +255,24 @@ mod tests {
             // Everything but the unfinished character.
             assert!(data.starts_with(out.as_bytes()) && data.len() - out.len() <= 3);
         }
+        // The receive path's way: ASCII pieces through `feed_str`, the
+        // rest through `feed_into`; the same result and the same text.
+        let (mut w, mut out2, mut start) = (Utf8Validator::new(), String::new(), 0);
+        for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
+            let cut = cut.clamp(start, data.len());
+            let piece = &data[start..cut];
+            let fed = match std::str::from_utf8(piece) {
+                Ok(s) if piece.is_ascii() => w.feed_str(s, &mut out2),
+                _ => w.feed_into(piece, &mut out2),
+            };
+            if fed.is_err() {
+                assert_eq!(plain, Err(cut), "feed_str: {data:x?} {cuts:?}");
+                return plain;
+            }
+            start = cut;
+        }
+        assert_eq!(plain, Ok(w.is_complete()), "feed_str: {data:x?} {cuts:?}");
+        assert_eq!(out2, out, "feed_str: {data:x?} {cuts:?}");
         plain
     }
 

@@ -1,12 +1,14 @@
 //! Word-at-a-time masking against the byte-at-a-time reference, at any
 //! key, offset, alignment and split point; masking twice is the identity.
+//! `apply_mask_ascii` masks the same and says ASCII exactly when the
+//! reference result is (the receive path makes a `str` unchecked on it).
 //!
 //! Input: key (4 bytes), offset (4 bytes LE), alignment (1), split (2 LE),
 //! then the data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::mask::{apply_mask, apply_mask_reference};
+use wsloop::mask::{apply_mask, apply_mask_ascii, apply_mask_reference};
 
 fuzz_target!(|input: &[u8]| {
     if input.len() < 11 {
@@ -43,6 +45,13 @@ fuzz_target!(|input: &[u8]| {
             .all(|&b| b == 0xa5),
         "wrote outside the slice"
     );
+
+    // The variant that also looks for bytes of 0x80 and more, in place at
+    // the same unaligned address.
+    big[align..align + data.len()].copy_from_slice(data);
+    let ascii = apply_mask_ascii(&mut big[align..align + data.len()], key, offset);
+    assert_eq!(&big[align..align + data.len()], &expect[..], "ascii variant");
+    assert_eq!(ascii, expect.is_ascii(), "ascii variant's answer");
 
     // Masking twice restores the input.
     apply_mask(&mut fast, key, offset);

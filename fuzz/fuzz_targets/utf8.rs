@@ -4,6 +4,9 @@
 //! reports that as an error with `error_len()` set), never earlier, never
 //! later; and at the end, "complete" must equal "valid".
 //!
+//! `feed_into` and `feed_str` (for ASCII pieces) fail in the same piece
+//! and keep the same text.
+//!
 //! Input: number of cuts (1 byte), the cuts (2 bytes LE each), the text.
 #![no_main]
 
@@ -88,4 +91,28 @@ fuzz_target!(|input: &[u8]| {
     v.reset();
     let res = v.feed(data);
     assert_eq!(res.is_ok() && v.is_complete(), whole.is_ok());
+
+    // `feed_into` keeps the text and fails in the same piece; so does the
+    // receive path's mix, ASCII pieces through `feed_str`.
+    let (mut a, mut b) = (Utf8Validator::new(), Utf8Validator::new());
+    let (mut out_a, mut out_b) = (String::new(), String::new());
+    let mut start = 0;
+    for &end in &cuts {
+        let piece = &data[start..end];
+        let ra = a.feed_into(piece, &mut out_a);
+        let rb = match std::str::from_utf8(piece) {
+            Ok(s) if piece.is_ascii() => b.feed_str(s, &mut out_b),
+            _ => b.feed_into(piece, &mut out_b),
+        };
+        assert_eq!(ra.is_err(), failed_at == Some(end), "feed_into at {end}");
+        assert_eq!(rb.is_err(), ra.is_err(), "feed_str at {end}: {data:x?}");
+        if ra.is_err() {
+            break;
+        }
+        assert_eq!(out_a, out_b, "{data:x?} at {end}");
+        start = end;
+    }
+    if whole.is_ok() {
+        assert_eq!(out_a.as_bytes(), data);
+    }
 });

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use super::{CloseInfo, Connection, Event, Message, State, RSV1};
+use crate::ascii::unmask_text;
 use crate::close::parse_close_payload;
 use crate::error::{CapacityError, ProtocolError};
 use crate::frame::{parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
@@ -244,9 +245,6 @@ impl Connection {
             if input.len() >= len {
                 let (payload, rest) = std::mem::take(input).split_at_mut(len);
                 *input = rest;
-                if let Some(key) = header.mask {
-                    apply_mask(payload, key, 0);
-                }
                 if let Some(ev) = self.whole_frame(&header, payload)? {
                     return Ok(Some(ev));
                 }
@@ -386,7 +384,7 @@ impl Connection {
         });
     }
 
-    /// A frame whose payload is all in `payload` (unmasked).
+    /// A frame whose payload is all in `payload` (still masked).
     fn whole_frame<'a>(
         &mut self,
         h: &FrameHeader,
@@ -397,21 +395,31 @@ impl Connection {
                 // The common case: a whole message, handed out in place.
                 self.release_rx_if_idle();
                 Ok(Some(Event::Message(if h.opcode == OpCode::Text {
-                    let s = std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    // ASCII is seen while unmasking; other text is checked.
+                    let s = match unmask_text(payload, h.mask, 0) {
+                        Ok(s) => s,
+                        Err(bytes) => {
+                            std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)?
+                        }
+                    };
                     Message::Text(Cow::Borrowed(s))
                 } else {
+                    unmask(payload, h.mask, 0);
                     Message::Binary(Cow::Borrowed(payload))
                 })))
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                self.append_fragment(payload, 0)?;
+                self.append_fragment(payload, h.mask, 0, 0)?;
                 if h.fin {
                     self.finish_message().map(Some)
                 } else {
                     Ok(None)
                 }
             }
-            _ => self.control(h.opcode, Cow::Borrowed(payload)),
+            _ => {
+                unmask(payload, h.mask, 0);
+                self.control(h.opcode, Cow::Borrowed(payload))
+            }
         }
     }
 
@@ -428,14 +436,13 @@ impl Connection {
         let n = (p.remaining.min(input.len() as u64)) as usize;
         let (chunk, rest) = std::mem::take(input).split_at_mut(n);
         *input = rest;
-        if let Some(key) = p.header.mask {
-            apply_mask(chunk, key, p.offset);
-        }
+        let offset = p.offset;
         p.offset += n;
         p.remaining -= n as u64;
         let h = p.header;
         match ctrl {
             Some(mut payload) => {
+                unmask(chunk, h.mask, offset);
                 payload.extend_from_slice(chunk);
                 if p.remaining > 0 {
                     self.rx_mut().frame = Some(InFrame::Control(p, payload));
@@ -447,7 +454,7 @@ impl Connection {
                 self.control(h.opcode, Cow::Owned(payload))
             }
             None => {
-                self.append_fragment(chunk, h.payload_len as usize)?;
+                self.append_fragment(chunk, h.mask, offset, h.payload_len as usize)?;
                 self.data_advanced(p, 0)
             }
         }
@@ -477,14 +484,22 @@ impl Connection {
         self.rx.as_mut().expect("frame or message in progress")
     }
 
-    /// Adds payload bytes to the message in progress, validating text as
-    /// it arrives. `expect` is the declared size of a frame arriving in
-    /// pieces (0 for a whole frame), to size the buffer.
-    fn append_fragment(&mut self, data: &[u8], expect: usize) -> Result<(), ProtocolError> {
+    /// Adds payload bytes to the message in progress, unmasking them with
+    /// `key` (`offset`: where `data` starts in the frame payload) and
+    /// validating text as it arrives. `expect` is the declared size of a
+    /// frame arriving in pieces (0 for a whole frame), to size the buffer.
+    fn append_fragment(
+        &mut self,
+        data: &mut [u8],
+        key: Option<[u8; 4]>,
+        offset: usize,
+        expect: usize,
+    ) -> Result<(), ProtocolError> {
         let max = self.config.max_message_size;
         let rx = self.rx.as_deref_mut().expect("message in progress");
         let m = rx.message.as_mut().expect("message in progress");
         if m.compressed {
+            unmask(data, key, offset);
             return self.inflate(data, false);
         }
         if let Kind::Text(utf8) = &mut m.kind {
@@ -496,10 +511,14 @@ impl Connection {
             // A character split across pieces adds up to 3 bytes held back.
             let more = room_to_grow(rx.text.len(), rx.text.capacity(), data.len() + 3, max);
             rx.text.reserve_exact(more);
-            return utf8
-                .feed_into(data, &mut rx.text)
-                .map_err(|_| ProtocolError::InvalidUtf8);
+            // ASCII is seen while unmasking; other bytes are checked.
+            let fed = match unmask_text(data, key, offset) {
+                Ok(s) => utf8.feed_str(s, &mut rx.text),
+                Err(bytes) => utf8.feed_into(bytes, &mut rx.text),
+            };
+            return fed.map_err(|_| ProtocolError::InvalidUtf8);
         }
+        unmask(data, key, offset);
         if rx.msg.capacity() == 0 {
             rx.start_msg(expect);
         }
@@ -616,4 +635,13 @@ fn room_to_grow(len: usize, cap: usize, add: usize, max: usize) -> usize {
         return 0;
     }
     need.max(cap.saturating_mul(2).min(max)) - len
+}
+
+/// Unmasks `data` (at `offset` in its frame payload) if the frame was
+/// masked.
+#[inline]
+fn unmask(data: &mut [u8], key: Option<[u8; 4]>, offset: usize) {
+    if let Some(key) = key {
+        apply_mask(data, key, offset);
+    }
 }

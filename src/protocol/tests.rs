@@ -388,6 +388,61 @@ fn characters_split_across_fragments_and_empty_fragments() {
     }
 }
 
+/// The receive path takes a `str` unchecked when unmasking found only
+/// ASCII (src/ascii.rs): one byte of 0x80 or more anywhere, in a whole
+/// frame or a piece of one, in one fragment or the next, must send the
+/// text through the full check, with the same answer as before.
+#[test]
+fn one_non_ascii_byte_anywhere_goes_through_the_utf8_check() {
+    let now = Instant::now();
+    let run = |role, wire: &[u8], cuts: &[usize]| {
+        let mut conn = Connection::new(role, default_cfg(), now);
+        feed(&mut conn, wire, cuts, now)
+    };
+    for role in [Role::Server, Role::Client] {
+        for len in [1, 2, 7, 8, 9, 15, 16, 127, 128, 129, 143, 200] {
+            let ascii: Vec<u8> = (0..len).map(|i| b' ' + (i % 95) as u8).collect();
+            for pos in 0..len {
+                // 'é' (c3 a9) at `pos`: valid; 0xff or a lone c3: invalid.
+                let mut valid = ascii.clone();
+                valid.splice(pos..pos + 1, "é".bytes());
+                let mut ff = ascii.clone();
+                ff[pos] = 0xff;
+                let mut lone = ascii.clone();
+                lone[pos] = 0xc3;
+                let want = text(std::str::from_utf8(&valid).unwrap());
+                let bad = Ev::Err(ProtocolError::InvalidUtf8);
+                for (payload, expect) in [(&valid, &want), (&ff, &bad), (&lone, &bad)] {
+                    let wire = frame_to(role, true, OpCode::Text, payload);
+                    let hdr = wire.len() - payload.len();
+                    for cuts in [vec![], vec![hdr + pos], vec![hdr + pos + 1]] {
+                        assert_eq!(
+                            run(role, &wire, &cuts),
+                            std::slice::from_ref(expect),
+                            "{role:?} len {len} pos {pos} cuts {cuts:?}"
+                        );
+                    }
+                    // Two fragments, cut just after the odd byte: the
+                    // second is ASCII (or empty) and must still finish, or
+                    // fail, the character the first left open.
+                    let mut wire = frame_to(role, false, OpCode::Text, &payload[..=pos]);
+                    wire.extend(frame_to(
+                        role,
+                        true,
+                        OpCode::Continuation,
+                        &payload[pos + 1..],
+                    ));
+                    assert_eq!(
+                        run(role, &wire, &[]),
+                        std::slice::from_ref(expect),
+                        "{role:?} fragments len {len} pos {pos}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn close_frame_survives_every_split_and_ends_input() {
     for role in [Role::Server, Role::Client] {

@@ -4,6 +4,7 @@
 //!
 //! - no panic, no spin (each `poll_event` call makes progress), no event
 //!   once the connection is closed, an error is returned once;
+//! - every text received is valid UTF-8 when checked again;
 //! - the twins agree (events, errors, state, output): how the bytes were
 //!   cut into reads changes nothing;
 //! - the write queue stays under `write_buffer_limit + max_message_size`
@@ -277,7 +278,12 @@ pub fn feed(
                     assert!(!was_closed, "event {ev:?} after the connection closed");
                     let ev = Ev::of(ev);
                     match &ev {
-                        Ev::Text(t) => assert!(t.len() <= max_message),
+                        Ev::Text(t) => {
+                            assert!(t.len() <= max_message);
+                            // Checked again: ASCII text becomes a `str`
+                            // unchecked (src/ascii.rs).
+                            assert!(std::str::from_utf8(t.as_bytes()).is_ok(), "text {t:x?}");
+                        }
                         Ev::Binary(b) => assert!(b.len() <= max_message),
                         Ev::Ping(p) | Ev::Pong(p) => assert!(p.len() <= 125),
                         Ev::Close(code, reason) => {
