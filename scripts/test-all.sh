@@ -182,6 +182,17 @@ if [ "$have" != "$want" ]; then
 fi
 cargo build -p wsloop
 
+step "library: unsafe code only in src/ascii.rs"
+# The crate root denies unsafe_code; an `allow` anywhere else would lift it.
+others=$(grep -rln --include='*.rs' -E '(allow|expect)\((.*[ ,])?unsafe_code' src | grep -v '^src/ascii\.rs$' || true)
+if [ -n "$others" ]; then
+    echo "unsafe_code is allowed outside src/ascii.rs in: $others"
+    exit 1
+fi
+grep -q '^#!\[deny(unsafe_code)\]' src/lib.rs || { echo "src/lib.rs lost #![deny(unsafe_code)]"; exit 1; }
+grep -q '^#!\[deny(clippy::undocumented_unsafe_blocks)\]' src/ascii.rs ||
+    { echo "src/ascii.rs lost #![deny(clippy::undocumented_unsafe_blocks)]"; exit 1; }
+
 # The Autobahn testees (the wsloop binary and the autobahn_client example),
 # optimized but without LTO: wstest, not the testee, sets the pace there.
 step "build (profile autobahn): wsloop binary, all features; examples"
