@@ -2,6 +2,11 @@
 //!
 //! `offset` is the position of `data[0]` within the frame payload, so a
 //! payload can be unmasked in pieces as it arrives.
+//!
+//! Safety-relevant: `src/ascii.rs`, the library's one `unsafe` block,
+//! trusts [`apply_mask_ascii`]'s `true` (every byte below 0x80). A change
+//! to the loops here must keep that exact; the differential tests in
+//! `ascii.rs` and the `mask` fuzz target check it.
 
 /// Masks or unmasks `data` in place, a 64-bit word at a time.
 ///

@@ -102,7 +102,7 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 core.schedule(key);
                 return;
             }
-            if !drained && !conn.timeout_moved() {
+            if !drained && !conn.timeout_moved() && e.timer_at.is_some() {
                 // Nothing to schedule (see `Core::schedule`).
                 return;
             }

@@ -450,3 +450,30 @@ fn a_close_started_on_the_loop_times_out_at_close_timeout_not_the_idle_deadline(
     let took = start.elapsed();
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
 }
+
+/// An open connection whose timer was dropped without its timeout being
+/// handled (no `take_timeout_moved` flag) gets one again at its next
+/// flush: `schedule` asks the connection whenever no timer is set.
+#[test]
+fn an_open_connection_without_a_timer_gets_one_at_its_next_flush() {
+    let mut s = timer_server(Config {
+        ping_interval: None,
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..Config::default()
+    });
+    let mut c = open(&mut s);
+    let key = s.core.slab.iter().next().map(|(k, _)| k).unwrap();
+    let mut events = Events::with_capacity(16);
+    s.turn(&mut events, Some(Duration::ZERO)).unwrap();
+    assert!(s.core.slab[key].timer_at.is_some(), "no idle timer after the upgrade");
+    s.core.slab[key].timer_at = None;
+    // A message from the peer: read, echoed, flushed, scheduled.
+    c.write_all(&frame(OpCode::Binary, true, b"tick")).unwrap();
+    let read = s.core.stats.bytes_in;
+    turn_record_until(&mut s, "the message read", |s| s.core.stats.bytes_in > read);
+    s.turn(&mut events, Some(Duration::ZERO)).unwrap();
+    assert!(
+        s.core.slab[key].timer_at.is_some(),
+        "the idle deadline was not scheduled again"
+    );
+}

@@ -148,10 +148,11 @@ impl Core {
             Phase::Open { conn, .. } => {
                 // Unless a deadline may have moved earlier, the timer set
                 // before still comes first (it fires early and finds
-                // nothing due), or none was wanted and none is: both
-                // `handle_timeout` (a timer fired: `timer_at` is `None`)
-                // and a new connection set the flag.
-                if !conn.take_timeout_moved() {
+                // nothing due). With no timer set, ask anyway: that costs
+                // a call per flush only where no deadline is configured,
+                // and a path that drops the timer without
+                // `handle_timeout` cannot leave the connection without one.
+                if !conn.take_timeout_moved() && e.timer_at.is_some() {
                     return;
                 }
                 conn.poll_timeout()
