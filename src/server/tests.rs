@@ -465,7 +465,10 @@ fn an_open_connection_without_a_timer_gets_one_at_its_next_flush() {
     let key = s.core.slab.iter().next().map(|(k, _)| k).unwrap();
     let mut events = Events::with_capacity(16);
     s.turn(&mut events, Some(Duration::ZERO)).unwrap();
-    assert!(s.core.slab[key].timer_at.is_some(), "no idle timer after the upgrade");
+    assert!(
+        s.core.slab[key].timer_at.is_some(),
+        "no idle timer after the upgrade"
+    );
     s.core.slab[key].timer_at = None;
     // A message from the peer: read, echoed, flushed, scheduled.
     c.write_all(&frame(OpCode::Binary, true, b"tick")).unwrap();
