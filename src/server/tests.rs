@@ -470,7 +470,7 @@ fn an_open_connection_without_a_timer_gets_one_at_its_next_flush() {
         "no idle timer after the upgrade"
     );
     s.core.slab[key].timer_at = None;
-    // A message from the peer: read, echoed, flushed, scheduled.
+    // A message from the peer: read, flushed, scheduled.
     c.write_all(&frame(OpCode::Binary, true, b"tick")).unwrap();
     let read = s.core.stats.bytes_in;
     turn_record_until(&mut s, "the message read", |s| s.core.stats.bytes_in > read);
