@@ -131,7 +131,9 @@ pub struct Server<H: Handler> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds `addr` (the first address it resolves to).
+    /// Binds `addr` (the first address it resolves to), with mio's listen
+    /// backlog of 128; for a larger one bind the listener yourself and use
+    /// [`Server::from_listener`].
     pub fn bind(addr: impl ToSocketAddrs, config: Config, handler: H) -> Result<Self, Error> {
         config.validate()?;
         let addr = addr
