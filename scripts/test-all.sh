@@ -182,6 +182,9 @@ if [ "$have" != "$want" ]; then
 fi
 cargo build -p wsloop
 
+step "cargo doc: no warnings (workspace, all features)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+
 step "library: unsafe code only in src/ascii.rs"
 # The crate root denies unsafe_code; an `allow` anywhere else would lift it.
 # Whole files, so an attribute that rustfmt spread over lines is seen too.

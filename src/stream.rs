@@ -14,7 +14,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 
 /// Most plaintext handed to rustls in one `write`, unless what is left
-/// past it is less than one record ([`TLS_RECORD_PLAINTEXT`]), which goes
+/// past it is less than one record (16 KiB of plaintext), which goes
 /// along: a write of 64 KiB and 16 bytes is one `writev` of five records,
 /// not a second `writev` (and a second receive at the peer) for 16 bytes.
 pub const TLS_PLAINTEXT_LIMIT: usize = 64 * 1024;

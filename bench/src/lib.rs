@@ -20,7 +20,7 @@
 //!
 //! One mio `Poll` per thread drives many non-blocking
 //! [`Client`](wsloop::client::Client)s (not the blocking client), made
-//! from one [`ClientOptions`](wsloop::client::ClientOptions) per run:
+//! from one [`ClientOptions`] per run:
 //! `handle_event` for each readiness event, then `next_event_with` lends
 //! each echo borrowed from the read buffer the thread's clients share, to
 //! be checked and replaced in place; a connection's writes are batched
