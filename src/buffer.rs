@@ -22,7 +22,7 @@ const POOL_MAX_CAPACITY: usize = 64 * 1024;
 /// Most buffers kept in a thread's pool.
 const POOL_MAX_LEN: usize = 64;
 /// Most chunks handed to one `writev`.
-const MAX_IOV: usize = 64;
+pub(crate) const MAX_IOV: usize = 64;
 
 /// Large buffers (whole big messages) kept per thread, so a stream of
 /// 1 MiB messages reuses the same memory instead of faulting in fresh pages

@@ -390,9 +390,9 @@ impl Write for Stream {
     }
 }
 
-/// Slices handed to rustls at once (what `WriteQueue` offers per write).
+/// Slices handed to rustls at once: what `WriteQueue` offers per write.
 #[cfg(feature = "tls")]
-const TLS_WRITE_IOV: usize = 64;
+const TLS_WRITE_IOV: usize = crate::buffer::MAX_IOV;
 
 #[cfg(feature = "tls")]
 impl Stream {
@@ -412,7 +412,7 @@ impl Stream {
         if total == 0 {
             return Ok(0);
         }
-        let take = if total - TLS_PLAINTEXT_LIMIT.min(total) < TLS_RECORD_PLAINTEXT {
+        let take = if total.saturating_sub(TLS_PLAINTEXT_LIMIT) < TLS_RECORD_PLAINTEXT {
             total
         } else {
             TLS_PLAINTEXT_LIMIT

@@ -5,7 +5,7 @@ use crate::buffer::WriteQueue;
 
 use super::entry::{closed, lost, Phase};
 use super::guard::guarded;
-use super::timers::drain_deadline;
+use super::timers::{drain_deadline, timer_stands};
 use super::{Core, Ctx, Handler};
 
 /// Writes every connection marked dirty.
@@ -102,8 +102,8 @@ fn flush_one<H: Handler>(core: &mut Core, handler: &mut H, key: usize) {
                 core.schedule(key);
                 return;
             }
-            if !drained && !conn.timeout_moved() && e.timer_at.is_some() {
-                // Nothing to schedule (see `Core::schedule`).
+            if !drained && timer_stands(conn, e.timer_at) {
+                // Nothing to schedule.
                 return;
             }
             if drained {

@@ -13,6 +13,7 @@ use log::{debug, info};
 use super::entry::{kill, Phase};
 use super::read::refuse_handshake;
 use super::{Core, Handler, Server};
+use crate::protocol::Connection;
 
 /// A timer heap item: a deadline in nanoseconds since `Core::epoch`, the
 /// slab key (at most 24 bits, as in a `ConnId`) and the generation. 16
@@ -92,6 +93,16 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// An open connection's timer still comes first: one is set, and no
+/// deadline may have moved earlier since (a later one leaves the timer to
+/// fire early, find nothing due and ask again). With no timer set the
+/// connection is asked anyway: that costs a call per flush only where no
+/// deadline is configured, and a path that drops the timer without
+/// `handle_timeout` cannot leave the connection without one.
+pub(super) fn timer_stands(conn: &Connection, timer_at: Option<Instant>) -> bool {
+    timer_at.is_some() && !conn.timeout_moved()
+}
+
 /// See [`Core::drain_deadline`] (for a caller that holds an entry).
 pub(super) fn drain_deadline(
     now: Instant,
@@ -146,15 +157,10 @@ impl Core {
         let want = match &mut e.phase {
             Phase::Handshake { deadline, .. } => Some(*deadline),
             Phase::Open { conn, .. } => {
-                // Unless a deadline may have moved earlier, the timer set
-                // before still comes first (it fires early and finds
-                // nothing due). With no timer set, ask anyway: that costs
-                // a call per flush only where no deadline is configured,
-                // and a path that drops the timer without
-                // `handle_timeout` cannot leave the connection without one.
-                if !conn.take_timeout_moved() && e.timer_at.is_some() {
+                if timer_stands(conn, e.timer_at) {
                     return;
                 }
+                conn.take_timeout_moved();
                 conn.poll_timeout()
             }
             Phase::Draining { deadline, .. } => Some(*deadline),
