@@ -32,6 +32,8 @@
 #   latency  50 conns x 1 in flight x 64 B                  round trip p50, p99
 #   connect  10,000 idle connections                        handshakes/s, server
 #                                                           KiB per connection
+#                                                           (RSS, and its
+#                                                           anonymous part)
 #   deflate-mem  (wsloop only) 2,000 connections that each  server KiB per
 #            exchanged 4 compressible 1.5 KB texts with     connection
 #            permessage-deflate, held open: the defaults,
@@ -273,7 +275,7 @@ METRICS = {
     "tls": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "large": [("msgs/s", "msgs_per_s", True), ("MB/s", "mb_per_s", True), ("server CPU ns/msg", "server_cpu_ns_per_msg", False)],
     "latency": [("rtt p50 µs", "rtt_us.p50", False), ("rtt p99 µs", "rtt_us.p99", False)],
-    "connect": [("handshakes/s", "handshakes_per_s", True), ("server CPU ns/handshake", "server_cpu_ns_per_handshake", False), ("KiB/conn", "kib_per_conn", False)],
+    "connect": [("handshakes/s", "handshakes_per_s", True), ("server CPU ns/handshake", "server_cpu_ns_per_handshake", False), ("KiB/conn", "kib_per_conn", False), ("KiB/conn, anonymous", "kib_per_conn_anon", False)],
     "deflate-mem": [("KiB/conn, defaults", "kib_per_conn_default", False), ("KiB/conn, old per-conn zlib", "kib_per_conn_old", False), ("KiB/conn, no context takeover", "kib_per_conn_no_context", False)],
 }
 DESC = {

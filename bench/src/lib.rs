@@ -100,7 +100,7 @@ use wsloop::client::ClientOptions;
 use wsloop::Config;
 
 pub use options::{Mode, Options, TlsSetting};
-pub use procfs::read_rss_kib;
+pub use procfs::{read_rss_anon_kib, read_rss_kib};
 pub use report::fmt_bytes;
 
 use meter::Meter;
@@ -171,13 +171,14 @@ pub fn run(o: Options) -> i32 {
         let _ = rustls::ClientConnection::new(cfg.clone(), name.clone());
     }
     let rss_before = o.server_pid.and_then(read_rss_kib);
+    let anon_before = o.server_pid.and_then(read_rss_anon_kib);
     let shared = Shared {
         start: Instant::now(),
         barrier: Barrier::new(o.threads),
         go: Mutex::new(None),
         none_open: AtomicBool::new(false),
         server_pid: o.server_pid,
-        rss_open: Mutex::new(None),
+        rss_open: Mutex::new((None, None)),
         progress: (0..o.threads).map(|_| Progress::default()).collect(),
         series: Series::new(o.threads),
         published: plan.rooms.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -260,11 +261,16 @@ pub fn run(o: Options) -> i32 {
             .finished
             .saturating_duration_since(total.run_end)
             .as_secs_f64(),
-        rss: o.server_pid.map(|pid| Rss {
-            pid,
-            before: rss_before,
-            open: *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()),
-            after: read_rss_kib(pid),
+        rss: o.server_pid.map(|pid| {
+            let (open, anon_open) = *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner());
+            Rss {
+                pid,
+                before: rss_before,
+                open,
+                after: read_rss_kib(pid),
+                anon_before,
+                anon_open,
+            }
         }),
         server_cpu: cpu.cores_and_secs(measured_secs),
         series: shared.series.finish(),

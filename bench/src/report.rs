@@ -14,6 +14,9 @@ pub(crate) struct Rss {
     pub(crate) before: Option<u64>,
     pub(crate) open: Option<u64>,
     pub(crate) after: Option<u64>,
+    /// The anonymous part (`RssAnon`) before and with all open.
+    pub(crate) anon_before: Option<u64>,
+    pub(crate) anon_open: Option<u64>,
 }
 
 pub(crate) struct Report<'a> {
@@ -129,8 +132,17 @@ impl Report<'_> {
 
     fn kib_per_conn(&self) -> Option<f64> {
         let r = self.rss.as_ref()?;
-        let (b, a) = (r.before?, r.open?);
-        (self.s.opened > 0).then(|| (a as f64 - b as f64) / self.s.opened as f64)
+        self.per_conn(r.before?, r.open?)
+    }
+
+    /// [`Report::kib_per_conn`] from the anonymous part of the RSS only.
+    fn anon_kib_per_conn(&self) -> Option<f64> {
+        let r = self.rss.as_ref()?;
+        self.per_conn(r.anon_before?, r.anon_open?)
+    }
+
+    fn per_conn(&self, before: u64, open: u64) -> Option<f64> {
+        (self.s.opened > 0).then(|| (open as f64 - before as f64) / self.s.opened as f64)
     }
 
     /// Server CPU nanoseconds per echoed message (echo and latency modes)
@@ -269,6 +281,9 @@ impl Report<'_> {
             match self.kib_per_conn() {
                 Some(k) if o.mode == Mode::Connect => {
                     let _ = writeln!(t, "\n             {k:.2} KiB per connection (user space; kernel socket buffers not included)");
+                    if let Some(a) = self.anon_kib_per_conn() {
+                        let _ = writeln!(t, "             {a:.3} KiB per connection of anonymous memory (without the binary's pages)");
+                    }
                 }
                 _ => t.push('\n'),
             }
@@ -371,6 +386,14 @@ impl Report<'_> {
                 n(r.open),
                 n(r.after),
                 self.kib_per_conn().map_or("null".to_owned(), |k| format!("{k:.3}"))
+            );
+            let _ = write!(
+                j,
+                ",\"rss_anon_kib_before\":{},\"rss_anon_kib_open\":{},\"kib_per_conn_anon\":{}",
+                n(r.anon_before),
+                n(r.anon_open),
+                self.anon_kib_per_conn()
+                    .map_or("null".to_owned(), |k| format!("{k:.3}"))
             );
         }
         if let Some((cores, _)) = self.server_cpu {

@@ -148,8 +148,7 @@ impl<H: Handler> Server<H> {
                 eof: false,
                 owed_read: false,
                 handler_failed: false,
-                rooms: None,
-                bucket: None,
+                extra: None,
             });
             if over {
                 core.mark_dirty(key);

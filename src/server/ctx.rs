@@ -177,9 +177,9 @@ impl Ctx<'_> {
             Phase::Handshake { .. } => {}
             _ => return false,
         }
-        if e.rooms
+        if e.extra
             .as_ref()
-            .is_some_and(|rs| rs.iter().any(|r| &**r == room))
+            .is_some_and(|x| x.rooms.iter().any(|r| &**r == room))
         {
             return true;
         }
@@ -188,8 +188,9 @@ impl Ctx<'_> {
             None => room.into(),
         };
         let e = self.core.entry(id).expect("checked above");
-        e.rooms
+        e.extra
             .get_or_insert_with(Default::default)
+            .rooms
             .push(name.clone());
         self.core.rooms.entry(name).or_default().insert(id);
         true
@@ -200,15 +201,19 @@ impl Ctx<'_> {
         let Some(e) = self.core.entry(id) else {
             return false;
         };
-        let Some(rooms) = e.rooms.as_mut() else {
+        let Some(x) = e.extra.as_mut() else {
             return false;
         };
-        let Some(pos) = rooms.iter().position(|r| &**r == room) else {
+        let Some(pos) = x.rooms.iter().position(|r| &**r == room) else {
             return false;
         };
-        rooms.swap_remove(pos);
-        if rooms.is_empty() {
-            e.rooms = None;
+        x.rooms.swap_remove(pos);
+        if x.rooms.is_empty() {
+            if x.bucket.is_none() {
+                e.extra = None;
+            } else {
+                x.rooms = Vec::new();
+            }
         }
         if let Some(m) = self.core.rooms.get_mut(room) {
             m.remove(&id);

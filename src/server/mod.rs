@@ -366,11 +366,12 @@ impl Core {
         let Some(e) = self.slab.get_mut(key) else {
             return;
         };
-        let Some(rooms) = e.rooms.take() else {
-            return;
+        let rooms = match e.extra.as_mut() {
+            Some(x) if !x.rooms.is_empty() => std::mem::take(&mut x.rooms),
+            _ => return,
         };
         let id = self.id(key);
-        for r in *rooms {
+        for r in rooms {
             if let Some(members) = self.rooms.get_mut(&r) {
                 members.remove(&id);
                 if members.is_empty() {

@@ -15,17 +15,15 @@ pub(super) struct Bucket {
 impl Bucket {
     /// Takes one message of `len` bytes; false if over the limit.
     pub(super) fn take(
-        slot: &mut Option<Box<Bucket>>,
+        slot: &mut Option<Bucket>,
         limit: &RateLimit,
         len: usize,
         now: Instant,
     ) -> bool {
-        let b = slot.get_or_insert_with(|| {
-            Box::new(Bucket {
-                messages: limit.message_burst,
-                bytes: limit.byte_burst,
-                at: now,
-            })
+        let b = slot.get_or_insert_with(|| Bucket {
+            messages: limit.message_burst,
+            bytes: limit.byte_burst,
+            at: now,
         });
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
         b.at = now;

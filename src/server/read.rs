@@ -300,7 +300,8 @@ fn feed_frames<H: Handler>(core: &mut Core, handler: &mut H, key: usize, data: &
             }
         };
         if let (Event::Message(m), Some(limit)) = (&ev, &core.config.rate_limit) {
-            if !Bucket::take(&mut e.bucket, limit, m.as_bytes().len(), now) {
+            let slot = &mut e.extra.get_or_insert_with(Default::default).bucket;
+            if !Bucket::take(slot, limit, m.as_bytes().len(), now) {
                 match limit.action {
                     RateAction::Drop => continue,
                     _ => {

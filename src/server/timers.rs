@@ -6,6 +6,7 @@
 //! heap is rebuilt without them once they outnumber the live ones.
 
 use std::cmp::Reverse;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -15,16 +16,20 @@ use super::read::refuse_handshake;
 use super::{Core, Handler, Server};
 use crate::protocol::Connection;
 
-/// A timer heap item: a deadline in nanoseconds since `Core::epoch`, the
-/// slab key (at most 24 bits, as in a `ConnId`) and the generation. 16
-/// bytes instead of the 32 of (Instant, usize, u32): there is one per idle
-/// connection.
+/// A timer heap item: a deadline ([`At`]), the slab key (at most 24 bits,
+/// as in a `ConnId`) and the generation. 16 bytes instead of the 32 of
+/// (Instant, usize, u32): there is one per idle connection.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Due {
-    at: u64,
+    at: At,
     key: u32,
     gen: u32,
 }
+
+/// A deadline in nanoseconds since `Core::epoch` (at least 1, so that
+/// `Option<At>`, `Entry::timer_at`, is 8 bytes instead of an
+/// `Option<Instant>`'s 16; u64 nanoseconds last 584 years).
+pub(super) type At = NonZeroU64;
 
 impl<H: Handler> Server<H> {
     pub(super) fn next_timeout(&mut self) -> Option<Duration> {
@@ -60,7 +65,7 @@ impl<H: Handler> Server<H> {
             let Some(e) = self.core.slab.get_mut(key) else {
                 continue;
             };
-            if e.gen != gen || e.dead || e.timer_at != Some(t) {
+            if e.gen != gen || e.dead || e.timer_at != Some(due.at) {
                 continue; // stale
             }
             e.timer_at = None;
@@ -99,8 +104,15 @@ impl<H: Handler> Server<H> {
 /// connection is asked anyway: that costs a call per flush only where no
 /// deadline is configured, and a path that drops the timer without
 /// `handle_timeout` cannot leave the connection without one.
-pub(super) fn timer_stands(conn: &Connection, timer_at: Option<Instant>) -> bool {
+pub(super) fn timer_stands(conn: &Connection, timer_at: Option<At>) -> bool {
     timer_at.is_some() && !conn.timeout_moved()
+}
+
+/// `t` as an [`At`]. Deadlines come from `now`, never before the epoch;
+/// one at the epoch itself becomes 1 ns after it.
+fn at(epoch: Instant, t: Instant) -> At {
+    let ns = t.saturating_duration_since(epoch).as_nanos();
+    At::new(u64::try_from(ns).unwrap_or(u64::MAX)).unwrap_or(At::MIN)
 }
 
 /// See [`Core::drain_deadline`] (for a caller that holds an entry).
@@ -130,11 +142,10 @@ impl Core {
         if self.timers.len() <= 2 * self.slab.len() + Self::TIMER_SLACK {
             return;
         }
-        let (slab, epoch) = (&self.slab, self.epoch);
+        let slab = &self.slab;
         self.timers.retain(|Reverse(d)| {
-            slab.get(d.key as usize).is_some_and(|e| {
-                e.gen == d.gen && !e.dead && e.timer_at == Some(epoch + Duration::from_nanos(d.at))
-            })
+            slab.get(d.key as usize)
+                .is_some_and(|e| e.gen == d.gen && !e.dead && e.timer_at == Some(d.at))
         });
     }
 
@@ -142,9 +153,9 @@ impl Core {
     /// remembered: each pass asks for the heap's first item twice (is it
     /// due? how long to sleep?), and that item stays the same for many
     /// passes.
-    fn instant(&mut self, at: u64) -> Instant {
-        if self.last_due.0 != at {
-            self.last_due = (at, self.epoch + Duration::from_nanos(at));
+    fn instant(&mut self, at: At) -> Instant {
+        if self.last_due.0 != at.get() {
+            self.last_due = (at.get(), self.epoch + Duration::from_nanos(at.get()));
         }
         self.last_due.1
     }
@@ -166,13 +177,11 @@ impl Core {
             Phase::Draining { deadline, .. } => Some(*deadline),
         };
         if let Some(t) = want {
-            if e.timer_at.is_none_or(|cur| t < cur) {
-                e.timer_at = Some(t);
-                let at = t.saturating_duration_since(self.epoch).as_nanos();
+            let at = at(self.epoch, t);
+            if e.timer_at.is_none_or(|cur| at < cur) {
+                e.timer_at = Some(at);
                 self.timers.push(Reverse(Due {
-                    // Deadlines come from `now`, never before the epoch;
-                    // u64 nanoseconds last 584 years.
-                    at: u64::try_from(at).unwrap_or(u64::MAX),
+                    at,
                     // Keys fit a `ConnId`'s 24 bits.
                     key: key as u32,
                     gen: e.gen,

@@ -46,7 +46,8 @@ pub(crate) struct Shared {
     /// No connection opened in any thread: skip to the summary.
     pub(crate) none_open: AtomicBool,
     pub(crate) server_pid: Option<u32>,
-    pub(crate) rss_open: Mutex<Option<u64>>,
+    /// The server's RSS and its anonymous part (KiB) once all are open.
+    pub(crate) rss_open: Mutex<(Option<u64>, Option<u64>)>,
     pub(crate) progress: Vec<Progress>,
     /// The run second by second.
     pub(crate) series: Series,

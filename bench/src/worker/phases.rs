@@ -12,7 +12,7 @@ use super::{Worker, CLOSE_TIMEOUT};
 use crate::conn::{send_next, St};
 use crate::options::Mode;
 use crate::pace::Pacer;
-use crate::procfs::read_rss_kib;
+use crate::procfs::{read_rss_anon_kib, read_rss_kib};
 use crate::stats::Stats;
 
 /// Open loop: how long after the window the bench waits for what is still
@@ -73,7 +73,8 @@ impl Worker<'_> {
             let now = Instant::now();
             *shared.go.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
             if let Some(pid) = shared.server_pid {
-                *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) = read_rss_kib(pid);
+                *shared.rss_open.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (read_rss_kib(pid), read_rss_anon_kib(pid));
             }
             // Every thread published its count before the first wait.
             let open: u64 = shared.progress.iter().map(|p| p.open.load(Relaxed)).sum();
