@@ -566,7 +566,20 @@ impl Client {
     }
 
     /// Writes what is queued; `Ok` even if some is left (the socket is full).
+    #[inline]
     pub fn flush(&mut self) -> io::Result<()> {
+        // Called two or three times per readiness event, most often with
+        // nothing queued: then a few compares, not a call.
+        if self.upgrade.is_none()
+            && self.conn.as_ref().is_none_or(|c| !c.wants_write())
+            && !self.stream.has_pending()
+        {
+            return Ok(());
+        }
+        self.write_queued()
+    }
+
+    fn write_queued(&mut self) -> io::Result<()> {
         if matches!(self.state, State::Connecting | State::Done) {
             return Ok(());
         }
