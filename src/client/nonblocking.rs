@@ -227,9 +227,15 @@ impl Client {
                 self.input_pos += before - input.len();
                 match res {
                     Ok(Some(ev)) => {
+                        // Asked before `f` (which cannot reach the
+                        // connection): only an event that closed it
+                        // changes the client's state.
+                        let closed = conn.is_closed();
                         let r = f(ev);
-                        let now = self.now;
-                        self.after_conn(now);
+                        if closed {
+                            let now = self.now;
+                            self.after_conn(now);
+                        }
                         return Some(r);
                     }
                     // Every byte was taken (a cut frame's start is kept
