@@ -531,7 +531,10 @@ impl Client {
             self.input.copy_within(pos..end, 0);
         } else {
             let mut buf = take_read_buf(size);
-            buf[..held].copy_from_slice(&self.input[pos..end]);
+            // Most often nothing is held: no call to copy nothing.
+            if held > 0 {
+                buf[..held].copy_from_slice(&self.input[pos..end]);
+            }
             give_read_buf(std::mem::replace(&mut self.input, buf));
         }
         (self.input_pos, self.input_end) = (0, held);
