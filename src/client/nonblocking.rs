@@ -289,12 +289,13 @@ impl Client {
             + self.conn.as_ref().map_or(0, |c| c.buffered())
     }
 
+    /// Inlined into every send: the open case is two compares, the
+    /// refusal is out of line.
+    #[inline]
     fn open_conn(&mut self) -> Result<&mut Connection, Error> {
         match (&self.state, self.conn.as_mut()) {
             (State::Open, Some(c)) => Ok(c),
-            // The caller's mistake, not the server's.
-            (State::Connecting | State::Handshake, _) => Err(Error::Api(ApiError::NotUpgraded)),
-            _ => Err(Error::ConnectionClosed),
+            (state, _) => Err(not_open(state)),
         }
     }
 
@@ -619,6 +620,15 @@ impl Client {
             res?;
         }
         Ok(())
+    }
+}
+
+#[cold]
+fn not_open(state: &State) -> Error {
+    match state {
+        // The caller's mistake, not the server's.
+        State::Connecting | State::Handshake => Error::Api(ApiError::NotUpgraded),
+        _ => Error::ConnectionClosed,
     }
 }
 
