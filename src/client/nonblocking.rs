@@ -299,19 +299,37 @@ impl Client {
         }
     }
 
+    /// The connection a message is queued on. Only the connection's own
+    /// state is asked: the client's adds nothing for a message, since a
+    /// client holds a connection only once upgraded, and one that is not
+    /// `State::Open` any more holds a closed connection, which refuses
+    /// with `ConnectionClosed` before anything else (as `open_conn`
+    /// would). One compare fewer on every send.
+    #[inline]
+    fn message_conn(&mut self) -> Result<&mut Connection, Error> {
+        debug_assert!(
+            matches!(self.state, State::Open) || self.conn.as_ref().is_none_or(|c| c.is_closed()),
+            "a client that is not open holds an open connection"
+        );
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            None => Err(not_open(&self.state)),
+        }
+    }
+
     /// Queues a text message.
     pub fn send_text(&mut self, text: &str) -> Result<SendStatus, Error> {
-        self.open_conn()?.send_text(text)
+        self.message_conn()?.send_text(text)
     }
 
     /// Queues a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<SendStatus, Error> {
-        self.open_conn()?.send_binary(data)
+        self.message_conn()?.send_binary(data)
     }
 
     /// Queues a message.
     pub fn send(&mut self, msg: Message<'_>) -> Result<SendStatus, Error> {
-        self.open_conn()?.send(msg)
+        self.message_conn()?.send(msg)
     }
 
     /// Queues a ping.
