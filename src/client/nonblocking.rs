@@ -231,10 +231,13 @@ impl Client {
                 self.input_pos += before - input.len();
                 match res {
                     Ok(Some(ev)) => {
-                        // Asked before `f` (which cannot reach the
-                        // connection): only an event that closed it
-                        // changes the client's state.
-                        let closed = conn.is_closed();
+                        // Only an event that closed the connection changes
+                        // the client's state, and a close frame is the one
+                        // event that does (a protocol error is an `Err`).
+                        // Asked of the event, which `f` matches on too, so
+                        // the test folds into `f`'s own.
+                        let closed = matches!(ev, Event::Close(..));
+                        debug_assert_eq!(closed, conn.is_closed(), "{ev:?}");
                         let r = f(ev);
                         if closed {
                             let now = self.now;
