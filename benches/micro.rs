@@ -414,6 +414,31 @@ mod callgrind {
         ("recv_1MiB_text", "the same as ASCII text", || {
             echo_large(OpCode::Text, 1 << 20)
         }),
+        (
+            "client_recv_100B_text",
+            "Connection (client): one unmasked 100 B ASCII text frame (a chat message), whole in one read",
+            || receive_as(Role::Client, OpCode::Text, &ascii(100), &[]),
+        ),
+        ("client_recv_100B_binary", "the same as binary", || {
+            receive_as(Role::Client, OpCode::Binary, &ascii(100), &[])
+        }),
+        (
+            "client_recv_16KiB_text",
+            "Connection (client): one unmasked 16 KiB ASCII text frame, whole in one read",
+            || receive_as(Role::Client, OpCode::Text, &ascii(16 << 10), &[]),
+        ),
+        ("client_recv_16KiB_binary", "the same as binary", || {
+            receive_as(Role::Client, OpCode::Binary, &ascii(16 << 10), &[])
+        }),
+        (
+            "client_recv_16KiB_text_last_e",
+            "the same as text, ASCII but for its last character (é)",
+            || {
+                let mut text = ascii((16 << 10) - 2);
+                text.extend_from_slice("é".as_bytes());
+                receive_as(Role::Client, OpCode::Text, &text, &[])
+            },
+        ),
     ];
 
     fn ascii(len: usize) -> Vec<u8> {
@@ -427,13 +452,30 @@ mod callgrind {
     }
 
     /// One masked frame from a client, its bytes arriving in reads cut at
-    /// `cuts` (payload offsets, after an 8-byte header); each read is
+    /// `cuts` (payload offsets, after an 8-byte header: 16 KiB frames); each read is
     /// copied into the read buffer first (the kernel's copy). The message
     /// is dropped.
     fn receive(op: OpCode, payload: &[u8], cuts: &[usize]) -> Body {
-        let frame = client_frame(op, payload);
+        receive_as(Role::Server, op, payload, cuts)
+    }
+
+    /// `receive` in either role: a server gets the frame masked, a client
+    /// unmasked.
+    fn receive_as(role: Role, op: OpCode, payload: &[u8], cuts: &[usize]) -> Body {
+        let frame = match role {
+            Role::Server => client_frame(op, payload),
+            Role::Client => {
+                let mut out = Vec::new();
+                write_frame(
+                    &FrameHeader::new(op, payload.len() as u64),
+                    payload,
+                    &mut out,
+                );
+                out
+            }
+        };
         let now = Instant::now();
-        let mut conn = Connection::new(Role::Server, Arc::new(Config::default()), now);
+        let mut conn = Connection::new(role, Arc::new(Config::default()), now);
         let mut input = vec![0; frame.len()];
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c + 8).collect();
         bounds.push(frame.len());

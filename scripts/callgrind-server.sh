@@ -4,8 +4,9 @@
 #
 #   scripts/callgrind-server.sh SERVER SIZE [text]
 #     SERVER  wsloop (target/release/wsloop), raw-echo
-#             (benches/peers/target/release/raw-echo), or a path to another
-#             build of the wsloop binary
+#             (benches/peers/target/release/raw-echo), fastwebsockets or
+#             tungstenite (the peers' servers, benches/peers), or a path to
+#             another build of the wsloop binary
 #     SIZE    payload bytes (1048576, 16384, 64...)
 #     text    send text frames (ASCII) instead of binary
 #
@@ -33,6 +34,8 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1
 case $server in
     wsloop) bin=target/release/wsloop ;;
     raw-echo) bin=benches/peers/target/release/raw-echo ;;
+    fastwebsockets) bin=benches/peers/target/release/peer-fastwebsockets ;;
+    tungstenite) bin=benches/peers/target/release/peer-tungstenite ;;
     *) bin=$server ;;
 esac
 [ -x "$bin" ] || { echo "missing $bin (build it first)" >&2; exit 1; }
@@ -120,7 +123,10 @@ count() {
         port=$((23000 + RANDOM % 2000))
         ss -Htan "sport = :$port" | grep -q . || break
     done
-    [ "$server" = raw-echo ] || args=(serve --idle-timeout 0 --ping-interval 0 --max-message 2M --max-frame 2M)
+    case $server in
+        raw-echo | fastwebsockets | tungstenite) ;;
+        *) args=(serve --idle-timeout 0 --ping-interval 0 --max-message 2M --max-frame 2M) ;;
+    esac
     GLIBC_TUNABLES=$tunables valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$bin" "${args[@]}" --addr "127.0.0.1:$port" >"$OUT/server.$n.log" 2>&1 &
     local pid=$!

@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 pub const TLS_PLAINTEXT_LIMIT: usize = 64 * 1024;
 
 /// Most plaintext in one TLS record (2^14, RFC 8446 §5.1).
+#[cfg(feature = "tls")]
 const TLS_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 /// A TLS failure carried inside an `io::Error`, so that converting it

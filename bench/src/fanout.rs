@@ -11,22 +11,19 @@
 //! frame queueing, `writev`), with the receivers' reading included in the
 //! time. `bench/examples/fanout.rs` is the program.
 //!
-//! Receivers are raw non-blocking sockets on one mio `Poll`: frames are
-//! only counted, never copied, so that the load generator is not what is
-//! measured.
+//! Receivers are [`wsloop::client::Client`]s on one mio `Poll`, driven as
+//! the echo bench drives its connections (`connect_addr`, `handle_event`,
+//! `next_event_with`, `flush`): each text message is counted where it lies
+//! in the client's read buffer, never copied, so that the load generator
+//! is not what is measured.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use wsloop::client::Url;
-use wsloop::extension::DeflateConfig;
-use wsloop::frame::{parse_header, write_frame, FrameHeader, OpCode};
-use wsloop::handshake::{ClientRequest, Head, ResponseReader};
-
-use crate::dial;
+use mio::{Events, Poll, Token};
+use wsloop::client::{Client, ClientOptions, Url};
+use wsloop::{Error, Event, HandshakeError, Message};
 
 /// One fan-out measurement.
 pub struct Options {
@@ -63,22 +60,10 @@ impl Default for Options {
     }
 }
 
-enum State {
-    Connecting,
-    Handshake(ResponseReader),
-    Open,
-}
-
 struct Conn {
-    sock: TcpStream,
-    state: State,
-    /// Bytes to write (the upgrade request, the join).
-    out: Vec<u8>,
-    /// An incomplete frame carried to the next read.
-    tail: Vec<u8>,
-    /// Text frames received.
+    ws: Client,
+    /// Text messages received.
     texts: u64,
-    req: ClientRequest,
 }
 
 /// Why a receiver failed: its socket or upgrade (reported with its
@@ -94,125 +79,71 @@ impl From<io::Error> for Fail {
     }
 }
 
-/// A masked client text frame.
-fn text_frame(s: &str) -> Vec<u8> {
-    let h = FrameHeader {
-        mask: Some(wsloop::rand::mask_key()),
-        ..FrameHeader::new(OpCode::Text, s.len() as u64)
-    };
-    let mut v = Vec::new();
-    write_frame(&h, s.as_bytes(), &mut v);
-    v
+/// The failure for an error that ended a receiver's client.
+fn fail(e: Error) -> Fail {
+    match e {
+        Error::Io(e) => Fail::Io(e),
+        Error::Handshake(HandshakeError::Eof) => Fail::Io(server_closed()),
+        Error::Handshake(
+            e @ (HandshakeError::Malformed
+            | HandshakeError::TooLarge { .. }
+            | HandshakeError::TooManyHeaders { .. }),
+        ) => Fail::Io(io::Error::other(format!("bad response: {e}"))),
+        Error::Handshake(e) => Fail::Io(io::Error::other(format!("upgrade refused: {e}"))),
+        Error::Protocol(e) => Fail::Server(format!("bad frame from the server: {e}")),
+        e => Fail::Io(io::Error::other(e.to_string())),
+    }
 }
 
-/// Counts the whole frames at the start of `buf`; returns the bytes used.
-fn count_frames(buf: &[u8], texts: &mut u64) -> Result<usize, Fail> {
-    let mut pos = 0;
-    loop {
-        match parse_header(&buf[pos..]) {
-            Ok(Some((h, n))) => {
-                let end = pos + n + h.payload_len as usize;
-                if end > buf.len() {
-                    return Ok(pos);
-                }
-                match h.opcode {
-                    OpCode::Text => *texts += 1,
-                    OpCode::Close => {
-                        return Err(Fail::Server("the server closed a connection".into()))
-                    }
-                    _ => {}
-                }
-                pos = end;
-            }
-            Ok(None) => return Ok(pos),
-            Err(e) => return Err(Fail::Server(format!("bad frame from the server: {e}"))),
-        }
-    }
+fn server_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "server closed")
 }
 
 impl Conn {
-    fn open(poll: &Poll, i: usize, addr: SocketAddr, url: &Url) -> Result<Conn, String> {
-        let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-        poll.registry()
-            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+    fn open(
+        poll: &Poll,
+        i: usize,
+        addr: SocketAddr,
+        url: &Url,
+        opts: &ClientOptions,
+    ) -> Result<Conn, String> {
+        let mut ws =
+            Client::connect_addr(addr, url, opts, Instant::now()).map_err(|e| match e {
+                // The socket's own words, without Error's "I/O error: ".
+                Error::Io(e) => format!("connect: {e}"),
+                e => format!("connect: {e}"),
+            })?;
+        ws.register(poll.registry(), Token(i))
             .map_err(|e| format!("register: {e}"))?;
-        let (req, out) = dial::request(
-            &url.host_header(),
-            &url.target,
-            &DeflateConfig::default(),
-            &[],
-            &[],
-        );
-        Ok(Conn {
-            sock,
-            state: State::Connecting,
-            out,
-            tail: Vec::new(),
-            texts: 0,
-            req,
-        })
+        Ok(Conn { ws, texts: 0 })
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        while !self.out.is_empty() {
-            match self.sock.write(&self.out) {
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+    /// Handles one readiness event: connect, upgrade, then the text
+    /// messages are counted; a close from the server fails the run.
+    fn on_event(&mut self, ev: &mio::event::Event, now: Instant) -> Result<(), Fail> {
+        self.ws.handle_event(ev, now);
+        let texts = &mut self.texts;
+        let mut closed = false;
+        while let Some(()) = self.ws.next_event_with(|ev| match ev {
+            Event::Message(Message::Text(_)) => *texts += 1,
+            Event::Close(..) => closed = true,
+            _ => {}
+        }) {
+            if closed {
+                return Err(Fail::Server("the server closed a connection".into()));
             }
+        }
+        if let Some(e) = self.ws.take_error() {
+            return Err(fail(e));
+        }
+        if self.ws.is_done() {
+            return Err(Fail::Io(server_closed()));
+        }
+        // Pongs to the server's pings.
+        if self.ws.buffered() > 0 {
+            self.ws.flush()?;
         }
         Ok(())
-    }
-
-    fn on_ready(&mut self, scratch: &mut [u8]) -> Result<(), Fail> {
-        if let State::Connecting = self.state {
-            if !dial::connected(&self.sock)? {
-                return Ok(());
-            }
-            self.state = State::Handshake(ResponseReader::new());
-        }
-        self.flush()?;
-        loop {
-            let n = match self.sock.read(scratch) {
-                Ok(0) => {
-                    return Err(Fail::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed",
-                    )))
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Fail::Io(e)),
-            };
-            let data = &scratch[..n];
-            match &mut self.state {
-                State::Connecting => unreachable!(),
-                State::Handshake(reader) => match reader.feed(data, 8192, 64) {
-                    Ok(Head::Partial) => {}
-                    Ok(Head::Complete(resp, rest)) => {
-                        resp.validate(&self.req)
-                            .map_err(|e| io::Error::other(format!("upgrade refused: {e}")))?;
-                        self.state = State::Open;
-                        let used = count_frames(&rest, &mut self.texts)?;
-                        self.tail.extend_from_slice(&rest[used..]);
-                    }
-                    Err(e) => return Err(io::Error::other(format!("bad response: {e}")).into()),
-                },
-                State::Open => {
-                    if self.tail.is_empty() {
-                        let used = count_frames(data, &mut self.texts)?;
-                        self.tail.extend_from_slice(&data[used..]);
-                    } else {
-                        self.tail.extend_from_slice(data);
-                        let used = count_frames(&self.tail, &mut self.texts)?;
-                        self.tail.drain(..used);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -220,7 +151,6 @@ struct Load {
     poll: Poll,
     events: Events,
     conns: Vec<Conn>,
-    scratch: Vec<u8>,
 }
 
 impl Load {
@@ -243,9 +173,11 @@ impl Load {
                     Some((deadline - now).min(Duration::from_millis(100))),
                 )
                 .map_err(|e| format!("poll: {e}"))?;
+            // The clients run no timers: one clock read per batch.
+            let now = Instant::now();
             for ev in self.events.iter() {
                 let i = ev.token().0;
-                match self.conns[i].on_ready(&mut self.scratch) {
+                match self.conns[i].on_event(ev, now) {
                     Ok(()) => {}
                     Err(Fail::Io(e)) => return Err(format!("connection {i}: {e}")),
                     Err(Fail::Server(m)) => return Err(m),
@@ -265,11 +197,13 @@ pub fn run(o: &Options) -> Result<(), String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or("--url: cannot resolve the host")?;
+    let mut opts = ClientOptions::default();
+    // One read takes as much as the old loop-wide buffer did.
+    opts.config.read_buffer_size = 256 << 10;
     let mut load = Load {
         poll: Poll::new().map_err(|e| format!("poll: {e}"))?,
         events: Events::with_capacity(4096),
         conns: Vec::with_capacity(o.conns),
-        scratch: vec![0u8; 256 * 1024],
     };
 
     // Connect in waves so the listen backlog never overflows.
@@ -278,7 +212,7 @@ pub fn run(o: &Options) -> Result<(), String> {
         let from = load.conns.len();
         let to = (from + o.wave.max(1)).min(o.conns);
         for i in from..to {
-            let c = Conn::open(&load.poll, i, addr, &url)?;
+            let c = Conn::open(&load.poll, i, addr, &url, &opts)?;
             load.conns.push(c);
         }
         // Welcome received.
@@ -292,10 +226,10 @@ pub fn run(o: &Options) -> Result<(), String> {
     // Everyone joins the room (room mode): welcome + joined.
     let mut want = 1;
     if !o.broadcast {
-        let join = text_frame(r#"{"type":"join","room":"fanout"}"#);
+        let join = r#"{"type":"join","room":"fanout"}"#;
         for c in load.conns.iter_mut() {
-            c.out.extend_from_slice(&join);
-            c.flush().map_err(|e| format!("join: {e}"))?;
+            c.ws.send_text(join).map_err(|e| format!("join: {e}"))?;
+            c.ws.flush().map_err(|e| format!("join: {e}"))?;
         }
         want = 2;
         load.pump(Duration::from_secs(30), "joining", |cs| {

@@ -77,7 +77,6 @@
 
 mod chat;
 mod conn;
-mod dial;
 pub mod fanout;
 mod hist;
 mod meter;

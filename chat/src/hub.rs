@@ -47,9 +47,11 @@ use state::{Delivery, Inbox, State};
 pub const MAX_LOOPS: usize = 64;
 /// Bytes of frames one loop's inbox holds by default.
 pub const INBOX_BYTES: usize = 8 << 20;
-/// Inbox entries one notified drain delivers; the rest wait for the
-/// next pass, so the loop serves its sockets in between.
-const PASS_ITEMS: usize = 256;
+/// Sends one notified drain makes, about (deliveries times the loop's
+/// members of their room; at least one entry is taken): the rest wait for
+/// the next pass, so the loop serves its sockets in between however large
+/// the rooms are.
+const PASS_SENDS: usize = 16 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic on one loop must not wedge the others.
@@ -176,7 +178,7 @@ impl Hub {
         let mut out = Vec::new();
         let more = {
             let mut st = lock(&self.state);
-            let more = st.take(me, PASS_ITEMS, &mut out);
+            let more = st.take(me, PASS_SENDS, |room| sends(ctx, room), &mut out);
             st.inboxes[me].scheduled = more;
             more
         };
@@ -184,6 +186,15 @@ impl Hub {
             self.wake(vec![me]);
         }
         deliver(ctx, &out, None);
+    }
+}
+
+/// The sends a delivery to `room` makes on this loop.
+fn sends(ctx: &Ctx<'_>, room: &str) -> usize {
+    if room == BROADCASTS {
+        ctx.connections()
+    } else {
+        ctx.room_len(room)
     }
 }
 
@@ -228,7 +239,7 @@ impl HubBus {
         let mut out = Vec::new();
         let r = {
             let mut st = lock(&self.hub.state);
-            st.take(self.me, usize::MAX, &mut out);
+            st.take(self.me, usize::MAX, |_| 1, &mut out);
             then(&mut st)
         };
         deliver(ctx, &out, except);
@@ -240,7 +251,7 @@ impl HubBus {
         let (seq, wake, more) = {
             let mut st = lock(&self.hub.state);
             let (seq, wake) = st.publish(self.me, room, encode);
-            let more = st.take(self.me, usize::MAX, &mut out);
+            let more = st.take(self.me, usize::MAX, |_| 1, &mut out);
             (seq, wake, more)
         };
         debug_assert!(!more);

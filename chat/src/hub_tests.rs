@@ -18,7 +18,7 @@ fn msg(room: &str) -> impl FnMut(u64) -> String + '_ {
 /// The JSON of each delivery taken from loop `me`.
 fn taken(st: &mut State, me: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    assert!(!st.take(me, usize::MAX, &mut out));
+    assert!(!st.take(me, usize::MAX, |_| 1, &mut out));
     out.iter()
         .map(|d| {
             let (h, n) = parse_header(&d.frame).unwrap().unwrap();
@@ -52,8 +52,8 @@ fn a_publish_is_queued_once_for_each_loop_with_members_in_seq_order() {
     // The frame is shared, not copied per loop.
     st.publish(0, "r", &mut msg("r"));
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    st.take(0, 1, &mut a);
-    st.take(1, 1, &mut b);
+    st.take(0, 1, |_| 1, &mut a);
+    st.take(1, 1, |_| 1, &mut b);
     assert!(Arc::ptr_eq(&a[0].frame, &b[0].frame));
 }
 
@@ -148,7 +148,7 @@ fn misses_are_noted_per_run_so_later_frames_keep_their_place() {
     }
     // Half drained: new frames fit again, after the note.
     let mut out = Vec::new();
-    assert!(st.take(1, 2, &mut out));
+    assert!(st.take(1, 2, |_| 1, &mut out));
     for _ in 0..2 {
         st.publish(0, "r", &mut msg("r"));
     }
@@ -162,4 +162,29 @@ fn misses_are_noted_per_run_so_later_frames_keep_their_place() {
         .collect();
     all.extend(seqs(&taken(&mut st, 1)));
     assert_eq!(all, (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_pass_is_bounded_by_the_sends_it_makes_not_by_its_entries() {
+    let mut st = state(100, 1 << 20, 2);
+    st.register(1, "big", true);
+    st.register(1, "small", true);
+    for _ in 0..4 {
+        st.publish(0, "big", &mut msg("big"));
+    }
+    st.publish(0, "small", &mut msg("small"));
+    // "big" has 1,000 members on loop 1, "small" one: a budget of 2,500
+    // sends takes three of big's messages (3,000 sends), not 2,500
+    // entries.
+    let cost = |room: &str| if room == "big" { 1000 } else { 1 };
+    let mut out = Vec::new();
+    assert!(st.take(1, 2500, cost, &mut out));
+    assert_eq!(out.len(), 3);
+    // An entry dearer than the whole budget still goes, alone.
+    out.clear();
+    assert!(st.take(1, 10, cost, &mut out));
+    assert_eq!(out.len(), 1);
+    out.clear();
+    assert!(!st.take(1, 10, cost, &mut out));
+    assert_eq!(&*out[0].room, "small");
 }

@@ -114,18 +114,26 @@ impl State {
         (seq, wake)
     }
 
-    /// Takes up to `budget` entries of loop `me`'s inbox as deliveries
-    /// (missed numbers replayed from the history). Returns whether more
-    /// wait.
-    pub(crate) fn take(&mut self, me: usize, budget: usize, out: &mut Vec<Delivery>) -> bool {
-        let inbox = &mut self.inboxes[me];
-        let mut n = 0;
-        while n < budget {
+    /// Takes entries of loop `me`'s inbox as deliveries (missed numbers
+    /// replayed from the history) until what they cost reaches `budget`:
+    /// each delivery costs `cost(room)`, at least 1 (the loop counts the
+    /// sends it will make). At least one entry is taken. Returns whether
+    /// more wait.
+    pub(crate) fn take(
+        &mut self,
+        me: usize,
+        budget: usize,
+        mut cost: impl FnMut(&str) -> usize,
+        out: &mut Vec<Delivery>,
+    ) -> bool {
+        let mut spent = 0usize;
+        while spent < budget {
+            let inbox = &mut self.inboxes[me];
             let Some((item, w)) = inbox.items.pop_front() else {
                 break;
             };
             inbox.bytes -= w;
-            n += 1;
+            let before = out.len();
             match item {
                 Item::Frame { room, frame } => out.push(Delivery { room, frame }),
                 Item::Missed {
@@ -141,6 +149,9 @@ impl State {
                 }
             }
             inbox.base += 1;
+            for d in &out[before..] {
+                spent = spent.saturating_add(cost(&d.room).max(1));
+            }
         }
         let inbox = &mut self.inboxes[me];
         !inbox.items.is_empty()

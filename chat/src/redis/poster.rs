@@ -26,10 +26,13 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (the subscriber stops reading: Redis buffers, and past its own limit
 /// drops the subscription, which the catch-up after reconnecting covers).
 pub(super) const INBOX_BYTES: usize = 16 << 20;
-/// Events one closure hands to the state, and their bytes; the rest wait
-/// for the next closure, so the loop serves its sockets in between.
+/// Events one closure takes from the inbox, and their bytes, and the sends
+/// they may make (deliveries times members); the rest wait for the next
+/// closure, so the loop serves its sockets in between however large the
+/// rooms are.
 const PASS_EVENTS: usize = 256;
 const PASS_BYTES: usize = 1 << 20;
+const PASS_SENDS: usize = 16 * 1024;
 
 /// The loop's [`Ctx`] as the state's [`Sink`].
 pub(super) struct CtxSink<'a, 'b>(pub(super) &'a mut Ctx<'b>);
@@ -46,8 +49,8 @@ impl Sink<ConnId> for CtxSink<'_, '_> {
     fn join(&mut self, id: ConnId, room: &str) {
         self.0.join(id, room);
     }
-    fn publish(&mut self, room: &str, json: &str) {
-        deliver(self.0, room, json);
+    fn publish(&mut self, room: &str, json: &str) -> usize {
+        deliver(self.0, room, json)
     }
 }
 
@@ -164,7 +167,7 @@ impl Poster {
 
     /// On the loop thread: hands a budget of events to the state.
     fn drain(&self, ctx: &mut Ctx<'_>) {
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         let more = {
             let mut inbox = lock(&self.shared.inbox);
             let mut bytes = 0;
@@ -174,7 +177,7 @@ impl Poster {
                 };
                 bytes += w;
                 inbox.bytes -= w;
-                batch.push(ev);
+                batch.push_back((ev, w));
             }
             self.shared.room.notify_all();
             let more = !inbox.events.is_empty();
@@ -186,10 +189,25 @@ impl Poster {
             self.schedule(false);
         }
         let now = ctx.now();
-        let mut st = lock(&self.state);
-        let mut out = CtxSink(ctx);
-        for ev in batch {
-            st.on_event(&mut out, ev, now);
+        lock(&self.state).on_events(&mut CtxSink(ctx), &mut batch, PASS_SENDS, now);
+        if !batch.is_empty() {
+            self.put_back(batch);
         }
+    }
+
+    /// Events taken but not handed over (the pass's sends were spent) go
+    /// back to the front of the inbox, ahead of anything posted since.
+    fn put_back(&self, rest: VecDeque<(Event, usize)>) {
+        let mut inbox = lock(&self.shared.inbox);
+        for (ev, w) in rest.into_iter().rev() {
+            inbox.bytes += w;
+            inbox.events.push_front((ev, w));
+        }
+        if inbox.scheduled || inbox.stopped {
+            return;
+        }
+        inbox.scheduled = true;
+        drop(inbox);
+        self.schedule(false);
     }
 }

@@ -3,7 +3,7 @@
 //! it queues jobs for the publisher and acts on the threads' events. How
 //! members are caught up (live messages, fetch results) is in `catchup`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,8 +43,34 @@ pub(crate) trait Sink<I> {
     fn send(&mut self, id: I, json: &str);
     fn send_many(&mut self, ids: &[I], json: &str);
     fn join(&mut self, id: I, room: &str);
-    /// To every member of `room` that has been answered (the library's room).
-    fn publish(&mut self, room: &str, json: &str);
+    /// To every member of `room` that has been answered (the library's
+    /// room); returns how many that was.
+    fn publish(&mut self, room: &str, json: &str) -> usize;
+}
+
+/// A [`Sink`] that counts the sends made through it.
+pub(crate) struct Counted<'a, S> {
+    pub(crate) sink: &'a mut S,
+    pub(crate) sends: usize,
+}
+
+impl<I, S: Sink<I>> Sink<I> for Counted<'_, S> {
+    fn send(&mut self, id: I, json: &str) {
+        self.sends += 1;
+        self.sink.send(id, json);
+    }
+    fn send_many(&mut self, ids: &[I], json: &str) {
+        self.sends += ids.len();
+        self.sink.send_many(ids, json);
+    }
+    fn join(&mut self, id: I, room: &str) {
+        self.sink.join(id, room);
+    }
+    fn publish(&mut self, room: &str, json: &str) -> usize {
+        let n = self.sink.publish(room, json);
+        self.sends += n;
+        n
+    }
 }
 
 /// One member of one room, as the loop tracks it.
@@ -453,6 +479,28 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
         }
     }
 
+    /// Hands the events at the front of `batch` to the state until the
+    /// sends they made reach `budget` (at least one event goes, however
+    /// many it sends); the rest stay in `batch`, in order.
+    pub(crate) fn on_events<S: Sink<I>>(
+        &mut self,
+        out: &mut S,
+        batch: &mut VecDeque<(Event, usize)>,
+        budget: usize,
+        now: Instant,
+    ) {
+        let mut out = Counted {
+            sink: out,
+            sends: 0,
+        };
+        while out.sends < budget {
+            let Some((ev, _)) = batch.pop_front() else {
+                break;
+            };
+            self.on_event(&mut out, ev, now);
+        }
+    }
+
     pub(crate) fn on_event(&mut self, out: &mut impl Sink<I>, ev: Event, now: Instant) {
         match ev {
             Event::Link(side, up) => self.link(out, side, up, now),
@@ -468,7 +516,9 @@ impl<I: Copy + Eq + Hash + Ord + std::fmt::Debug> State<I> {
                 result,
             } => self.fetched(out, &room, after, result, now),
             // Redis did not run these (refused, or never sent): here only.
-            Event::Bounced(Job::Publish(m)) => out.publish(&m.room, &m.local),
+            Event::Bounced(Job::Publish(m)) => {
+                out.publish(&m.room, &m.local);
+            }
             Event::Bounced(Job::Fetch { room, .. }) => self.fetch_failed(out, &room),
             Event::Tick => self.tick(out, now),
             Event::Subscribed { room, token } => {

@@ -30,10 +30,12 @@ impl Sink<u32> for Rec {
             m.push(id);
         }
     }
-    fn publish(&mut self, room: &str, json: &str) {
-        for id in self.rooms.get(room).cloned().unwrap_or_default() {
-            self.send(id, json);
+    fn publish(&mut self, room: &str, json: &str) -> usize {
+        let ids = self.rooms.get(room).cloned().unwrap_or_default();
+        for id in &ids {
+            self.send(*id, json);
         }
+        ids.len()
     }
 }
 
@@ -969,4 +971,58 @@ fn a_subscription_report_that_comes_after_the_last_close_is_stale() {
     let (_, after, _) = fetch_job(&rx);
     fetched_b(&mut st, &mut rec, after, result("E", 3, 1, u64::MAX));
     assert_eq!(rec.take(2), ["welcome:3"]);
+}
+
+#[test]
+fn a_pass_hands_over_events_until_their_sends_reach_the_budget() {
+    let (mut st, rx, mut rec) = setup();
+    for id in 1..=3 {
+        join(&mut st, &mut rec, id, "r", None, t0()).unwrap();
+    }
+    let (room, after, _) = fetch_job(&rx);
+    st.on_event(
+        &mut rec,
+        Event::Fetched {
+            room,
+            after,
+            result: result("E", 0, 1, u64::MAX),
+        },
+        t0(),
+    );
+    for id in 1..=3 {
+        assert_eq!(rec.take(id), ["joined:0"]);
+    }
+    let mut batch: VecDeque<(Event, usize)> = (1..=10)
+        .map(|seq| {
+            let ev = Event::Live {
+                room: "r".into(),
+                epoch: "E".into(),
+                seq,
+                json: m(seq),
+            };
+            let w = ev.weight();
+            (ev, w)
+        })
+        .collect();
+    // Three members: each message is three sends. A budget of 7 hands
+    // over three messages (9 sends) and leaves seven, in order.
+    st.on_events(&mut rec, &mut batch, 7, t0());
+    for id in 1..=3 {
+        assert_eq!(rec.take(id), ["m:1", "m:2", "m:3"]);
+    }
+    let left: Vec<u64> = batch
+        .iter()
+        .map(|(ev, _)| match ev {
+            Event::Live { seq, .. } => *seq,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(left, (4..=10).collect::<Vec<_>>());
+    // The rest goes on the next pass, from where it stopped.
+    st.on_events(&mut rec, &mut batch, usize::MAX, t0());
+    assert!(batch.is_empty());
+    assert_eq!(
+        rec.take(2),
+        (4..=10).map(|s| format!("m:{s}")).collect::<Vec<_>>()
+    );
 }
