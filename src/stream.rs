@@ -138,6 +138,7 @@ impl Stream {
     }
 
     /// True while TLS records wait for the socket.
+    #[inline]
     pub fn has_pending(&self) -> bool {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_ref() {

@@ -28,6 +28,8 @@ mod idle_tests;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
+mod send_tests;
+#[cfg(test)]
 mod upgrade_tests;
 
 pub use backoff::Backoff;

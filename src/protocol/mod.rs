@@ -217,6 +217,7 @@ impl Connection {
     }
 
     /// True when there is something to write.
+    #[inline]
     pub fn wants_write(&self) -> bool {
         !self.out.is_empty()
     }
