@@ -295,23 +295,10 @@ fn raw_server(answer: Option<fn(&str) -> String>, hold: Duration) -> SocketAddr 
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
             thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&req).into_owned();
-                let key = text
-                    .lines()
-                    .find_map(|l| {
-                        let (name, v) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim().to_owned())
-                    })
-                    .unwrap_or_default();
+                let Some(head) = read_request_head(&mut s) else {
+                    return;
+                };
+                let key = find_request_key(&head).unwrap_or_default();
                 if let Some(answer) = answer {
                     let _ = s.write_all(answer(&key).as_bytes());
                 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 
@@ -46,23 +46,8 @@ fn raw_server(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
     thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            let text = String::from_utf8_lossy(&req).into_owned();
-            let key = text
-                .lines()
-                .find_map(|l| {
-                    let (name, v) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| v.trim().to_owned())
-                })
-                .unwrap_or_default();
+            let head = read_request_head(&mut s).unwrap_or_default();
+            let key = find_request_key(&head).unwrap_or_default();
             let _ = s.write_all(&answer(&key));
         }
     });

@@ -1,7 +1,7 @@
 //! Plain HTTP over a fresh connection: requests sent as bytes, replies read
 //! to EOF and parsed.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use wsloop::handshake::{Head, Response, ResponseReader};
@@ -71,12 +71,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
 
 /// The Sec-WebSocket-Key of a request head given as text.
 pub fn request_key(head: &str) -> String {
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no Sec-WebSocket-Key in {head:?}"))
+    find_request_key(head).unwrap_or_else(|| panic!("no Sec-WebSocket-Key in {head:?}"))
+}
+
+/// The Sec-WebSocket-Key of a request head given as text, if it has one.
+pub fn find_request_key(head: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("sec-websocket-key")
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// Reads a request head from `s` as a server would, up to its blank line,
+/// as text; `None` if the peer closed or the read failed first.
+pub fn read_request_head(s: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }

@@ -141,6 +141,20 @@ fn result(epoch: &str, last: u64, oldest: u64, from: u64) -> Fetched {
     }
 }
 
+/// Takes the next job, a fetch, and answers it with `result`.
+fn answer_fetch(st: &mut State<u32>, rec: &mut Rec, rx: &Receiver<Job>, result: Fetched) {
+    let (room, after, _) = fetch_job(rx);
+    st.on_event(
+        rec,
+        Event::Fetched {
+            room,
+            after,
+            result,
+        },
+        t0(),
+    );
+}
+
 fn live(st: &mut State<u32>, rec: &mut Rec, epoch: &str, seq: u64) {
     st.on_event(
         rec,
@@ -232,16 +246,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
     let (mut st, rx, mut rec) = setup();
     // The room is known here with epoch E; a member claims F.
     join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 5, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 5, 1, u64::MAX));
     rec.take(1);
     join(&mut st, &mut rec, 2, "r", Some(&since(4, Some("F"))), t0()).unwrap();
     let (room, after, hint) = fetch_job(&rx);
@@ -267,16 +272,7 @@ fn foreign_epoch_since_is_a_reset_with_everything_kept() {
 fn history_lost_in_redis_resets_live_members() {
     let (mut st, rx, mut rec) = setup();
     join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 57, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 57, 1, u64::MAX));
     rec.take(1);
     // Redis restarted empty; a new history begins at 1.
     live(&mut st, &mut rec, "E2", 1);
@@ -301,16 +297,7 @@ fn history_lost_in_redis_resets_live_members() {
 fn outage_delivers_locally_then_catches_up() {
     let (mut st, rx, mut rec) = setup();
     join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 2, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 2, 1, u64::MAX));
     rec.take(1);
     st.on_event(&mut rec, Event::Link(Side::Subscriber, false), t0());
     st.publish(
@@ -368,16 +355,7 @@ fn failed_fetch_answers_locally_and_leave_cancels() {
 fn in_sync_at_5() -> (State<u32>, Receiver<Job>, Rec) {
     let (mut st, rx, mut rec) = setup();
     join(&mut st, &mut rec, 1, "r", None, t0()).unwrap();
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 5, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 5, 1, u64::MAX));
     assert_eq!(rec.take(1), ["joined:5"]);
     (st, rx, rec)
 }
@@ -653,16 +631,7 @@ fn a_room_is_fetched_only_once_its_channel_is_subscribed() {
         token,
     };
     st.on_event(&mut rec, ok, t0());
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 2, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 2, 1, u64::MAX));
     assert_eq!(rec.take(1), ["joined:2"]);
     // A second member joins a subscribed room: fetched at once.
     st.join(&mut rec, 2, "r", None, t0()).unwrap();
@@ -686,16 +655,7 @@ fn a_room_is_fetched_only_once_its_channel_is_subscribed() {
         },
         t0(),
     );
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 0, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 0, 1, u64::MAX));
     assert_eq!(rec.take(3), ["joined:0"]);
     st.on_event(&mut rec, Event::Link(Side::Subscriber, false), t0());
     st.on_event(&mut rec, Event::Link(Side::Subscriber, true), t0());
@@ -979,16 +939,7 @@ fn a_pass_hands_over_events_until_their_sends_reach_the_budget() {
     for id in 1..=3 {
         join(&mut st, &mut rec, id, "r", None, t0()).unwrap();
     }
-    let (room, after, _) = fetch_job(&rx);
-    st.on_event(
-        &mut rec,
-        Event::Fetched {
-            room,
-            after,
-            result: result("E", 0, 1, u64::MAX),
-        },
-        t0(),
-    );
+    answer_fetch(&mut st, &mut rec, &rx, result("E", 0, 1, u64::MAX));
     for id in 1..=3 {
         assert_eq!(rec.take(id), ["joined:0"]);
     }
