@@ -202,10 +202,14 @@ impl<H: Handler> Server<H> {
 
     /// Runs waiting requests, up to this pass's budget. A handle wakes the
     /// loop only when it finds the queue empty; the loop does not sleep
-    /// while any remain (see `next_timeout`).
+    /// while any remain (see `next_timeout`). Only requests queued before
+    /// the pass began run in it: one that a `Handle::run` closure queues
+    /// (a closure that schedules its own next step, say) waits for the
+    /// next pass, after the sockets have been served.
     pub(super) fn run_commands(&mut self) {
         let mut bytes = 0;
-        for _ in 0..COMMANDS_PER_PASS {
+        let queued = self.core.handle.backlog.waiting();
+        for _ in 0..COMMANDS_PER_PASS.min(queued) {
             if bytes >= COMMAND_BYTES_PER_PASS {
                 break;
             }

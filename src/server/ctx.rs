@@ -324,7 +324,10 @@ impl Handle {
         self.submit(Command::Close(id, code, reason.to_owned()))
     }
 
-    /// Runs `f` on the loop thread with a [`Ctx`].
+    /// Runs `f` on the loop thread with a [`Ctx`]. A loop pass runs the
+    /// requests queued before it began; one queued from inside `f` runs in
+    /// a later pass, after the sockets have been served, so a closure that
+    /// queues its own next step cannot hold the loop.
     pub fn run(&self, f: impl FnOnce(&mut Ctx<'_>) + Send + 'static) -> Result<(), Error> {
         self.submit(Command::Run(Box::new(f)))
     }

@@ -498,3 +498,31 @@ fn an_open_connection_without_a_timer_gets_one_at_its_next_flush() {
         "the idle deadline was not scheduled again"
     );
 }
+
+/// A `Handle::run` closure that queues its own next step (as the chat's
+/// Redis poster does, chat/src/redis/poster.rs `drain`, to spread its work
+/// over passes) gets one step per pass of the loop: the sockets are served
+/// in between. `run_commands` used to take the new closure from the
+/// channel in the same call, up to 256 steps back to back.
+#[test]
+fn a_run_closure_queued_by_a_run_closure_waits_for_the_next_pass() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn again(ctx: &mut Ctx<'_>, runs: Arc<AtomicUsize>) {
+        runs.fetch_add(1, Ordering::SeqCst);
+        let h = ctx.handle();
+        let r = runs.clone();
+        // As poster.rs does: schedule the rest first, then work.
+        let _ = h.run(move |ctx| again(ctx, r));
+    }
+
+    let mut s = server();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    s.handle().run(move |ctx| again(ctx, r)).unwrap();
+    let mut events = Events::with_capacity(16);
+    s.turn(&mut events, Some(Duration::ZERO)).unwrap();
+    let n = runs.load(Ordering::SeqCst);
+    assert_eq!(n, 1, "one turn of the loop ran {n} self-queued passes");
+}
