@@ -64,6 +64,42 @@ struct Inbox {
     stopped: bool,
 }
 
+impl Inbox {
+    /// Takes a pass's events from the front: up to PASS_EVENTS or
+    /// PASS_BYTES. Their bytes stay counted (they are not handed over
+    /// yet); returns them and their bytes.
+    fn take(&mut self) -> (VecDeque<(Event, usize)>, usize) {
+        let (mut batch, mut bytes) = (VecDeque::new(), 0);
+        while batch.len() < PASS_EVENTS && bytes < PASS_BYTES {
+            let Some((ev, w)) = self.events.pop_front() else {
+                break;
+            };
+            bytes += w;
+            batch.push_back((ev, w));
+        }
+        (batch, bytes)
+    }
+
+    /// After a pass that took `taken` bytes: those handed over leave the
+    /// count, the rest go back to the front in their order. True if a
+    /// drain must be queued for them.
+    fn settle(&mut self, taken: usize, rest: VecDeque<(Event, usize)>) -> bool {
+        let kept: usize = rest.iter().map(|(_, w)| w).sum();
+        self.bytes -= taken - kept;
+        if rest.is_empty() {
+            return false;
+        }
+        for ev in rest.into_iter().rev() {
+            self.events.push_front(ev);
+        }
+        if self.scheduled || self.stopped {
+            return false;
+        }
+        self.scheduled = true;
+        true
+    }
+}
+
 struct Shared {
     inbox: Mutex<Inbox>,
     /// Signalled when the inbox shrinks (or the server stops).
@@ -167,47 +203,122 @@ impl Poster {
 
     /// On the loop thread: hands a budget of events to the state.
     fn drain(&self, ctx: &mut Ctx<'_>) {
-        let mut batch = VecDeque::new();
-        let more = {
+        // Taken events still count against INBOX_BYTES until they have
+        // been handed over, so the inbox and this batch together stay
+        // within the bound the posting threads wait on.
+        let (more, batch, taken) = {
             let mut inbox = lock(&self.shared.inbox);
-            let mut bytes = 0;
-            while batch.len() < PASS_EVENTS && bytes < PASS_BYTES {
-                let Some((ev, w)) = inbox.events.pop_front() else {
-                    break;
-                };
-                bytes += w;
-                inbox.bytes -= w;
-                batch.push_back((ev, w));
-            }
-            self.shared.room.notify_all();
+            let (batch, taken) = inbox.take();
             let more = !inbox.events.is_empty();
             inbox.scheduled = more;
-            more
+            (more, batch, taken)
         };
         if more {
-            // After whatever else the loop has queued.
+            // A later pass of the loop (the loop runs only requests queued
+            // before a pass began), after whatever else it has queued.
             self.schedule(false);
         }
         let now = ctx.now();
-        lock(&self.state).on_events(&mut CtxSink(ctx), &mut batch, PASS_SENDS, now);
-        if !batch.is_empty() {
-            self.put_back(batch);
-        }
+        // Settled when dropped, so a panic in the state (the loop survives
+        // it) neither keeps the bytes counted nor loses the events after
+        // the one that panicked.
+        let mut pass = Pass {
+            poster: self,
+            taken,
+            batch,
+        };
+        lock(&self.state).on_events(&mut CtxSink(ctx), &mut pass.batch, PASS_SENDS, now);
     }
 
-    /// Events taken but not handed over (the pass's sends were spent) go
-    /// back to the front of the inbox, ahead of anything posted since.
-    fn put_back(&self, rest: VecDeque<(Event, usize)>) {
+    /// After a pass: the bytes of the events handed over leave the inbox's
+    /// count, and the events taken but not handed over (the pass's sends
+    /// were spent) go back to its front, ahead of anything posted since.
+    fn settle(&self, taken: usize, rest: VecDeque<(Event, usize)>) {
         let mut inbox = lock(&self.shared.inbox);
-        for (ev, w) in rest.into_iter().rev() {
-            inbox.bytes += w;
-            inbox.events.push_front((ev, w));
-        }
-        if inbox.scheduled || inbox.stopped {
-            return;
-        }
-        inbox.scheduled = true;
+        let queue = inbox.settle(taken, rest);
+        self.shared.room.notify_all();
         drop(inbox);
-        self.schedule(false);
+        if queue {
+            self.schedule(false);
+        }
+    }
+}
+
+/// The events one drain took; settled with the inbox when dropped.
+struct Pass<'a> {
+    poster: &'a Poster,
+    /// Bytes of all the events taken.
+    taken: usize,
+    /// Those not handed over yet.
+    batch: VecDeque<(Event, usize)>,
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.poster
+            .settle(self.taken, std::mem::take(&mut self.batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(n: usize) -> (Event, usize) {
+        (Event::Tick, 1000 + n)
+    }
+
+    fn inbox(n: usize) -> Inbox {
+        let mut inbox = Inbox::default();
+        for i in 0..n {
+            let (ev, w) = tick(i);
+            inbox.bytes += w;
+            inbox.events.push_back((ev, w));
+        }
+        inbox
+    }
+
+    #[test]
+    fn taken_events_count_until_handed_over_and_the_rest_go_back_in_order() {
+        let mut inbox = inbox(300);
+        let all = inbox.bytes;
+        let (mut batch, taken) = inbox.take();
+        assert_eq!(batch.len(), PASS_EVENTS);
+        // Still counted while the loop works through them: a posting
+        // thread waiting for room is not let in on bytes still held.
+        assert_eq!(inbox.bytes, all);
+        // Ten handed over, the rest of the pass kept.
+        let handed: usize = batch.drain(..10).map(|(_, w)| w).sum();
+        inbox.scheduled = true;
+        assert!(!inbox.settle(taken, batch), "a drain is already queued");
+        assert_eq!(inbox.bytes, all - handed);
+        let weights: Vec<usize> = inbox.events.iter().map(|(_, w)| *w).collect();
+        assert_eq!(weights, (10..300).map(|i| 1000 + i).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn events_put_back_with_no_drain_queued_ask_for_one() {
+        let mut inbox = inbox(3);
+        let (mut batch, taken) = inbox.take();
+        batch.pop_front();
+        assert!(inbox.settle(taken, batch));
+        assert!(inbox.scheduled);
+        assert_eq!(inbox.events.len(), 2);
+        assert_eq!(inbox.bytes, 1001 + 1002);
+        // All handed over: nothing to queue, nothing counted.
+        let (batch, taken) = inbox.take();
+        inbox.scheduled = false;
+        assert!(!inbox.settle(taken, VecDeque::new()));
+        assert_eq!((inbox.bytes, batch.len()), (0, 2));
+        // Stopped: what is put back waits, no drain is queued.
+        let mut inbox = inbox_stopped();
+        let (batch, taken) = inbox.take();
+        assert!(!inbox.settle(taken, batch));
+    }
+
+    fn inbox_stopped() -> Inbox {
+        let mut inbox = inbox(2);
+        inbox.stopped = true;
+        inbox
     }
 }
