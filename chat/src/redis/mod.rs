@@ -112,7 +112,7 @@ use crate::history::Since;
 use crate::ChatConfig;
 
 use jobs::{broadcast_message, room_message, Event, Job};
-use poster::{lock, CtxSink, Poster};
+use poster::{lock, CtxSink, Poster, Shared};
 use publisher::publisher;
 use queue::{Gauge, Outbox};
 use scripts::{random_hex, Scripts, HISTORY_TTL_SECS};
@@ -132,6 +132,15 @@ pub struct RedisBus {
     gauge: Arc<Gauge>,
     /// When the server's graceful shutdown began.
     shutdown_at: Option<Instant>,
+    /// The inbox from the Redis threads, stopped when this is dropped.
+    inbox: Arc<Shared>,
+}
+
+impl Drop for RedisBus {
+    /// The handler, and so the loop, is gone: the Redis threads end.
+    fn drop(&mut self) {
+        self.inbox.stop();
+    }
 }
 
 /// Starts the backplane's threads once the server (and its [`Handle`])
@@ -146,6 +155,7 @@ pub struct Starter {
     scripts: Scripts,
     subs: Arc<Subs>,
     instance: Arc<str>,
+    inbox: Arc<Shared>,
 }
 
 /// What a flush at shutdown left behind.
@@ -189,12 +199,14 @@ impl RedisBus {
         let waiting = st.waiting_flag();
         let state = Arc::new(Mutex::new(st));
         let instance: Arc<str> = random_hex(3).into();
+        let inbox = Shared::new();
         Ok((
             RedisBus {
                 state: state.clone(),
                 instance: instance.clone(),
                 gauge: gauge.clone(),
                 shutdown_at: None,
+                inbox: inbox.clone(),
             },
             Starter {
                 client,
@@ -206,6 +218,7 @@ impl RedisBus {
                 scripts: Scripts::new(config.history_per_room, ttl),
                 subs,
                 instance,
+                inbox,
             },
         ))
     }
@@ -258,7 +271,7 @@ impl Starter {
             "redis backplane: instance {} using redis at {}",
             self.instance, self.addr
         );
-        let poster = Poster::new(self.state, handle);
+        let poster = Poster::new(self.inbox, self.state, handle);
         let (client, addr, p) = (self.client.clone(), self.addr.clone(), poster.clone());
         let (scripts, jobs, gauge) = (self.scripts, self.jobs, self.gauge);
         let sub_gauge = gauge.clone();

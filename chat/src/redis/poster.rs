@@ -100,10 +100,35 @@ impl Inbox {
     }
 }
 
-struct Shared {
+/// The inbox and its signal, shared by the Redis threads' posters and the
+/// bus in the handler.
+pub(super) struct Shared {
     inbox: Mutex<Inbox>,
     /// Signalled when the inbox shrinks (or the server stops).
     room: Condvar,
+}
+
+impl Shared {
+    pub(super) fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            inbox: Mutex::new(Inbox::default()),
+            room: Condvar::new(),
+        })
+    }
+
+    /// The loop is gone (its handler was dropped): what waits is dropped,
+    /// and every later post, kick or wait for room says so, so the Redis
+    /// threads end. A drain closure still queued on a loop that ended
+    /// would otherwise leave `scheduled` set for good, and the threads
+    /// would never hear of the stop.
+    pub(super) fn stop(&self) {
+        let mut inbox = lock(&self.inbox);
+        inbox.stopped = true;
+        inbox.scheduled = false;
+        inbox.events.clear();
+        inbox.bytes = 0;
+        self.room.notify_all();
+    }
 }
 
 /// Hands events to the loop: at most one `Handle::run` closure in flight,
@@ -117,12 +142,13 @@ pub(super) struct Poster {
 }
 
 impl Poster {
-    pub(super) fn new(state: Arc<Mutex<State<ConnId>>>, handle: Handle) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        state: Arc<Mutex<State<ConnId>>>,
+        handle: Handle,
+    ) -> Self {
         Poster {
-            shared: Arc::new(Shared {
-                inbox: Mutex::new(Inbox::default()),
-                room: Condvar::new(),
-            }),
+            shared,
             state,
             handle,
         }
@@ -314,6 +340,53 @@ mod tests {
         let mut inbox = inbox_stopped();
         let (batch, taken) = inbox.take();
         assert!(!inbox.settle(taken, batch));
+    }
+
+    struct Quiet;
+
+    impl wsloop::server::Handler for Quiet {
+        fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: Message<'_>) {}
+    }
+
+    /// A poster on `shared` whose loop never turns.
+    fn poster_on(shared: Arc<Shared>) -> (Poster, wsloop::server::Server<Quiet>) {
+        let server =
+            wsloop::server::Server::bind("127.0.0.1:0", wsloop::Config::default(), Quiet).unwrap();
+        let (outbox, _, _) = crate::redis::queue::Outbox::new(16, 1 << 20);
+        let limits = crate::redis::state::Limits {
+            max_rooms: 4,
+            ttl: Duration::from_secs(60),
+        };
+        let subs = Arc::new(crate::redis::subs::Subs::default());
+        let st = State::new(outbox, limits, subs, "p".into());
+        let poster = Poster::new(shared, Arc::new(Mutex::new(st)), server.handle());
+        (poster, server)
+    }
+
+    #[test]
+    fn a_stopped_inbox_ends_the_threads_even_with_a_drain_queued_on_a_loop_that_ended() {
+        let shared = Shared::new();
+        let (poster, server) = poster_on(shared.clone());
+        // A drain is queued; the loop ends before running it.
+        assert!(poster.post(Event::Tick));
+        drop(server);
+        // Nothing can tell: `scheduled` is set, so nobody asks the loop.
+        assert!(poster.post(Event::Tick));
+        assert!(poster.kick());
+        // Until the bus says the loop is gone.
+        shared.stop();
+        assert!(!poster.post(Event::Tick));
+        assert!(!poster.kick());
+        assert!(!poster.wait_room());
+    }
+
+    #[test]
+    fn dropping_the_bus_stops_its_inbox() {
+        let (bus, starter) = crate::RedisBus::new("redis://127.0.0.1:1/").unwrap();
+        let (poster, _server) = poster_on(starter.inbox.clone());
+        assert!(poster.post(Event::Tick));
+        drop(bus);
+        assert!(!poster.post(Event::Tick), "the Redis threads would go on");
     }
 
     fn inbox_stopped() -> Inbox {
