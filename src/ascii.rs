@@ -21,47 +21,73 @@
 
 use crate::mask::apply_mask_ascii;
 
-/// Unmasks a text payload in place with `key` (no key: the bytes stay as
-/// they are) and returns it as a `&str` if every byte is ASCII. Otherwise
-/// returns the unmasked bytes, for a full UTF-8 check.
+/// Unmasks a whole text message in place with `key` (no key: the bytes
+/// stay as they are) and returns it as a `&str`, or `None` if it is not
+/// UTF-8.
+///
+/// Its all-ASCII front is not given to `from_utf8`: a masked payload is
+/// seen whole while it is unmasked (`apply_mask_ascii`), an unmasked one
+/// (a client's input, with no pass to fold the test into) block by block
+/// with a read-only OR of its words ([`ascii_prefix`]). Only what follows
+/// goes to `from_utf8`. A client receiving all-ASCII text: 100 B 572 →
+/// 499 instructions (binary 357), 16 KiB 9,213 → 4,359 (binary 1,904),
+/// 16 KiB with one `é` at its end 9,227 → 6,299 (`scripts/callgrind.sh
+/// client_recv_*`).
 ///
 /// `offset` is the position of `data[0]` in the frame payload, as for
 /// [`crate::mask::apply_mask`].
 #[inline]
-pub(crate) fn unmask_text(
+pub(crate) fn unmask_text(data: &mut [u8], key: Option<[u8; 4]>, offset: usize) -> Option<&str> {
+    let ascii = match key {
+        Some(key) if apply_mask_ascii(data, key, offset) => data.len(),
+        Some(_) => 0,
+        None => ascii_prefix(data),
+    };
+    if ascii < data.len() && std::str::from_utf8(&data[ascii..]).is_err() {
+        return None;
+    }
+    debug_assert!(data[..ascii].is_ascii(), "an ASCII front that is not");
+    // SAFETY: `data[..ascii]` is all bytes below 0x80: `apply_mask_ascii`
+    // ORs every unmasked byte into the value it tests, `ascii_prefix`
+    // every byte of the blocks it counts (both exact: checked against a
+    // byte-wise test below and by the `mask` fuzz target). Each such byte
+    // is a whole one-byte UTF-8 character, so the front is valid UTF-8
+    // and ends on a character boundary; `data[ascii..]` was just checked
+    // by `from_utf8`. Two valid UTF-8 strings one after the other are one.
+    Some(unsafe { std::str::from_utf8_unchecked(data) })
+}
+
+/// Unmasks a piece of a text message in place, as [`unmask_text`], and
+/// returns it as a `&str` if every byte is ASCII; otherwise the unmasked
+/// bytes, for the incremental validator (a piece may end inside a
+/// character, so `from_utf8` would not do).
+#[inline]
+pub(crate) fn unmask_ascii(
     data: &mut [u8],
     key: Option<[u8; 4]>,
     offset: usize,
 ) -> Result<&str, &[u8]> {
-    let Some(key) = key else {
-        return unmasked_text(data);
+    let ascii = match key {
+        Some(key) => apply_mask_ascii(data, key, offset),
+        None => ascii_prefix(data) == data.len(),
     };
-    if !apply_mask_ascii(data, key, offset) {
+    if !ascii {
         return Err(data);
     }
-    debug_assert!(data.is_ascii(), "apply_mask_ascii said ASCII");
-    // SAFETY: `apply_mask_ascii` returned true, so every byte of `data`
-    // (as it is now, unmasked) is below 0x80: it ORs every unmasked byte
-    // into the value it tests (mask.rs; checked against a byte-wise test
-    // below and by the `mask` fuzz target). Bytes below 0x80 are each a
-    // whole one-byte UTF-8 character, so `data` is valid UTF-8.
+    debug_assert!(data.is_ascii(), "said ASCII and is not");
+    // SAFETY: every byte of `data` is below 0x80 (`apply_mask_ascii` or
+    // `ascii_prefix`, both exact, as above), each a whole one-byte UTF-8
+    // character, so `data` is valid UTF-8.
     Ok(unsafe { std::str::from_utf8_unchecked(data) })
 }
 
-/// Bytes of unmasked text tested for ASCII at a time, before the rest
-/// goes to `from_utf8`.
+/// Bytes of unmasked text tested for ASCII at a time.
 const BLOCK: usize = 4096;
 
-/// An unmasked text payload (a client's input) as a `&str`, or the bytes
-/// if they are not UTF-8. The all-ASCII blocks at the front skip
-/// `from_utf8`; from the first block with a byte of 0x80 or more, the rest
-/// is checked by it. All-ASCII text costs a read-only OR of its words
-/// instead of `from_utf8` (a client receiving 100 B: 572 → 499
-/// instructions, binary 357; 16 KiB: 9,213 → 4,359, binary 1,904;
-/// `scripts/callgrind.sh client_recv_*`), and any other costs at most one
-/// block's OR more than `from_utf8` alone (16 KiB with one `é` at the end:
-/// 9,227 → 6,299).
-fn unmasked_text(data: &mut [u8]) -> Result<&str, &[u8]> {
+/// How many bytes at the front of `data` are whole blocks of ASCII (or
+/// all of it): the test stops at the first block with a byte of 0x80 or
+/// more, so text that is not ASCII pays at most one block's OR for it.
+fn ascii_prefix(data: &[u8]) -> usize {
     let mut ascii = 0;
     while ascii < data.len() {
         let end = data.len().min(ascii + BLOCK);
@@ -70,14 +96,7 @@ fn unmasked_text(data: &mut [u8]) -> Result<&str, &[u8]> {
         }
         ascii = end;
     }
-    if ascii < data.len() && std::str::from_utf8(&data[ascii..]).is_err() {
-        return Err(data);
-    }
-    // SAFETY: `data[..ascii]` is all bytes below 0x80 (`all_ascii`,
-    // exact), each a whole one-byte UTF-8 character, so it is valid UTF-8
-    // and ends on a character boundary; `data[ascii..]` was just checked
-    // by `from_utf8`. Two valid UTF-8 strings one after the other are one.
-    Ok(unsafe { std::str::from_utf8_unchecked(data) })
+    ascii
 }
 
 /// Whether every byte of `block` is below 0x80: the OR of its 8-byte
@@ -134,7 +153,7 @@ mod tests {
         }
     }
 
-    /// `unmask_text` on `plain` masked with `key` (at `offset`), placed at
+    /// `unmask_ascii` on `plain` masked with `key` (at `offset`), placed at
     /// `align` bytes into a larger buffer, against the safe way: the
     /// byte-wise reference mask, then `std::str::from_utf8` for ASCII
     /// bytes and the bytes themselves otherwise. Also checks that nothing
@@ -146,7 +165,8 @@ mod tests {
         buf[align..align + wire.len()].copy_from_slice(&wire);
         let (head, rest) = buf.split_at_mut(align);
         let (data, tail) = rest.split_at_mut(wire.len());
-        let got = unmask_text(data, Some(key), offset).map(str::as_bytes);
+        let whole = data.to_vec();
+        let got = unmask_ascii(data, Some(key), offset).map(str::as_bytes);
         let want = if plain.is_ascii() {
             Ok(std::str::from_utf8(plain).expect("ASCII").as_bytes())
         } else {
@@ -159,6 +179,10 @@ mod tests {
             plain.len()
         );
         assert!(head.iter().chain(tail.iter()).all(|&b| b == 0xa5));
+        // The same bytes as a whole message: text exactly when UTF-8.
+        let mut data = whole;
+        let got = unmask_text(&mut data, Some(key), offset).map(str::as_bytes);
+        assert_eq!(got, std::str::from_utf8(plain).ok().map(str::as_bytes));
     }
 
     #[test]
@@ -239,12 +263,20 @@ mod tests {
         buf[align..align + bytes.len()].copy_from_slice(bytes);
         let (head, rest) = buf.split_at_mut(align);
         let (data, tail) = rest.split_at_mut(bytes.len());
-        let got = unmask_text(data, None, 0).map(str::as_bytes);
+        let got = unmask_text(data, None, 0).map(str::as_bytes).ok_or(bytes);
         let want = match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.as_bytes()),
             Err(_) => Err(bytes),
         };
         assert_eq!(got, want, "len {} align {align}", bytes.len());
+        // A piece of a message: a `&str` only if all ASCII.
+        let piece = unmask_ascii(data, None, 0).map(str::as_bytes);
+        let want = if bytes.is_ascii() {
+            Ok(bytes)
+        } else {
+            Err(bytes)
+        };
+        assert_eq!(piece, want, "piece: len {} align {align}", bytes.len());
         assert!(head.iter().chain(tail.iter()).all(|&b| b == 0xa5));
     }
 

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::{CloseInfo, Connection, Event, Message, State, RSV1};
-use crate::ascii::unmask_text;
+use crate::ascii::{unmask_ascii, unmask_text};
 use crate::close::parse_close_payload;
 use crate::error::{CapacityError, ProtocolError};
 use crate::frame::{parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
@@ -395,13 +395,7 @@ impl Connection {
                 // The common case: a whole message, handed out in place.
                 self.release_rx_if_idle();
                 Ok(Some(Event::Message(if h.opcode == OpCode::Text {
-                    // ASCII is seen while unmasking; other text is checked.
-                    let s = match unmask_text(payload, h.mask, 0) {
-                        Ok(s) => s,
-                        Err(bytes) => {
-                            std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)?
-                        }
-                    };
+                    let s = unmask_text(payload, h.mask, 0).ok_or(ProtocolError::InvalidUtf8)?;
                     Message::Text(Cow::Borrowed(s))
                 } else {
                     unmask(payload, h.mask, 0);
@@ -512,7 +506,7 @@ impl Connection {
             let more = room_to_grow(rx.text.len(), rx.text.capacity(), data.len() + 3, max);
             rx.text.reserve_exact(more);
             // ASCII is seen while unmasking; other bytes are checked.
-            let fed = match unmask_text(data, key, offset) {
+            let fed = match unmask_ascii(data, key, offset) {
                 Ok(s) => utf8.feed_str(s, &mut rx.text),
                 Err(bytes) => utf8.feed_into(bytes, &mut rx.text),
             };
