@@ -141,18 +141,20 @@ fn result(epoch: &str, last: u64, oldest: u64, from: u64) -> Fetched {
     }
 }
 
+/// Redis's answer to the fetch of `room` after `after`.
+fn fetched(st: &mut State<u32>, rec: &mut Rec, room: Arc<str>, after: u64, result: Fetched) {
+    let ev = Event::Fetched {
+        room,
+        after,
+        result,
+    };
+    st.on_event(rec, ev, t0());
+}
+
 /// Takes the next job, a fetch, and answers it with `result`.
 fn answer_fetch(st: &mut State<u32>, rec: &mut Rec, rx: &Receiver<Job>, result: Fetched) {
     let (room, after, _) = fetch_job(rx);
-    st.on_event(
-        rec,
-        Event::Fetched {
-            room,
-            after,
-            result,
-        },
-        t0(),
-    );
+    fetched(st, rec, room, after, result);
 }
 
 fn live(st: &mut State<u32>, rec: &mut Rec, epoch: &str, seq: u64) {
@@ -706,16 +708,7 @@ fn live_b(st: &mut State<u32>, rec: &mut Rec, epoch: &str, seq: u64) {
 }
 
 fn fetched_b(st: &mut State<u32>, rec: &mut Rec, after: u64, result: Fetched) {
-    let room = BROADCASTS.into();
-    st.on_event(
-        rec,
-        Event::Fetched {
-            room,
-            after,
-            result,
-        },
-        t0(),
-    );
+    fetched(st, rec, BROADCASTS.into(), after, result);
 }
 
 #[test]
