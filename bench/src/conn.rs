@@ -246,7 +246,7 @@ fn upgraded(
     let Some(ws) = c.ws.as_ref() else {
         return Err("handshake: lost state".into());
     };
-    if plan.config.deflate.enabled && ws.deflate().is_none() {
+    if plan.client.config.deflate.enabled && ws.deflate().is_none() {
         return Err(
             "handshake: the server declined permessage-deflate (--deflate); \
                     enable it there (wsloop serve --deflate) or drop --deflate"
@@ -418,10 +418,9 @@ fn frames(
             },
         }
     }
-    if ws.buffered() > 0 {
-        if let Err(e) = ws.flush() {
-            return Err(format!("write: {e}").into());
-        }
+    // Nothing queued: a few compares in `flush` itself.
+    if let Err(e) = ws.flush() {
+        return Err(format!("write: {e}").into());
     }
     Ok(())
 }

@@ -107,12 +107,8 @@ impl Conn {
         url: &Url,
         opts: &ClientOptions,
     ) -> Result<Conn, String> {
-        let mut ws =
-            Client::connect_addr(addr, url, opts, Instant::now()).map_err(|e| match e {
-                // The socket's own words, without Error's "I/O error: ".
-                Error::Io(e) => format!("connect: {e}"),
-                e => format!("connect: {e}"),
-            })?;
+        let mut ws = Client::connect_addr(addr, url, opts, Instant::now())
+            .map_err(|e| crate::conn::connect_error(e).into_owned())?;
         ws.register(poll.registry(), Token(i))
             .map_err(|e| format!("register: {e}"))?;
         Ok(Conn { ws, texts: 0 })
@@ -139,10 +135,8 @@ impl Conn {
         if self.ws.is_done() {
             return Err(Fail::Io(server_closed()));
         }
-        // Pongs to the server's pings.
-        if self.ws.buffered() > 0 {
-            self.ws.flush()?;
-        }
+        // Pongs to the server's pings (nothing queued: a few compares).
+        self.ws.flush()?;
         Ok(())
     }
 }

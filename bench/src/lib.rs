@@ -93,7 +93,7 @@ mod worker;
 
 use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use wsloop::client::ClientOptions;
@@ -134,7 +134,7 @@ pub fn run(o: Options) -> i32 {
     config.write_buffer_limit = config.write_buffer_limit.max(queued);
     config.deflate.enabled = o.deflate;
     let mut client = ClientOptions::default();
-    client.config = config.clone();
+    client.config = config;
     client.nodelay = true;
     client.protocols = o.protocols.clone();
     client.headers = o
@@ -152,7 +152,6 @@ pub fn run(o: Options) -> i32 {
         servers,
         pipeline: o.pipeline,
         payload: Payload::new(o.size, o.text, o.compressible),
-        config: Arc::new(config),
         connect_timeout: o.connect_timeout,
         max_connecting: o.max_connecting.div_ceil(o.threads),
         warmup: o.warmup,

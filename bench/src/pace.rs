@@ -196,7 +196,7 @@ fn has_room<W: Ws>(c: &Conn<W>, plan: &Plan) -> bool {
         return false;
     };
     ws.is_open()
-        && ws.buffered() <= plan.config.write_buffer_high
+        && ws.buffered() <= plan.client.config.write_buffer_high
         && (plan.mode == Mode::Chat || c.sent.len() < plan.pipeline)
 }
 
@@ -235,6 +235,7 @@ fn send<W: Ws>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use wsloop::{Connection, Role};
@@ -248,7 +249,11 @@ mod tests {
             .map(|_| {
                 let mut c = Conn::new(now);
                 c.st = St::Open;
-                c.ws = Some(Connection::new(Role::Client, plan.config.clone(), now));
+                c.ws = Some(Connection::new(
+                    Role::Client,
+                    Arc::new(plan.client.config.clone()),
+                    now,
+                ));
                 c
             })
             .collect()

@@ -2,11 +2,9 @@
 //! the phases' lengths.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 use wsloop::client::{ClientOptions, Url};
-use wsloop::Config;
 
 use crate::options::{Mode, Options};
 use crate::payload::Payload;
@@ -60,7 +58,6 @@ pub(crate) struct Plan {
     pub(crate) servers: Vec<Server>,
     pub(crate) pipeline: usize,
     pub(crate) payload: Payload,
-    pub(crate) config: Arc<Config>,
     pub(crate) connect_timeout: Duration,
     /// Per thread.
     pub(crate) max_connecting: usize,
@@ -131,7 +128,6 @@ impl Plan {
             servers: vec![Server::for_test(9)],
             pipeline,
             payload: Payload::new(8, false, false),
-            config: Arc::new(Config::default()),
             connect_timeout: Duration::from_secs(1),
             max_connecting: 1,
             warmup: Duration::ZERO,

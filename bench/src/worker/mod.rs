@@ -146,10 +146,9 @@ impl<'a> Worker<'a> {
         let opened = matches!(c.st, St::Joining | St::Open);
         match c.ws.take() {
             Some(mut ws) => {
-                if ws.buffered() > 0 {
-                    // A close frame for a protocol error, best effort.
-                    let _ = ws.flush();
-                }
+                // A close frame for a protocol error (and TLS records
+                // still held), best effort.
+                let _ = ws.flush();
                 if opened {
                     self.stats.ended_open += 1;
                     if ws.close_info().is_some_and(|i| i.clean) {
